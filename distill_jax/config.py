@@ -1,0 +1,258 @@
+"""Frozen configuration dataclasses.
+
+Sizes that fix array shapes (``num_envs``, ``unroll_length``, minibatches…) are
+static; derived sizes are properties, never written back. ``validate`` raises a
+``ConfigError`` naming the field and value for nonsensical settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is nonsensical; the message names field and value."""
+
+
+def _require(cond: bool, field: str, value: Any, why: str) -> None:
+    if not cond:
+        raise ConfigError(f"{field}={value!r}: {why}")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Hidden layer sizes and activation of the MLP actor and critic."""
+
+    actor_hidden: tuple[int, ...] = (64, 64)
+    critic_hidden: tuple[int, ...] = (128, 128)
+    activation: str = "tanh"
+
+    def validate(self, prefix: str = "network") -> None:
+        for name in ("actor_hidden", "critic_hidden"):
+            sizes = getattr(self, name)
+            _require(len(sizes) > 0 and all(int(s) > 0 for s in sizes), f"{prefix}.{name}", sizes,
+                     "needs one or more positive layer sizes")
+        _require(self.activation in ("tanh", "relu", "elu", "swish"), f"{prefix}.activation",
+                 self.activation, "must be one of tanh, relu, elu, swish")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO teacher training hyper-parameters (per seed).
+
+    One *update* collects ``num_envs * unroll_length`` env steps, then runs
+    ``num_epochs`` passes of ``num_minibatches`` shuffled minibatches.
+    """
+
+    num_envs: int = 256
+    unroll_length: int = 32
+    num_minibatches: int = 8
+    num_epochs: int = 4
+    learning_rate: float = 3e-4
+    max_grad_norm: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    vf_coef: float = 0.5
+    ent_coef: float = 0.0
+    reward_scale: float = 1.0
+    normalize_observations: bool = True
+    normalize_advantages: bool = True
+    total_env_steps: int = 1_000_000
+    network: NetworkConfig = NetworkConfig()
+
+    @property
+    def batch_size(self) -> int:
+        """Env steps per update (per seed)."""
+        return self.num_envs * self.unroll_length
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        """Updates needed to reach ``total_env_steps`` (rounded up)."""
+        return -(-self.total_env_steps // self.batch_size)
+
+    def validate(self, prefix: str = "ppo") -> None:
+        for name in ("num_envs", "unroll_length", "num_minibatches", "num_epochs", "total_env_steps"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value > 0, f"{prefix}.{name}", value, "must be a positive integer")
+        _require(self.batch_size % self.num_minibatches == 0, f"{prefix}.num_minibatches", self.num_minibatches,
+                 f"must divide num_envs * unroll_length = {self.batch_size}")
+        for name in ("learning_rate", "max_grad_norm", "clip_eps", "reward_scale"):
+            value = getattr(self, name)
+            _require(value > 0, f"{prefix}.{name}", value, "must be > 0")
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"{prefix}.{name}", value, "must be in [0, 1]")
+        for name in ("vf_coef", "ent_coef"):
+            value = getattr(self, name)
+            _require(value >= 0, f"{prefix}.{name}", value, "must be >= 0")
+        self.network.validate(f"{prefix}.network")
+
+
+BEHAVIOURS = ("teacher", "student", "mixture")
+OBJECTIVES = ("kl", "mse")
+STUDENT_KINDS = ("mlp", "gru")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Student distillation hyper-parameters.
+
+    ``behaviour`` picks who acts while collecting: ``"teacher"`` (the student
+    learns on teacher states), ``"student"`` (DAgger: the student acts and the
+    teacher relabels every visited state) or ``"mixture"`` (per env and step
+    the teacher acts with probability β, decaying linearly from
+    ``beta_start`` to ``beta_end`` over ``beta_decay_updates`` updates).
+    """
+
+    num_envs: int = 256
+    unroll_length: int = 32
+    num_minibatches: int = 4
+    num_epochs: int = 2
+    learning_rate: float = 1e-3
+    max_grad_norm: float = 1.0
+    objective: str = "kl"
+    kl_direction: str = "reverse"
+    ent_coef: float = 0.0
+    behaviour: str = "student"
+    beta_start: float = 1.0
+    beta_end: float = 0.0
+    beta_decay_updates: int = 10
+    mask_rule: tuple[str, ...] = ("falls", "timeouts", "saturated_actions", "nonfinite_teacher")
+    mask_thresholds: tuple[tuple[str, float], ...] = (("fall_horizon", 1.0), ("saturation", 0.99))
+    student_kind: str = "mlp"
+    student_hidden: tuple[int, ...] = (128, 128)
+    gru_size: int = 64
+    student_activation: str = "elu"
+    student_fields: tuple[str, ...] | None = None
+    normalize_observations: bool = True
+    total_env_steps: int = 200_000
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.unroll_length
+
+    @property
+    def num_updates(self) -> int:
+        return -(-self.total_env_steps // self.batch_size)
+
+    def validate(self, prefix: str = "distill") -> None:
+        for name in ("num_envs", "unroll_length", "num_minibatches", "num_epochs", "total_env_steps",
+                     "gru_size", "beta_decay_updates"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value > 0, f"{prefix}.{name}", value, "must be a positive integer")
+        # Minibatches split the env axis (whole sequences, so recurrent students can replay them).
+        _require(self.num_envs % self.num_minibatches == 0, f"{prefix}.num_minibatches", self.num_minibatches,
+                 f"must divide num_envs = {self.num_envs}")
+        _require(self.learning_rate > 0, f"{prefix}.learning_rate", self.learning_rate, "must be > 0")
+        _require(self.max_grad_norm > 0, f"{prefix}.max_grad_norm", self.max_grad_norm, "must be > 0")
+        _require(self.ent_coef >= 0, f"{prefix}.ent_coef", self.ent_coef, "must be >= 0 (it is a bonus)")
+        _require(self.objective in OBJECTIVES, f"{prefix}.objective", self.objective, f"must be one of {OBJECTIVES}")
+        _require(self.kl_direction in ("reverse", "forward"), f"{prefix}.kl_direction", self.kl_direction,
+                 "must be 'reverse' or 'forward'")
+        _require(self.behaviour in BEHAVIOURS, f"{prefix}.behaviour", self.behaviour, f"must be one of {BEHAVIOURS}")
+        for name in ("beta_start", "beta_end"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"{prefix}.{name}", value, "must be in [0, 1]")
+        _require(self.student_kind in STUDENT_KINDS, f"{prefix}.student_kind", self.student_kind,
+                 f"must be one of {STUDENT_KINDS}")
+        _require(len(self.student_hidden) > 0 and all(h > 0 for h in self.student_hidden),
+                 f"{prefix}.student_hidden", self.student_hidden, "needs one or more positive layer sizes")
+        from distill_jax.distill.masks import RULES  # local: keep config import-light
+
+        unknown = [r for r in self.mask_rule if r not in RULES]
+        _require(not unknown, f"{prefix}.mask_rule", self.mask_rule, f"unknown rule(s) {unknown}; known {sorted(RULES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole pipeline run: task, seeds, and each phase's settings."""
+
+    env: str = "cartpole"
+    env_overrides: tuple[tuple[str, Any], ...] = ()
+    seed: int = 0
+    num_seeds: int = 1
+    eval_episodes: int = 64
+    ppo: PPOConfig = PPOConfig()
+    distill: DistillConfig = DistillConfig()
+
+    def validate(self) -> None:
+        _require(isinstance(self.num_seeds, int) and self.num_seeds > 0, "num_seeds", self.num_seeds,
+                 "must be a positive integer")
+        _require(isinstance(self.eval_episodes, int) and self.eval_episodes > 0, "eval_episodes",
+                 self.eval_episodes, "must be a positive integer")
+        _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "must be a non-negative integer")
+        self.ppo.validate("ppo")
+        self.distill.validate("distill")
+
+
+def to_dict(config: Any) -> Any:
+    """A JSON-able dict of a (nested) config dataclass."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, tuple):
+        return [to_dict(v) for v in config]
+    return config
+
+
+def _coerce(value: Any, like: Any, path: str) -> Any:
+    """Converts a parsed JSON/CLI ``value`` to the type of the default ``like``."""
+    if dataclasses.is_dataclass(like):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}={value!r}: expected a mapping of {type(like).__name__} fields")
+        return replace_fields(like, value, path)
+    if isinstance(like, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r}: expected true/false")
+        return value
+    if isinstance(like, int) and not isinstance(like, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r}: expected an integer")
+        return value
+    if isinstance(like, float):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r}: expected a number")
+        return float(value)
+    if isinstance(like, tuple) or (like is None and isinstance(value, list)):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}={value!r}: expected a list")
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
+def replace_fields(config: Any, updates: dict[str, Any], path: str = "") -> Any:
+    """``config`` with ``updates`` (nested dicts) applied; unknown fields raise naming them."""
+    names = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for key, value in updates.items():
+        full = f"{path}.{key}" if path else key
+        if key not in names:
+            raise ConfigError(f"unknown config field {full!r}; valid fields here: {sorted(names)}")
+        changes[key] = _coerce(value, getattr(config, key), full)
+    return dataclasses.replace(config, **changes)
+
+
+def apply_override(config: Any, assignment: str) -> Any:
+    """Applies one ``dotted.path=value`` override; the value is parsed as JSON when it can be."""
+    import json
+
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.field=value")
+    path, raw = assignment.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    nested: Any = value
+    for part in reversed(path.strip().split(".")):
+        nested = {part: nested}
+    return replace_fields(config, nested)

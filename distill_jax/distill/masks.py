@@ -1,0 +1,116 @@
+"""Named invalid-step rules: which teacher steps must never be imitation targets.
+
+A rule maps a :class:`MaskInputs` batch (time-major ``[T, B]``) to a *valid*
+mask (1.0 = keep). The schema's ``mask_rule`` names the rules in force and its
+``mask_thresholds`` parameterise them; the combined mask is the product of the
+rules' masks, and each update reports the fraction each rule masked.
+
+Rules:
+
+* ``falls`` – the step that ended in a termination (a fall), and the
+  ``fall_horizon - 1`` steps before it within the same unroll: the teacher's
+  actions there led into the failure.
+* ``timeouts`` – the step cut by the time limit (its successor is not the
+  dynamics' successor).
+* ``resets`` – the first step of an episode (observation histories are still
+  padding; the reset distribution is not the task's state distribution).
+* ``saturated_actions`` – any teacher mean action ``|tanh(loc)|`` at or above
+  ``saturation`` (default 0.99): a saturated target is uninformative and its
+  pre-squash mean can be arbitrarily large.
+* ``nonfinite_teacher`` – teacher loc or scale is NaN/Inf.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class MaskInputs(NamedTuple):
+    """What the rules read, leaves ``[T, B]`` (teacher params ``[T, B, A]``)."""
+
+    terminated: jax.Array
+    truncated: jax.Array
+    first: jax.Array
+    teacher_loc: jax.Array
+    teacher_scale: jax.Array
+
+
+DEFAULT_THRESHOLDS: dict[str, float] = {"saturation": 0.99, "fall_horizon": 1.0}
+
+
+def _steps_before_termination(terminated: jax.Array, horizon: jax.Array) -> jax.Array:
+    """1.0 where a termination happens within ``horizon`` steps from here (this step included)."""
+
+    def back(countdown, term_t):
+        # countdown: steps left in the invalid window that a later termination opened.
+        countdown = jnp.where(term_t > 0, horizon, countdown - 1.0)
+        return countdown, (countdown > 0).astype(term_t.dtype)
+
+    _, flagged = jax.lax.scan(back, jnp.zeros_like(terminated[0]), terminated, reverse=True)
+    return flagged
+
+
+def falls(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
+    horizon = jnp.asarray(thresholds.get("fall_horizon", DEFAULT_THRESHOLDS["fall_horizon"]), jnp.float32)
+    return 1.0 - _steps_before_termination(inputs.terminated, horizon)
+
+
+def timeouts(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
+    del thresholds
+    return 1.0 - inputs.truncated
+
+
+def resets(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
+    del thresholds
+    return 1.0 - inputs.first
+
+
+def saturated_actions(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
+    limit = thresholds.get("saturation", DEFAULT_THRESHOLDS["saturation"])
+    saturated = jnp.any(jnp.abs(jnp.tanh(inputs.teacher_loc)) >= limit, axis=-1)
+    return 1.0 - saturated.astype(jnp.float32)
+
+
+def nonfinite_teacher(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
+    del thresholds
+    ok = jnp.all(jnp.isfinite(inputs.teacher_loc) & jnp.isfinite(inputs.teacher_scale), axis=-1)
+    return ok.astype(jnp.float32)
+
+
+RULES: dict[str, Callable[[MaskInputs, Mapping[str, float]], jax.Array]] = {
+    "falls": falls,
+    "timeouts": timeouts,
+    "resets": resets,
+    "saturated_actions": saturated_actions,
+    "nonfinite_teacher": nonfinite_teacher,
+}
+
+
+def check_rules(names: tuple[str, ...]) -> None:
+    unknown = [n for n in names if n not in RULES]
+    if unknown:
+        raise ValueError(f"unknown mask rule(s) {unknown}; available: {sorted(RULES)}")
+
+
+def valid_mask(
+    names: tuple[str, ...], inputs: MaskInputs, thresholds: Mapping[str, float] | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The product of the named rules' masks and the fraction each one masked.
+
+    Returns:
+      ``(valid [T, B], {"masked/<rule>": fraction of steps that rule masks,
+      "masked/any": fraction masked by at least one rule})``.
+    """
+    check_rules(names)
+    thresholds = {**DEFAULT_THRESHOLDS, **dict(thresholds or {})}
+    valid = jnp.ones_like(inputs.terminated, dtype=jnp.float32)
+    fractions = {}
+    for name in names:
+        rule_valid = RULES[name](inputs, thresholds).astype(jnp.float32)
+        fractions[f"masked/{name}"] = 1.0 - jnp.mean(rule_valid)
+        valid = valid * rule_valid
+    fractions["masked/any"] = 1.0 - jnp.mean(valid)
+    return valid, fractions

@@ -1,0 +1,96 @@
+"""The distillation phase: a frozen teacher, a student built from deployable fields.
+
+``distill_student`` takes a trained teacher (the result of the teacher phase,
+or a restored checkpoint) and trains ``K`` students — student ``k`` learns from
+teacher ``k`` — through the shared outer loop (:func:`distill_jax.loop.run_phase`).
+No rewards enter the objective; episode returns are only logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+
+from distill_jax.config import DistillConfig
+from distill_jax.distill.student import Student, make_student
+from distill_jax.distill.update import FrozenTeacher, StudentState, distill_step, init_student
+from distill_jax.envs.base import Env
+from distill_jax.envs.wrappers import VmapAutoReset
+from distill_jax.loop import run_phase, seed_keys
+
+
+@dataclasses.dataclass
+class DistillResult:
+    """What the distillation phase returns (``state`` has a leading seed axis ``[K]``)."""
+
+    state: StudentState
+    student: Student
+    env: Env
+    history: list[dict[str, Any]]
+
+
+def build_student(env: Env, config: DistillConfig) -> Student:
+    return make_student(
+        env.schema,
+        env.action_size,
+        kind=config.student_kind,
+        hidden=config.student_hidden,
+        gru_size=config.gru_size,
+        activation=config.student_activation,
+        student_fields=config.student_fields,
+    )
+
+
+def distill_student(
+    env: Env,
+    teacher_actor: Any,
+    teacher: FrozenTeacher,
+    config: DistillConfig,
+    *,
+    seed: int = 0,
+    updates_per_call: int | None = None,
+    devices: list | None = None,
+    log_fn: Callable[[dict[str, Any]], None] | None = None,
+    on_chunk: Callable[[StudentState, int], None] | None = None,
+    initial_state: StudentState | None = None,
+) -> DistillResult:
+    """Trains one student per teacher seed on ``env`` (single-instance).
+
+    Args:
+      env: the unbatched task (the same one the teacher was trained on).
+      teacher_actor: the teacher's actor module (``TeacherNetworks.actor``).
+      teacher: frozen teacher params and normaliser stats with a leading seed
+        axis ``[K]`` (e.g. ``FrozenTeacher(result.state.params["actor"],
+        result.state.obs_stats)``).
+      config: distillation hyper-parameters.
+      seed: base seed; student ``k`` uses ``seed + k``.
+    """
+    config.validate()
+    num_seeds = int(jax.tree.leaves(teacher.params)[0].shape[0])
+    batched_env = VmapAutoReset(env, config.num_envs)
+    student = build_student(env, config)
+    if initial_state is None:
+        init = jax.vmap(functools.partial(init_student, env=batched_env, student=student, config=config))
+        initial_state = jax.jit(init)(seed_keys(seed, num_seeds))
+
+    def step(state, frozen_teacher):
+        return distill_step(
+            state, frozen_teacher, env=batched_env, teacher_actor=teacher_actor, student=student, config=config
+        )
+
+    state, history = run_phase(
+        initial_state,
+        step,
+        frozen=teacher,
+        total_updates=config.num_updates,
+        batch_size=config.batch_size,
+        num_envs=config.num_envs,
+        updates_per_call=updates_per_call,
+        devices=devices,
+        log_fn=log_fn,
+        on_chunk=on_chunk,
+    )
+    return DistillResult(state=state, student=student, env=batched_env, history=history)

@@ -1,0 +1,224 @@
+"""One distillation iteration as a pure function: collect → mask → SGD epochs.
+
+``distill_step(state, teacher, *, env, teacher_actor, student, config) ->
+(state, metrics)``. The teacher arrives as an argument (:class:`FrozenTeacher`)
+and never enters the optimiser: only ``state.params`` (the student's) receive
+gradients, and the losses stop gradients through the teacher's outputs.
+
+Collection uses the shared :func:`~distill_jax.rollout.unroll`. At every step
+both policies see the *same* observation dict: the teacher reads its
+privileged view, the student only its deployable fields; the behaviour policy
+(teacher, student or a β-mixture) picks the action sent to the env; the
+teacher's distribution is recorded as the target for every visited state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from distill_jax import normalization
+from distill_jax.config import DistillConfig
+from distill_jax.distill import losses, masks
+from distill_jax.distill.student import Student
+from distill_jax.envs.base import Env, EnvState
+from distill_jax.policy import action_distribution, policy_step
+from distill_jax.ppo.update import episode_metrics, finiteness
+from distill_jax.rollout import PolicyStep, unroll
+from distill_jax.sgd import sgd_epochs
+
+
+class FrozenTeacher(NamedTuple):
+    """A trained teacher actor's parameters and its (fixed) normaliser statistics."""
+
+    params: Any
+    obs_stats: normalization.RunningStats | None
+
+
+@struct.dataclass
+class StudentState:
+    """Everything a distillation run carries between iterations (one seed).
+
+    Attributes:
+      params: student actor params (the only optimised parameters).
+      opt_state: optax state of ``params``.
+      obs_stats: running normaliser statistics of the student's fields.
+      env_state: batched env state ``[num_envs]``.
+      carry: recurrent student memory ``[num_envs, H]`` (``None`` for MLPs).
+      key: PRNG key.
+      update_step, env_steps: int32 counters.
+    """
+
+    params: Any
+    opt_state: optax.OptState
+    obs_stats: normalization.RunningStats
+    env_state: EnvState
+    carry: Any
+    key: jax.Array
+    update_step: jax.Array
+    env_steps: jax.Array
+
+
+class DistillBatch(NamedTuple):
+    """Sequences for the student loss, leaves ``[B, T, ...]`` (env-major, so
+    minibatches are whole sequences a recurrent student can replay)."""
+
+    obs: dict[str, jax.Array]  # normalised student fields
+    first: jax.Array  # [B, T]
+    teacher_loc: jax.Array  # [B, T, A]
+    teacher_scale: jax.Array  # [B, T, A]
+    valid: jax.Array  # [B, T]
+    carry: Any  # [B, H] student memory before step 0, or None
+
+
+def make_optimizer(config: DistillConfig) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+
+
+def init_student(key: jax.Array, env: Env, student: Student, config: DistillConfig) -> StudentState:
+    """Initial state for one seed; ``env`` is batched (``[num_envs]`` states)."""
+    key, init_key, env_key = jax.random.split(key, 3)
+    env_state = env.reset(env_key)
+    one_obs = student.schema.select(jax.tree.map(lambda x: x[0], env_state.obs), "student")
+    params = student.init(init_key, one_obs)
+    return StudentState(
+        params=params,
+        opt_state=make_optimizer(config).init(params),
+        obs_stats=normalization.init_stats(one_obs),
+        env_state=env_state,
+        carry=student.initial_carry(config.num_envs),
+        key=key,
+        update_step=jnp.zeros((), jnp.int32),
+        env_steps=jnp.zeros((), jnp.int32),
+    )
+
+
+def teacher_probability(config: DistillConfig, update_step: jax.Array) -> jax.Array:
+    """β: the probability that the teacher acts at a step of this update."""
+    if config.behaviour == "teacher":
+        return jnp.ones((), jnp.float32)
+    if config.behaviour == "student":
+        return jnp.zeros((), jnp.float32)
+    frac = jnp.clip(update_step / config.beta_decay_updates, 0.0, 1.0)
+    return config.beta_start + frac * (config.beta_end - config.beta_start)
+
+
+def collection_policy(teacher_actor, teacher: FrozenTeacher, student: Student, student_params, student_stats, beta):
+    """The behaviour policy; records the teacher's distribution in ``extras``."""
+
+    def policy(carry, obs, first, key):
+        act_key, mix_key = jax.random.split(key)
+        teacher_dist = action_distribution(teacher_actor.apply, teacher.params, teacher.obs_stats, obs)
+        student_obs = normalization.normalize(student_stats, student.schema.select(obs, "student"))
+        carry, student_dist = student.step(student_params, carry, student_obs, first)
+        teacher_step = policy_step(teacher_dist, act_key, deterministic=False)
+        student_step = policy_step(student_dist, act_key, deterministic=False)
+        teacher_acts = jax.random.bernoulli(mix_key, beta, first.shape)
+        pick = lambda t, s: jnp.where(teacher_acts.reshape(t.shape[:1] + (1,) * (t.ndim - 1)), t, s)  # noqa: E731
+        out = jax.tree.map(pick, teacher_step, student_step)
+        extras = {
+            "teacher_loc": teacher_dist.loc,
+            "teacher_scale": teacher_dist.scale,
+            "teacher_acted": teacher_acts.astype(jnp.float32),
+        }
+        return carry, PolicyStep(*out[:5], extras=extras)
+
+    return policy
+
+
+def distill_loss(params, batch: DistillBatch, *, student: Student, config: DistillConfig):
+    """The student's loss on a minibatch of sequences ``[b, T]``."""
+    time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    obs = jax.tree.map(time_major, batch.obs)
+    dist = student.sequence(params, batch.carry, obs, time_major(batch.first))
+    teacher = losses.TanhGaussian(time_major(batch.teacher_loc), time_major(batch.teacher_scale))
+    valid = time_major(batch.valid)
+    if config.objective == "kl":
+        return losses.kl_distillation_loss(
+            dist, teacher, valid, ent_coef=config.ent_coef, direction=config.kl_direction
+        )
+    loss, metrics = losses.action_mse_loss(jnp.tanh(dist.loc), jnp.tanh(teacher.loc), valid)
+    return loss, {"valid_fraction": metrics["valid_fraction"]}
+
+
+def distill_step(
+    state: StudentState,
+    teacher: FrozenTeacher,
+    *,
+    env: Env,
+    teacher_actor: Any,
+    student: Student,
+    config: DistillConfig,
+) -> tuple[StudentState, dict[str, Any]]:
+    """One distillation iteration for one seed (vmap over seeds, scan over iterations)."""
+    key, rollout_key, sgd_key = jax.random.split(state.key, 3)
+    beta = teacher_probability(config, state.update_step)
+    policy = collection_policy(teacher_actor, teacher, student, state.params, state.obs_stats, beta)
+    carry0 = state.carry
+    env_state, carry, tr = unroll(env, state.env_state, policy, carry0, rollout_key, config.unroll_length)
+
+    student_obs = student.schema.select(tr.obs, "student")
+    obs_stats = state.obs_stats
+    if config.normalize_observations:
+        obs_stats = normalization.update_stats(obs_stats, student_obs)
+
+    teacher_loc, teacher_scale = tr.policy.extras["teacher_loc"], tr.policy.extras["teacher_scale"]
+    valid, mask_metrics = masks.valid_mask(
+        config.mask_rule,
+        masks.MaskInputs(tr.terminated, tr.truncated, tr.first, teacher_loc, teacher_scale),
+        dict(config.mask_thresholds),
+    )
+    env_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    # Masked (e.g. non-finite) teacher targets must not poison the loss arithmetic.
+    safe_loc = jnp.where(valid[..., None] > 0, teacher_loc, 0.0)
+    safe_scale = jnp.where(valid[..., None] > 0, teacher_scale, 1.0)
+    batch = DistillBatch(
+        obs=jax.tree.map(env_major, normalization.normalize(obs_stats, student_obs)),
+        first=env_major(tr.first),
+        teacher_loc=env_major(safe_loc),
+        teacher_scale=env_major(safe_scale),
+        valid=env_major(valid),
+        carry=carry0,
+    )
+
+    def loss_fn(params, minibatch):
+        return distill_loss(params, minibatch, student=student, config=config)
+
+    params, opt_state, sgd_metrics = sgd_epochs(
+        state.params,
+        state.opt_state,
+        batch,
+        sgd_key,
+        loss_fn=loss_fn,
+        optimizer=make_optimizer(config),
+        num_epochs=config.num_epochs,
+        num_minibatches=config.num_minibatches,
+    )
+    new_state = state.replace(
+        params=params,
+        opt_state=opt_state,
+        obs_stats=obs_stats,
+        env_state=env_state,
+        carry=carry,
+        key=key,
+        update_step=state.update_step + 1,
+        env_steps=state.env_steps + config.batch_size,
+    )
+    metrics = {
+        **sgd_metrics,
+        **mask_metrics,
+        **episode_metrics(tr),
+        "beta": beta,
+        "teacher_acted": jnp.mean(tr.policy.extras["teacher_acted"]),
+        **{f"env/{k}": jnp.mean(v) for k, v in tr.metrics.items()},
+        "finite": {
+            **finiteness(student_obs, "obs"),
+            "loss": jnp.isfinite(sgd_metrics["loss"]),
+            **finiteness(params, "params"),
+        },
+    }
+    return new_state, metrics

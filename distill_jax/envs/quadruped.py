@@ -1,0 +1,674 @@
+"""Rough-terrain quadruped velocity tracking on MJX: the privileged-distillation workload.
+
+A ~13 kg quadruped (``assets/quadruped.xml``: 12 position-servoed hinges, sphere
+feet) walks on a procedural height field (:mod:`distill_jax.envs.terrain`) and
+tracks a command ``(vx, vy, yaw_rate)`` (body frame) drawn at reset. Actions in
+[-1, 1] are offsets from the standing pose: ``target = default_pose +
+action_scale * action`` (radians), clipped to the servos' ``ctrlrange``.
+
+Observations (float32; per env, no batch axis):
+
+==========================  ========  =============  =========================================
+field                       shape     role           meaning
+==========================  ========  =============  =========================================
+``joint_pos``               (12,)     student_obs    joint angles minus the standing pose (rad)
+``joint_vel``               (12,)     student_obs    joint velocities (rad/s)
+``base_ang_vel``            (3,)      student_obs    trunk angular velocity, body frame (rad/s)
+``projected_gravity``       (3,)      student_obs    unit gravity in the body frame
+``command``                 (3,)      student_obs    (vx, vy, yaw_rate) target
+``last_action``             (12,)     student_obs    previous action
+``terrain_heights``         (4, 9)    teacher_only   per foot (FL, FR, RL, RR), sole height above
+                                                     the terrain at a yaw-aligned 3x3 grid around
+                                                     the foot (row-major, x outer), clipped (m)
+``foot_contact_forces``     (4,)      teacher_only   normal contact force per foot (N)
+``friction``                (1,)      teacher_only   foot-ground friction coefficient in force
+``base_lin_vel``            (3,)      teacher_only   trunk linear velocity, body frame (m/s)
+``payload``                 (1,)      teacher_only   trunk mass minus the nominal trunk mass (kg)
+``motor_strength``          (1,)      teacher_only   mean servo kp / nominal kp
+``push_force``              (3,)      teacher_only   external force on the trunk this step, body frame (N)
+``base_height``             (1,)      critic_only    trunk height above the terrain below it (m)
+``reward_terms``            (11,)     critic_only    this step's weighted reward terms (REWARD_TERMS order)
+==========================  ========  =============  =========================================
+
+``friction``, ``payload`` and ``motor_strength`` are read off the ``mjx.Model``
+being simulated, so a domain-randomisation wrapper that passes a per-env model
+to :meth:`step_with_model` is reflected without the task knowing.
+
+Rewards follow legged_gym (Rudin et al. 2021, "Learning to walk in minutes"):
+each term is ``weight * raw_term * dt``; the sum of the non-termination terms is
+clipped at 0 when ``only_positive_rewards`` (as legged_gym does) and the
+termination term is added *after* clipping so a fall always costs. Raw terms:
+
+* ``tracking_lin_vel`` ``exp(-|cmd_xy - v_xy|^2 / sigma)`` (body frame)
+* ``tracking_ang_vel`` ``exp(-(cmd_yaw - w_z)^2 / sigma)``
+* ``lin_vel_z`` ``v_z^2``; ``ang_vel_xy`` ``|w_xy|^2``; ``orientation`` ``|g_xy|^2``
+* ``base_height`` ``(h - base_height_target)^2``, ``h`` above the terrain under the trunk
+* ``torques`` ``|tau|^2``; ``action_rate`` ``|a - a_prev|^2``
+* ``feet_air_time`` ``sum_feet (air_time - air_time_target) * first_contact``, zero when
+  ``|cmd_xy| < 0.1``
+* ``collision`` number of knees within ``knee_radius`` of the terrain (knees do not
+  collide physically; this is an analytic check against the height field)
+* ``termination`` 1 on a fall.
+
+A step *terminates* (``metrics["fall"]``) when the trunk is less than
+``min_base_height`` above the terrain below it, tilts more than ``max_tilt``
+from upright, or either trunk collision sphere carries ground contact force.
+``metrics["success"]`` is 1 when the xy velocity tracking error
+``metrics["tracking_error"] = |cmd_xy - v_xy|`` is below ``success_threshold``
+and the step did not fall. Time limits belong to the ``TimeLimit`` wrapper.
+
+Registered as ``"quadruped_rough"``: :func:`make_quadruped_rough` adds the
+default stack ``DomainRandomization`` (:func:`default_ranges`: foot friction,
+trunk mass, motor strength; adds the teacher-only ``dyn_params``) ->
+``SensorNoise`` (:data:`NOISE_STD`) -> ``ObservationHistory`` (8 rows of
+:data:`HISTORY_FIELDS` + actions; adds the student field ``history``) ->
+``TimeLimit`` (1000 steps = 20 s).
+
+Example (the bare task)::
+
+    env = RoughTerrainQuadruped(QuadrupedConfig())
+    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    state = jax.jit(env.step)(state, jnp.zeros(env.action_size))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import xml.etree.ElementTree as ET
+from functools import cached_property
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from mujoco import mjx
+
+from distill_jax.envs import terrain as terrain_lib
+from distill_jax.envs.base import Env, EnvState, fingerprint_hash, with_inferred_specs
+from distill_jax.envs.mjx_env import MjxEnv, load_asset, mjcf_hash
+from distill_jax.envs.randomization import ParamRange
+from distill_jax.schema import ObservationSchema
+
+LEGS = ("FL", "FR", "RL", "RR")
+JOINTS_PER_LEG = ("abduction", "hip", "knee")
+REWARD_TERMS = (
+    "tracking_lin_vel",
+    "tracking_ang_vel",
+    "lin_vel_z",
+    "ang_vel_xy",
+    "orientation",
+    "base_height",
+    "torques",
+    "action_rate",
+    "feet_air_time",
+    "collision",
+    "termination",
+)
+STUDENT_FIELDS = ("joint_pos", "joint_vel", "base_ang_vel", "projected_gravity", "command", "last_action")
+TEACHER_FIELDS = (
+    "terrain_heights",
+    "foot_contact_forces",
+    "friction",
+    "base_lin_vel",
+    "payload",
+    "motor_strength",
+    "push_force",
+)
+CRITIC_FIELDS = ("base_height", "reward_terms")
+SCAN_POINTS = 9  # 3 x 3 grid around each foot
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardWeights:
+    """Weight of each reward term (multiplied by the control dt at every step)."""
+
+    tracking_lin_vel: float = 1.0
+    tracking_ang_vel: float = 0.5
+    lin_vel_z: float = -2.0
+    ang_vel_xy: float = -0.05
+    orientation: float = -1.0
+    base_height: float = -10.0
+    torques: float = -2e-4
+    action_rate: float = -0.01
+    feet_air_time: float = 1.0
+    collision: float = -1.0
+    termination: float = -10.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in REWARD_TERMS}
+
+
+@dataclasses.dataclass(frozen=True)
+class QuadrupedConfig:
+    """Everything that defines the rough-terrain task (lengths m, angles rad, forces N).
+
+    Attributes:
+      n_substeps: physics steps per control step (timestep 0.004 s -> dt 0.02 s).
+      action_scale: radians of joint-target offset per unit action.
+      default_pose: standing joint angles of one leg (abduction, hip, knee).
+      command_vx, command_vy, command_yaw: uniform command ranges drawn at reset.
+      spawn_half_extent: spawn xy is uniform in ``[-s, s]^2``.
+      spawn_yaw: spawn heading is uniform in ``[-spawn_yaw, spawn_yaw]``.
+      spawn_clearance: gap between the lowest foot (in the standing pose) and
+        the terrain at spawn: the trunk is placed so that no foot is closer.
+      init_joint_noise: joint angles start uniform within +-this of the pose.
+      init_base_vel_noise: each trunk velocity component starts uniform within +-this.
+      base_height_target: target of the ``base_height`` term.
+      min_base_height: fall when the trunk is lower than this above the terrain.
+      max_tilt: fall when the trunk tilts more than this from upright.
+      tracking_sigma: kernel width of the tracking terms.
+      air_time_target: air time (s) above which a touchdown is rewarded.
+      contact_force_threshold: normal force above which a contact counts.
+      knee_radius: knee-terrain distance counted as a ``collision``.
+      success_threshold: xy tracking error (m/s) below which a step succeeds.
+      only_positive_rewards: clip the non-termination reward sum at 0.
+      push_interval_s: mean time between random pushes (0 = no pushes); each
+        step is a push with probability ``dt / push_interval_s``.
+      push_force_max: push magnitude is uniform in [0, this], horizontal, random
+        direction, held for one control step.
+      scan_spacing: spacing of the 3x3 terrain grid around each foot.
+      scan_clip: terrain_heights are clipped to +-this.
+      friction_range: sliding friction of the feet (absolute), for the
+        ``DomainRandomization`` wrapper (see :func:`default_ranges`).
+      trunk_mass_scale: factor on the trunk mass (payload) for the wrapper.
+      motor_strength_range: factor on every servo's kp and kv for the wrapper.
+      rewards: reward weights.
+      terrain: height-field parameters (including its seed).
+    """
+
+    n_substeps: int = 5
+    action_scale: float = 0.4
+    default_pose: tuple[float, float, float] = (0.0, 0.8, -1.5)
+    command_vx: tuple[float, float] = (-1.0, 1.0)
+    command_vy: tuple[float, float] = (-0.5, 0.5)
+    command_yaw: tuple[float, float] = (-1.0, 1.0)
+    spawn_half_extent: float = 5.0
+    spawn_yaw: float = math.pi
+    spawn_clearance: float = 0.03
+    init_joint_noise: float = 0.1
+    init_base_vel_noise: float = 0.1
+    base_height_target: float = 0.30
+    min_base_height: float = 0.12
+    max_tilt: float = 1.0
+    tracking_sigma: float = 0.25
+    air_time_target: float = 0.5
+    contact_force_threshold: float = 1.0
+    knee_radius: float = 0.03
+    success_threshold: float = 0.25
+    only_positive_rewards: bool = True
+    push_interval_s: float = 8.0
+    push_force_max: float = 200.0
+    scan_spacing: float = 0.1
+    scan_clip: float = 1.0
+    friction_range: tuple[float, float] = (0.5, 1.25)
+    trunk_mass_scale: tuple[float, float] = (0.85, 1.3)
+    motor_strength_range: tuple[float, float] = (0.9, 1.1)
+    rewards: RewardWeights = RewardWeights()
+    terrain: terrain_lib.TerrainConfig = terrain_lib.TerrainConfig()
+
+    def __post_init__(self):
+        if self.n_substeps < 1:
+            raise ValueError(f"n_substeps={self.n_substeps!r}: must be >= 1")
+        if not 0 < self.action_scale <= 1.5:
+            raise ValueError(f"action_scale={self.action_scale!r}: must be in (0, 1.5] rad")
+        for name in ("command_vx", "command_vy", "command_yaw", "friction_range",
+                     "trunk_mass_scale", "motor_strength_range"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}={getattr(self, name)!r}: low exceeds high")
+        margin = 1.0
+        limit = min(self.terrain.half_x, self.terrain.half_y) - margin
+        if not 0 <= self.spawn_half_extent <= limit:
+            raise ValueError(
+                f"spawn_half_extent={self.spawn_half_extent!r}: must be in [0, {limit}] "
+                f"(terrain half extent minus {margin} m)"
+            )
+        if self.push_interval_s < 0 or self.push_force_max < 0:
+            raise ValueError("push_interval_s and push_force_max must be >= 0")
+        if self.friction_range[0] <= 0:
+            raise ValueError(f"friction_range={self.friction_range!r}: must be positive")
+        if self.trunk_mass_scale[0] <= 0 or self.motor_strength_range[0] <= 0:
+            raise ValueError("trunk_mass_scale and motor_strength_range must be positive factors")
+
+
+def default_ranges(cfg: QuadrupedConfig) -> tuple[ParamRange, ...]:
+    """The ``DomainRandomization`` ranges of the task (``dyn_params`` order).
+
+    ``friction`` sets every geom's sliding friction (only the feet's matters:
+    they have contact priority), ``trunk_mass`` scales the trunk mass and
+    inertia (payload), ``motor_strength`` scales every servo's kp and kv.
+    """
+    return (
+        ParamRange("friction", "geom_friction:*", *cfg.friction_range, mode="absolute"),
+        ParamRange("trunk_mass", "body_mass:trunk", *cfg.trunk_mass_scale),
+        ParamRange("motor_strength", "actuator_gain:*", *cfg.motor_strength_range),
+    )
+
+
+# --------------------------------------------------------------- overrides
+def config_from_overrides(overrides: dict[str, Any], base: QuadrupedConfig | None = None) -> QuadrupedConfig:
+    """A config with keyword overrides applied mechanically.
+
+    Keys are ``QuadrupedConfig`` field names, ``reward_<term>`` for a reward
+    weight, or ``terrain_<field>`` for a :class:`~distill_jax.envs.terrain.TerrainConfig`
+    field (``terrain_seed=3``). ``rewards=`` / ``terrain=`` accept whole objects.
+
+    Raises:
+      ValueError: naming each key that matches none of these.
+    """
+    base = QuadrupedConfig() if base is None else base
+    top = {f.name for f in dataclasses.fields(QuadrupedConfig)}
+    reward_fields = {f.name for f in dataclasses.fields(RewardWeights)}
+    terrain_fields = {f.name for f in dataclasses.fields(terrain_lib.TerrainConfig)}
+    top_kw, reward_kw, terrain_kw, unknown = {}, {}, {}, []
+    for key, value in overrides.items():
+        if key in top:
+            top_kw[key] = tuple(value) if isinstance(value, list) else value
+        elif key.startswith("reward_") and key[len("reward_"):] in reward_fields:
+            reward_kw[key[len("reward_"):]] = float(value)
+        elif key.startswith("terrain_") and key[len("terrain_"):] in terrain_fields:
+            terrain_kw[key[len("terrain_"):]] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"unknown quadruped_rough option(s) {sorted(unknown)}; expected QuadrupedConfig fields "
+            f"{sorted(top)}, reward_<term> for {sorted(reward_fields)} or terrain_<field> for "
+            f"{sorted(terrain_fields)}"
+        )
+    rewards = dataclasses.replace(top_kw.pop("rewards", base.rewards), **reward_kw)
+    terrain = dataclasses.replace(top_kw.pop("terrain", base.terrain), **terrain_kw)
+    return dataclasses.replace(base, **top_kw, rewards=rewards, terrain=terrain)
+
+
+# ----------------------------------------------------------------- the MJCF
+def build_mjcf(terrain_cfg: terrain_lib.TerrainConfig, max_height: float) -> str:
+    """The shipped MJCF with its height field resized to ``terrain_cfg``."""
+    root = ET.fromstring(load_asset("quadruped.xml"))
+    hfield = root.find("./asset/hfield[@name='terrain']")
+    if hfield is None:
+        raise ValueError("quadruped.xml lacks <hfield name='terrain'>")
+    # hfield elevation = data * size[2]; data is written normalised to [0, 1].
+    elevation = max(float(max_height), 1e-3)
+    hfield.set("nrow", str(terrain_cfg.nrow))
+    hfield.set("ncol", str(terrain_cfg.ncol))
+    hfield.set("size", f"{terrain_cfg.half_x!r} {terrain_cfg.half_y!r} {elevation!r} 0.2")
+    return ET.tostring(root, encoding="unicode")
+
+
+def _yaw_rotation(yaw: jax.Array) -> jax.Array:
+    c, s = jnp.cos(yaw), jnp.sin(yaw)
+    return jnp.array([[c, -s], [s, c]])
+
+
+class RoughTerrainQuadruped(MjxEnv):
+    """Single-instance rough-terrain velocity tracking (see the module docstring)."""
+
+    name = "quadruped_rough"
+    version = "1"
+
+    def __init__(self, config: QuadrupedConfig | None = None):
+        self.config = QuadrupedConfig() if config is None else config
+        cfg = self.config
+        heights = terrain_lib.generate_heights(cfg.terrain)
+        self.terrain_heights_np = heights
+        super().__init__(build_mjcf(cfg.terrain, float(heights.max())), n_substeps=cfg.n_substeps)
+        m = self.mj_model
+        scale = m.hfield_size[0, 2]
+        m.hfield_data[:] = (heights / scale).ravel()
+        self.mjx_model = mjx.put_model(m)
+        self._heights = jnp.asarray(heights)
+
+        def ids(kind: str, names) -> np.ndarray:
+            return np.array([getattr(m, kind)(n).id for n in names], dtype=np.int32)
+
+        self._trunk_id = int(m.body("trunk").id)
+        self._foot_geoms = ids("geom", [f"{leg}_foot" for leg in LEGS])
+        self._trunk_geoms = ids("geom", ["trunk_front", "trunk_rear"])
+        self._knee_bodies = ids("body", [f"{leg}_calf" for leg in LEGS])
+        self._foot_radius = float(m.geom_size[self._foot_geoms[0], 0])
+        self._nominal_trunk_mass = float(m.body_mass[self._trunk_id])
+        self._nominal_kp = np.asarray(m.actuator_gainprm[:, 0], dtype=np.float32)
+        self._default_pose = jnp.asarray(np.tile(cfg.default_pose, len(LEGS)), jnp.float32)
+        self._joint_range = jnp.asarray(m.jnt_range[1:], jnp.float32)  # skip the free joint
+        self._ctrl_range = jnp.asarray(m.actuator_ctrlrange, jnp.float32)
+        if m.nu != 12 or m.nq != 19:
+            raise ValueError(f"quadruped.xml must have 12 actuators and a free base, got nu={m.nu} nq={m.nq}")
+
+        self._data0 = mjx.make_data(self.mjx_model)
+        # Per contact slot: the efc rows holding its (pyramidal) normal force.
+        contact = self._data0._impl.contact
+        adr = np.asarray(contact.efc_address)
+        dim = np.asarray(contact.dim)
+        n_rows = np.where(dim == 1, 1, 2 * (dim - 1))
+        width = int(n_rows.max()) if n_rows.size else 1
+        self._efc_rows = jnp.asarray(adr[:, None] + np.arange(width)[None], jnp.int32)
+        self._efc_row_mask = jnp.asarray(np.arange(width)[None] < n_rows[:, None], jnp.float32)
+        # Foot centres relative to the trunk in the standing pose (body frame).
+        stand = mujoco.MjData(m)
+        stand.qpos[3:7] = (1.0, 0.0, 0.0, 0.0)
+        stand.qpos[7:] = np.tile(cfg.default_pose, len(LEGS))
+        mujoco.mj_kinematics(m, stand)
+        self._stand_feet = jnp.asarray(stand.geom_xpos[self._foot_geoms] - stand.xpos[self._trunk_id], jnp.float32)
+        p = 0.03 * np.array([-1.0, 0.0, 1.0])
+        self._spawn_patch = jnp.asarray(np.stack(np.meshgrid(p, p, indexing="ij"), -1).reshape(-1, 2), jnp.float32)
+        g = cfg.scan_spacing * np.array([-1.0, 0.0, 1.0])
+        self._scan_offsets = jnp.asarray(np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2), jnp.float32)
+
+    # ---------------------------------------------------------------- API
+    @property
+    def action_size(self) -> int:
+        return int(self.mj_model.nu)
+
+    @cached_property
+    def schema(self) -> ObservationSchema:
+        base = ObservationSchema(
+            student_obs=STUDENT_FIELDS,
+            teacher_only=TEACHER_FIELDS,
+            critic_only=CRITIC_FIELDS,
+            mask_rule=("falls", "timeouts", "resets", "saturated_actions"),
+            mask_thresholds=(("saturation", 0.99),),
+        )
+        return with_inferred_specs(base, self.reset)
+
+    def terrain_height(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        """Terrain height (m) under world ``(x, y)``; exact on MuJoCo's collision surface."""
+        t = self.config.terrain
+        return terrain_lib.terrain_height(self._heights, t.half_x, t.half_y, x, y)
+
+    @property
+    def model_hash(self) -> str:
+        return fingerprint_hash({"mjcf": mjcf_hash(self.xml),
+                                 "heights": terrain_lib.heights_hash(self.terrain_heights_np)})
+
+    def fingerprint(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "name": self.name,
+            "version": self.version,
+            "backend": self.backend,
+            "dt": self.dt,
+            "timestep": float(self.mj_model.opt.timestep),
+            "n_substeps": self.n_substeps,
+            "action_scale": cfg.action_scale,
+            "default_pose": list(cfg.default_pose),
+            "reward_terms": cfg.rewards.as_dict(),
+            "reward_scaling": "weight * term * dt",
+            "only_positive_rewards": cfg.only_positive_rewards,
+            "reset_distribution": {
+                "spawn_xy": [-cfg.spawn_half_extent, cfg.spawn_half_extent],
+                "spawn_yaw": [-cfg.spawn_yaw, cfg.spawn_yaw],
+                "spawn_clearance": cfg.spawn_clearance,
+                "init_joint_noise": cfg.init_joint_noise,
+                "init_base_vel_noise": cfg.init_base_vel_noise,
+                "command": {"vx": list(cfg.command_vx), "vy": list(cfg.command_vy),
+                            "yaw_rate": list(cfg.command_yaw)},
+            },
+            # Applied by the DomainRandomization wrapper (which replaces this
+            # entry with the ranges it actually uses).
+            "randomization": [r.to_dict() for r in default_ranges(cfg)],
+            "perturbations": {"push_interval_s": cfg.push_interval_s,
+                              "push_force_max": cfg.push_force_max,
+                              "push_duration_s": self.dt},
+            "termination": {"min_base_height": cfg.min_base_height, "max_tilt": cfg.max_tilt,
+                            "trunk_contact": True},
+            "success": {"tracking_error_below": cfg.success_threshold},
+            "terrain": terrain_lib.describe(cfg.terrain, self.terrain_heights_np),
+            "terrain_seed": cfg.terrain.seed,
+            "config": dataclasses.asdict(cfg),
+            "model_hash": self.model_hash,
+        }
+
+    # -------------------------------------------------------------- physics
+    def reset_with_model(self, key: jax.Array, model: mjx.Model) -> EnvState:
+        cfg = self.config
+        k_xy, k_yaw, k_joint, k_vel, k_cmd, k_rng = jax.random.split(key, 6)
+        s = cfg.spawn_half_extent
+        xy = jax.random.uniform(k_xy, (2,), minval=-s, maxval=s)
+        yaw = jax.random.uniform(k_yaw, (), minval=-cfg.spawn_yaw, maxval=cfg.spawn_yaw)
+        # Lift the trunk until the lowest standing-pose foot clears the terrain
+        # (highest point within 3 cm of each foot) by spawn_clearance.
+        feet = self._stand_feet[:, :2] @ _yaw_rotation(yaw).T + xy  # [4, 2]
+        patch = self._spawn_patch  # [9, 2]
+        ground = self.terrain_height(feet[:, None, 0] + patch[:, 0], feet[:, None, 1] + patch[:, 1])
+        z = jnp.max(jnp.max(ground, axis=1) - self._stand_feet[:, 2]) + self._foot_radius + cfg.spawn_clearance
+        quat = jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])
+        joints = self._default_pose + jax.random.uniform(
+            k_joint, (12,), minval=-cfg.init_joint_noise, maxval=cfg.init_joint_noise)
+        joints = jnp.clip(joints, self._joint_range[:, 0], self._joint_range[:, 1])
+        qpos = jnp.concatenate([xy, z[None], quat, joints])
+        qvel = jnp.zeros(18).at[:6].set(jax.random.uniform(
+            k_vel, (6,), minval=-cfg.init_base_vel_noise, maxval=cfg.init_base_vel_noise))
+        data = self._data0.replace(qpos=qpos, qvel=qvel, ctrl=self._default_pose)
+        # Kinematics suffice: the spawn height keeps every collider clear of the
+        # terrain, so the first observation has no contact forces (and skipping
+        # collision + the constraint solve makes reset cheap to compile).
+        data = mjx.kinematics(model, data)
+
+        lo, hi = jnp.array([cfg.command_vx[0], cfg.command_vy[0], cfg.command_yaw[0]]), jnp.array(
+            [cfg.command_vx[1], cfg.command_vy[1], cfg.command_yaw[1]])
+        command = jax.random.uniform(k_cmd, (3,), minval=lo, maxval=hi)
+        zeros4 = jnp.zeros(4, jnp.float32)
+        info = {
+            "command": command.astype(jnp.float32),
+            "last_action": jnp.zeros(12, jnp.float32),
+            "feet_air_time": zeros4,
+            "last_contact": zeros4,
+        }
+        k = self._kinematics(model, data)
+        reward_vec = jnp.zeros(len(REWARD_TERMS), jnp.float32)
+        obs = self._observe(model, data, k, info, reward_vec, jnp.zeros(3))
+        zero = jnp.zeros((), jnp.float32)
+        metrics = {f"reward_{n}": zero for n in REWARD_TERMS}
+        metrics.update(fall=zero, success=zero, tracking_error=zero, base_height=k["base_height"])
+        return EnvState(
+            physics=data, obs=obs, reward=zero, terminated=zero, truncated=zero,
+            first=jnp.ones((), jnp.float32), rng=k_rng, params={}, info=info, metrics=metrics,
+        )
+
+    def step_with_model(self, state: EnvState, action: jax.Array, model: mjx.Model) -> EnvState:
+        cfg = self.config
+        dt = self.dt
+        action = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
+        rng, k_push, k_mag, k_dir = jax.random.split(state.rng, 4)
+
+        push_world = jnp.zeros(3)
+        if cfg.push_interval_s > 0 and cfg.push_force_max > 0:
+            pushed = jax.random.bernoulli(k_push, min(dt / cfg.push_interval_s, 1.0))
+            angle = jax.random.uniform(k_dir, (), minval=-jnp.pi, maxval=jnp.pi)
+            magnitude = jax.random.uniform(k_mag, (), maxval=cfg.push_force_max)
+            push_world = jnp.where(
+                pushed, magnitude * jnp.array([jnp.cos(angle), jnp.sin(angle), 0.0]), 0.0)
+
+        data = state.physics
+        data = data.replace(xfrc_applied=data.xfrc_applied.at[self._trunk_id, :3].set(push_world))
+        target = self._default_pose + cfg.action_scale * action
+        target = jnp.clip(target, self._ctrl_range[:, 0], self._ctrl_range[:, 1])
+        data = self.physics_step(model, data, target)
+        k = self._kinematics(model, data)
+
+        # Feet air time (legged_gym): a touchdown after a swing pays (air_time - target).
+        contact = (k["foot_forces"] > cfg.contact_force_threshold).astype(jnp.float32)
+        contact_filt = jnp.maximum(contact, state.info["last_contact"])
+        air_time = state.info["feet_air_time"] + dt
+        first_contact = (state.info["feet_air_time"] > 0) * contact_filt
+        command = state.info["command"]
+        moving = (jnp.linalg.norm(command[:2]) > 0.1).astype(jnp.float32)
+        air_reward = jnp.sum((air_time - cfg.air_time_target) * first_contact) * moving
+        air_time = air_time * (1.0 - contact_filt)
+
+        # Falls.
+        trunk_contact = k["trunk_force"] > cfg.contact_force_threshold
+        tilted = k["projected_gravity"][2] > -math.cos(cfg.max_tilt)
+        low = k["base_height"] < cfg.min_base_height
+        terminated = (trunk_contact | tilted | low).astype(jnp.float32)
+
+        v, w, g = k["base_lin_vel"], k["base_ang_vel"], k["projected_gravity"]
+        lin_err2 = jnp.sum(jnp.square(command[:2] - v[:2]))
+        knee_clear = k["knee_pos"][:, 2] - self.terrain_height(k["knee_pos"][:, 0], k["knee_pos"][:, 1])
+        raw = {
+            "tracking_lin_vel": jnp.exp(-lin_err2 / cfg.tracking_sigma),
+            "tracking_ang_vel": jnp.exp(-jnp.square(command[2] - w[2]) / cfg.tracking_sigma),
+            "lin_vel_z": jnp.square(v[2]),
+            "ang_vel_xy": jnp.sum(jnp.square(w[:2])),
+            "orientation": jnp.sum(jnp.square(g[:2])),
+            "base_height": jnp.square(k["base_height"] - cfg.base_height_target),
+            "torques": jnp.sum(jnp.square(data.actuator_force)),
+            "action_rate": jnp.sum(jnp.square(action - state.info["last_action"])),
+            "feet_air_time": air_reward,
+            "collision": jnp.sum((knee_clear < cfg.knee_radius).astype(jnp.float32)),
+            "termination": terminated,
+        }
+        weights = cfg.rewards.as_dict()
+        terms = {n: (weights[n] * dt * raw[n]).astype(jnp.float32) for n in REWARD_TERMS}
+        reward = sum(terms[n] for n in REWARD_TERMS if n != "termination")
+        if cfg.only_positive_rewards:
+            reward = jnp.maximum(reward, 0.0)
+        reward = (reward + terms["termination"]).astype(jnp.float32)
+        reward_vec = jnp.stack([terms[n] for n in REWARD_TERMS])
+
+        info = {
+            "command": command,
+            "last_action": action,
+            "feet_air_time": air_time.astype(jnp.float32),
+            "last_contact": contact,
+        }
+        push_body = k["rot"].T @ push_world
+        obs = self._observe(model, data, k, info, reward_vec, push_body)
+        tracking_error = jnp.sqrt(lin_err2).astype(jnp.float32)
+        metrics = {f"reward_{n}": terms[n] for n in REWARD_TERMS}
+        metrics.update(
+            fall=terminated,
+            success=((tracking_error < cfg.success_threshold) & (terminated == 0)).astype(jnp.float32),
+            tracking_error=tracking_error,
+            base_height=k["base_height"].astype(jnp.float32),
+        )
+        return state.replace(
+            physics=data, obs=obs, reward=reward, terminated=terminated,
+            truncated=jnp.zeros((), jnp.float32), first=jnp.zeros((), jnp.float32),
+            rng=rng, info=info, metrics=metrics,
+        )
+
+    # -------------------------------------------------------------- helpers
+    def _kinematics(self, model: mjx.Model, data: mjx.Data) -> dict[str, jax.Array]:
+        """Body-frame trunk state, foot/knee positions and contact forces."""
+        rot = data.xmat[self._trunk_id]
+        base = data.xpos[self._trunk_id]
+        impl = data._impl
+        normal = jnp.sum(impl.efc_force[self._efc_rows] * self._efc_row_mask, axis=-1)  # [ncon]
+        g1, g2 = impl.contact.geom1, impl.contact.geom2
+
+        def force_on(geoms):
+            hit = (g1[None] == geoms[:, None]) | (g2[None] == geoms[:, None])  # [n, ncon]
+            return jnp.sum(hit * normal[None], axis=-1)
+
+        return {
+            "rot": rot,
+            "base_lin_vel": rot.T @ data.qvel[:3],
+            "base_ang_vel": data.qvel[3:6],
+            "projected_gravity": -rot[2],
+            "base_height": base[2] - self.terrain_height(base[0], base[1]),
+            "foot_pos": data.geom_xpos[self._foot_geoms],
+            "knee_pos": data.xpos[self._knee_bodies],
+            "foot_forces": force_on(self._foot_geoms),
+            "trunk_force": jnp.sum(force_on(self._trunk_geoms)),
+        }
+
+    def _observe(self, model, data, k, info, reward_vec, push_body) -> dict[str, jax.Array]:
+        cfg = self.config
+        yaw = jnp.arctan2(k["rot"][1, 0], k["rot"][0, 0])
+        offsets = self._scan_offsets @ _yaw_rotation(yaw).T  # [9, 2]
+        pts = k["foot_pos"][:, None, :2] + offsets[None]  # [4, 9, 2]
+        ground = self.terrain_height(pts[..., 0], pts[..., 1])
+        sole = k["foot_pos"][:, 2] - self._foot_radius
+        scan = jnp.clip(sole[:, None] - ground, -cfg.scan_clip, cfg.scan_clip)
+        # The feet have geom priority 1, so foot-ground contacts use the feet's friction.
+        friction = jnp.mean(model.geom_friction[self._foot_geoms, 0])
+        obs = {
+            "joint_pos": data.qpos[7:] - self._default_pose,
+            "joint_vel": data.qvel[6:],
+            "base_ang_vel": k["base_ang_vel"],
+            "projected_gravity": k["projected_gravity"],
+            "command": info["command"],
+            "last_action": info["last_action"],
+            "terrain_heights": scan,
+            "foot_contact_forces": k["foot_forces"],
+            "friction": friction[None],
+            "base_lin_vel": k["base_lin_vel"],
+            "payload": (model.body_mass[self._trunk_id] - self._nominal_trunk_mass)[None],
+            "motor_strength": jnp.mean(model.actuator_gainprm[:, 0] / self._nominal_kp)[None],
+            "push_force": push_body,
+            "base_height": k["base_height"][None],
+            "reward_terms": reward_vec,
+        }
+        return {n: jnp.asarray(v, jnp.float32) for n, v in obs.items()}
+
+
+# ------------------------------------------------------------------ factory
+# Overrides of the default wrapper stack (documented in distill_jax.envs.registry).
+STACK_DEFAULTS: dict[str, Any] = {
+    "episode_length": 1000,  # 20 s at dt = 0.02
+    "randomize": True,
+    "ranges": None,  # None: default_ranges(config)
+    "noise_std": None,  # None: NOISE_STD; a float: that std on every NOISE_STD field
+    "history_length": 8,
+    "history_fields": None,  # None: HISTORY_FIELDS
+    "history_actions": True,
+    "history_fill": "first",
+}
+# Per-field sensor noise (legged_gym's levels, in SI units).
+NOISE_STD: dict[str, float] = {
+    "joint_pos": 0.01,
+    "joint_vel": 1.5,
+    "base_ang_vel": 0.2,
+    "projected_gravity": 0.05,
+}
+HISTORY_FIELDS = ("joint_pos", "joint_vel", "base_ang_vel", "projected_gravity")
+
+
+def make_quadruped_rough(**overrides: Any) -> Env:
+    """The rough-terrain quadruped with the default wrapper stack.
+
+    ``task -> DomainRandomization -> SensorNoise -> ObservationHistory -> TimeLimit``
+    (see :func:`distill_jax.envs.registry.wrap_task`). Task options are
+    :class:`QuadrupedConfig` fields, ``reward_<term>`` and ``terrain_<field>``
+    (:func:`config_from_overrides`); stack options are the keys of
+    :data:`STACK_DEFAULTS`.
+
+    Raises:
+      ValueError: naming any unknown option.
+    """
+    from distill_jax.envs.registry import wrap_task
+
+    stack = dict(STACK_DEFAULTS)
+    task_opts = {}
+    for key, value in overrides.items():
+        if key in STACK_DEFAULTS:
+            stack[key] = value
+        else:
+            task_opts[key] = value
+    try:
+        config = config_from_overrides(task_opts)
+    except ValueError as e:
+        raise ValueError(f"{e}; or a stack option {sorted(STACK_DEFAULTS)}") from None
+    task = RoughTerrainQuadruped(config)
+    ranges = None
+    if stack["randomize"]:
+        ranges = default_ranges(config) if stack["ranges"] is None else tuple(stack["ranges"])
+    noise = stack["noise_std"]
+    if noise is None:
+        noise = dict(NOISE_STD)
+    elif not isinstance(noise, dict):
+        noise = {name: float(noise) for name in NOISE_STD}
+    return wrap_task(
+        task,
+        episode_length=int(stack["episode_length"]),
+        ranges=ranges,
+        noise_std=noise,
+        history_length=int(stack["history_length"]),
+        history_fields=tuple(stack["history_fields"] or HISTORY_FIELDS),
+        history_actions=bool(stack["history_actions"]),
+        history_fill=stack["history_fill"],
+    )

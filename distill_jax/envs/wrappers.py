@@ -1,0 +1,481 @@
+"""Pure, vmap-safe environment wrappers.
+
+Single-instance wrappers (compose in this order, innermost first)::
+
+    task -> DomainRandomization -> SensorNoise -> ObservationHistory -> TimeLimit
+
+and the batching wrapper that goes outside all of them::
+
+    VmapAutoReset(env, num_envs)
+
+Every wrapper keeps its own carried values under its own keys of
+``EnvState.info`` and leaves other keys alone, adds its settings to the
+fingerprint's ``"wrappers"`` list and, when it adds observation fields,
+extends the schema (with field specs).
+
+PRNG use: a wrapper that needs randomness during a step splits ``state.rng``,
+keeps one half as the new ``state.rng`` and consumes the other, so the stored
+key is never one that was used for sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from distill_jax.envs.base import Env, EnvState, Wrapper
+from distill_jax.envs.randomization import ModelRandomizer, ParamRange
+from distill_jax.schema import FieldSpec, ObservationSchema
+
+
+def _add_wrapper_entry(fp: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    fp = dict(fp)
+    fp["wrappers"] = list(fp.get("wrappers", [])) + [entry]
+    return fp
+
+
+def _extend_schema(schema: ObservationSchema, category: str, name: str, spec: FieldSpec) -> ObservationSchema:
+    if name in schema.all_fields:
+        raise ValueError(f"observation field {name!r} already exists in the schema ({schema.category_of(name)})")
+    specs = dict(schema.fields)
+    specs[name] = spec
+    return dataclasses.replace(
+        schema, **{category: getattr(schema, category) + (name,)}, fields=tuple(specs.items())
+    )
+
+
+def _mix32(x: jax.Array) -> jax.Array:
+    # A 32-bit avalanche mixer (lowbias32 constants): every input bit affects every output bit.
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hash_normal(rng: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """``(next_rng, z[n])``: standard normals and a new key, from one raw ``uint32[2]`` key.
+
+    Counter-based: word ``i`` is ``mix(mix(i ^ a) + b)`` with ``(a, b)`` derived
+    from the key; the first two words form the next key, the rest feed
+    Box-Muller. Cheap on CPU (no threefry rounds); see :class:`SensorNoise`.
+    """
+    typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+    raw = jax.random.key_data(rng) if typed else rng
+    if raw.shape != (2,) or raw.dtype != jnp.uint32:
+        raise TypeError(f"hash_normal needs a threefry key (uint32[2]), got {raw.dtype}{list(raw.shape)}")
+    words = 2 + 2 * ((n + 1) // 2)
+    a = raw[0] * jnp.uint32(0x9E3779B9) ^ raw[1]
+    bits = _mix32(_mix32(jnp.arange(words, dtype=jnp.uint32) ^ a) + raw[1])
+    next_rng = jax.random.wrap_key_data(bits[:2], impl=jax.random.key_impl(rng)) if typed else bits[:2]
+    u = ((bits[2:] >> 8).astype(jnp.float32) + 0.5) * (1.0 / 16777216.0)  # in (0, 1)
+    u1, u2 = u[0::2], u[1::2]
+    radius = jnp.sqrt(-2.0 * jnp.log(u1))
+    angle = (2.0 * np.pi) * u2
+    z = jnp.concatenate([radius * jnp.cos(angle), radius * jnp.sin(angle)])[:n]
+    return next_rng, z
+
+
+# ----------------------------------------------------------------- TimeLimit
+class TimeLimit(Wrapper):
+    """Truncates episodes after ``episode_length`` control steps.
+
+    Counts steps in ``info["steps"]`` (int32). The step that reaches the limit
+    gets ``truncated = 1`` unless it also terminated, so ``terminated`` and
+    ``truncated`` are never both 1.
+    """
+
+    def __init__(self, env: Env, episode_length: int):
+        super().__init__(env)
+        if int(episode_length) < 1:
+            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        self._episode_length = int(episode_length)
+
+    @property
+    def episode_length(self) -> int:
+        return self._episode_length
+
+    def reset(self, key: jax.Array) -> EnvState:
+        state = self.env.reset(key)
+        return state.replace(info={**state.info, "steps": jnp.zeros((), jnp.int32)})
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        steps = state.info["steps"] + 1
+        nxt = self.env.step(state, action)
+        hit = (steps >= self._episode_length).astype(jnp.float32)
+        truncated = jnp.where(nxt.terminated > 0, 0.0, jnp.maximum(nxt.truncated, hit))
+        return nxt.replace(truncated=truncated, info={**nxt.info, "steps": steps})
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp = _add_wrapper_entry(self.env.fingerprint(), {"type": "TimeLimit", "episode_length": self._episode_length})
+        fp["episode_length"] = self._episode_length
+        return fp
+
+
+# ------------------------------------------------------- DomainRandomization
+class DomainRandomization(Wrapper):
+    """Samples physical parameters per episode and simulates the resulting model.
+
+    The wrapped env must be the task itself (an :class:`~distill_jax.envs.mjx_env.MjxEnv`
+    or an adapter offering ``mj_model``, ``mjx_model``, ``reset_with_model`` and
+    ``step_with_model``). Values are drawn at reset, stored in
+    ``state.params[range.name]`` (unchanged by ``step``), and exposed,
+    normalised to [-1, 1], as the teacher-only observation field ``obs_field``
+    (``"dyn_params"``, shape ``[len(ranges)]``). The per-env model is rebuilt
+    from ``state.params`` on every step: a handful of elementwise ops, cheaper
+    than carrying a model per env.
+    """
+
+    def __init__(self, env: Env, ranges: Sequence[ParamRange], obs_field: str = "dyn_params"):
+        super().__init__(env)
+        for attr in ("mj_model", "mjx_model", "reset_with_model", "step_with_model"):
+            if isinstance(env, Wrapper) or not hasattr(env, attr):
+                raise TypeError(
+                    "DomainRandomization must wrap the task itself (an MjxEnv or adapter with "
+                    f"mj_model/mjx_model/reset_with_model/step_with_model); got {type(env).__name__}"
+                )
+        if not ranges:
+            raise ValueError("DomainRandomization needs at least one ParamRange")
+        self.ranges = tuple(ranges)
+        self.obs_field = obs_field
+        self.randomizer = ModelRandomizer(self.ranges, env.mj_model)
+
+    @functools.cached_property
+    def schema(self) -> ObservationSchema:  # type: ignore[override]
+        return _extend_schema(self.env.schema, "teacher_only", self.obs_field, FieldSpec((len(self.ranges),)))
+
+    def model_for(self, params: Mapping[str, jax.Array]):
+        """The per-episode model for ``params`` (as stored in ``state.params``)."""
+        return self.randomizer.apply(self.env.mjx_model, self.randomizer.values_from_params(params))
+
+    def _finish(self, state: EnvState, values: jax.Array) -> EnvState:
+        obs = {**state.obs, self.obs_field: self.randomizer.normalize(values).astype(jnp.float32)}
+        return state.replace(obs=obs, params={**state.params, **self.randomizer.as_params(values)})
+
+    def reset(self, key: jax.Array) -> EnvState:
+        k_params, k_env = jax.random.split(key)
+        values = self.randomizer.sample(k_params)
+        model = self.randomizer.apply(self.env.mjx_model, values)
+        return self._finish(self.env.reset_with_model(k_env, model), values)
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        values = self.randomizer.values_from_params(state.params)
+        model = self.randomizer.apply(self.env.mjx_model, values)
+        return self._finish(self.env.step_with_model(state, action, model), values)
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp = self.env.fingerprint()
+        fp["randomization"] = [r.to_dict() for r in self.ranges]
+        return _add_wrapper_entry(fp, {"type": "DomainRandomization", "obs_field": self.obs_field})
+
+
+# --------------------------------------------------------------- SensorNoise
+class SensorNoise(Wrapper):
+    """Adds zero-mean Gaussian noise to deployable observation fields.
+
+    Args:
+      env: inner env.
+      stds: ``{field: std}``; each field must be in ``schema.student_obs``.
+        Fields with std 0 are left untouched.
+
+    Randomness comes from ``state.rng``, which is advanced every step. For
+    speed the draw uses a counter-based integer hash of the key (two rounds of
+    a 32-bit avalanche mixer) and the Box-Muller transform instead of
+    ``jax.random.split`` + ``jax.random.normal``: on CPU, with small physics
+    models, threefry costs more than the physics it decorates. The stream is
+    a deterministic function of ``state.rng``, so same key -> same noise; it is
+    statistically sound for sensor noise (tested), not for cryptography.
+    """
+
+    def __init__(self, env: Env, stds: Mapping[str, float]):
+        super().__init__(env)
+        schema = env.schema
+        self.stds = {k: float(v) for k, v in stds.items() if float(v) != 0.0}
+        for name, std in stds.items():
+            if name not in schema.student_obs:
+                where = schema.category_of(name) if name in schema.all_fields else "not in the schema"
+                raise ValueError(f"SensorNoise: field {name!r} is not a deployable (student_obs) field ({where})")
+            if float(std) < 0:
+                raise ValueError(f"SensorNoise: std for {name!r} must be >= 0, got {std}")
+        specs = schema.field_specs
+        self._shapes = {k: specs[k].shape for k in self.stds}
+        self._sizes = {k: int(np.prod(s)) for k, s in self._shapes.items()}
+        self._total = sum(self._sizes.values())
+        self._std_vec = np.concatenate(
+            [np.full(self._sizes[k], v, np.float32) for k, v in self.stds.items()]
+        ) if self.stds else np.zeros(0, np.float32)
+
+    def _noisy(self, state: EnvState) -> EnvState:
+        if not self.stds:
+            return state
+        rng, eps = hash_normal(state.rng, self._total)
+        eps = eps * self._std_vec
+        obs = dict(state.obs)
+        offset = 0
+        for name in self.stds:
+            n = self._sizes[name]
+            obs[name] = obs[name] + eps[offset: offset + n].reshape(self._shapes[name])
+            offset += n
+        return state.replace(obs=obs, rng=rng)
+
+    def reset(self, key: jax.Array) -> EnvState:
+        return self._noisy(self.env.reset(key))
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        return self._noisy(self.env.step(state, action))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return _add_wrapper_entry(self.env.fingerprint(), {"type": "SensorNoise", "std": dict(sorted(self.stds.items()))})
+
+
+# -------------------------------------------------------- ObservationHistory
+class ObservationHistory(Wrapper):
+    """Adds the deployable field ``"history"``: the last ``length`` observations.
+
+    Row ``k`` of ``obs["history"]`` (shape ``[length, D]``) is the flattened
+    concatenation of ``fields`` at step ``t - length + 1 + k`` followed, with
+    ``include_actions``, by the action that led to that step (clipped to
+    [-1, 1]; zeros for the first step). The last row is therefore the current
+    step, rows are oldest first. ``D = sum(field sizes) + action_size``.
+
+    At an episode start (``fill``):
+
+    * ``"first"`` (default): every row repeats the first observation with a
+      zero action (so finite differences start at zero velocity);
+    * ``"zeros"``: rows before the first step are all zeros.
+
+    The buffer is carried in ``info["history"]`` so an outer wrapper that
+    edits ``obs`` cannot corrupt it.
+    """
+
+    def __init__(
+        self,
+        env: Env,
+        fields: Sequence[str],
+        length: int,
+        include_actions: bool = True,
+        fill: str = "first",
+        obs_field: str = "history",
+    ):
+        super().__init__(env)
+        schema = env.schema
+        fields = tuple(fields)
+        if not fields and not include_actions:
+            raise ValueError("ObservationHistory needs at least one field or include_actions=True")
+        for name in fields:
+            if name not in schema.student_obs:
+                raise ValueError(
+                    f"ObservationHistory: field {name!r} is not a deployable (student_obs) field; "
+                    f"history is a student input and may only stack {list(schema.student_obs)}"
+                )
+        if int(length) < 1:
+            raise ValueError(f"history length must be >= 1, got {length}")
+        if fill not in ("first", "zeros"):
+            raise ValueError(f"fill must be 'first' or 'zeros', got {fill!r}")
+        self.fields = fields
+        self.length = int(length)
+        self.include_actions = bool(include_actions)
+        self.fill = fill
+        self.obs_field = obs_field
+        specs = schema.field_specs
+        self._row_size = sum(math.prod(specs[f].shape) for f in fields) + (env.action_size if include_actions else 0)
+
+    @property
+    def row_size(self) -> int:
+        return self._row_size
+
+    @functools.cached_property
+    def schema(self) -> ObservationSchema:  # type: ignore[override]
+        return _extend_schema(
+            self.env.schema, "student_obs", self.obs_field, FieldSpec((self.length, self._row_size))
+        )
+
+    def _row(self, obs, action) -> jax.Array:
+        parts = [jnp.reshape(obs[f], (-1,)).astype(jnp.float32) for f in self.fields]
+        if self.include_actions:
+            parts.append(jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0).reshape(-1))
+        return jnp.concatenate(parts)
+
+    def reset(self, key: jax.Array) -> EnvState:
+        state = self.env.reset(key)
+        row = self._row(state.obs, jnp.zeros((self.env.action_size,), jnp.float32))
+        if self.fill == "first":
+            hist = jnp.tile(row[None], (self.length, 1))
+        else:
+            hist = jnp.zeros((self.length, self._row_size), jnp.float32).at[-1].set(row)
+        return state.replace(obs={**state.obs, self.obs_field: hist}, info={**state.info, "history": hist})
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        nxt = self.env.step(state, action)
+        row = self._row(nxt.obs, action)
+        hist = jnp.concatenate([state.info["history"][1:], row[None]], axis=0)
+        return nxt.replace(obs={**nxt.obs, self.obs_field: hist}, info={**nxt.info, "history": hist})
+
+    def fingerprint(self) -> dict[str, Any]:
+        return _add_wrapper_entry(
+            self.env.fingerprint(),
+            {
+                "type": "ObservationHistory",
+                "fields": list(self.fields),
+                "length": self.length,
+                "include_actions": self.include_actions,
+                "fill": self.fill,
+            },
+        )
+
+
+# ------------------------------------------------------------- VmapAutoReset
+AUTORESET_INFO_KEYS = (
+    "final_obs",
+    "episode_return",
+    "episode_length",
+    "episode_return_completed",
+    "episode_length_completed",
+    "episode_completed",
+)
+
+
+class VmapAutoReset(Wrapper):
+    """A batch of ``num_envs`` independent envs that restart when done.
+
+    ``reset(key) -> EnvState`` with a leading ``[num_envs]`` axis on every
+    leaf; ``step(state, actions[num_envs, A])`` steps all envs with ``vmap``
+    and resets the finished ones (``done = max(terminated, truncated)``).
+
+    For a finished env the returned state holds the *new* episode (its first
+    observation, ``first = 1``, fresh physics / params / rng) while
+    ``reward``, ``terminated``, ``truncated`` and ``metrics`` describe the
+    transition just taken. Added ``info`` entries (all ``[num_envs, ...]``):
+
+    * ``final_obs``: the observation the step produced before any reset (the
+      true last observation of a finished episode; equal to ``obs`` for the
+      others), for bootstrapping the value on truncation;
+    * ``episode_return`` / ``episode_length``: running sums of the current episode;
+    * ``episode_return_completed`` / ``episode_length_completed``: return and
+      length of the episode that finished at this step (0 where none did);
+    * ``episode_completed``: float mask of envs whose episode finished at this step.
+
+    The reset key of env ``i`` is split from its own ``state.rng``, so results
+    do not depend on the batch layout.
+
+    Resets are costly for tasks whose reset runs a forward pass (Brax envs),
+    so by default at most ``reset_budget`` envs (``max(1, num_envs // 16)``)
+    are reset per step through a gather/scatter; on the rare steps where more
+    finish, all envs are reset and selected. Both paths give identical
+    results. ``reset_budget=num_envs`` always takes the select path.
+    """
+
+    def __init__(self, env: Env, num_envs: int, reset_budget: int | None = None):
+        super().__init__(env)
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = int(num_envs)
+        budget = max(1, self.num_envs // 16) if reset_budget is None else int(reset_budget)
+        self.reset_budget = min(max(budget, 1), self.num_envs)
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs
+
+    def reset(self, key: jax.Array) -> EnvState:
+        return self.reset_with_keys(jax.random.split(key, self.num_envs))
+
+    def reset_with_keys(self, keys: jax.Array) -> EnvState:
+        """Resets env ``i`` with ``keys[i]`` (``[num_envs, 2]``), e.g. an evaluation panel's seeds."""
+        state = jax.vmap(self.env.reset)(keys)
+        zeros_f = jnp.zeros((self.num_envs,), jnp.float32)
+        zeros_i = jnp.zeros((self.num_envs,), jnp.int32)
+        info = {
+            **state.info,
+            "final_obs": state.obs,
+            "episode_return": zeros_f,
+            "episode_length": zeros_i,
+            "episode_return_completed": zeros_f,
+            "episode_length_completed": zeros_i,
+            "episode_completed": zeros_f,
+        }
+        return state.replace(info=info)
+
+    def _strip(self, state: EnvState) -> EnvState:
+        return state.replace(info={k: v for k, v in state.info.items() if k not in AUTORESET_INFO_KEYS})
+
+    def step(self, state: EnvState, actions: jax.Array) -> EnvState:
+        if actions.shape[0] != self.num_envs:
+            raise ValueError(f"actions must have leading axis {self.num_envs}, got shape {actions.shape}")
+        inner = self._strip(state)
+        nxt = jax.vmap(self.env.step)(inner, actions)
+        done = nxt.done > 0
+
+        ret = state.info["episode_return"] + nxt.reward
+        length = state.info["episode_length"] + 1
+
+        def split_rng(rng):
+            carry, key = jax.random.split(rng)
+            return carry, key
+
+        def reset_all(s: EnvState) -> EnvState:
+            _, keys = jax.vmap(split_rng)(s.rng)
+            fresh = jax.vmap(self.env.reset)(keys)
+            return self._select(done, fresh, s)
+
+        def reset_some(s: EnvState) -> EnvState:
+            idx = jnp.nonzero(done, size=self.reset_budget, fill_value=self.num_envs)[0]
+            safe = jnp.minimum(idx, self.num_envs - 1)
+            _, keys = jax.vmap(split_rng)(s.rng[safe])
+            fresh = jax.vmap(self.env.reset)(keys)
+            keep_metrics = s.metrics
+
+            def put(a, b):
+                return a.at[idx].set(b, mode="drop")
+
+            merged = jax.tree_util.tree_map(put, s.replace(metrics={}), fresh.replace(metrics={}))
+            return self._finalize(merged, s, keep_metrics)
+
+        if self.reset_budget >= self.num_envs:
+            after = reset_all(nxt)
+        else:
+            n_done = jnp.sum(done)
+            after = jax.lax.switch(
+                jnp.where(n_done == 0, 0, jnp.where(n_done <= self.reset_budget, 1, 2)),
+                [lambda s: s, reset_some, reset_all],
+                nxt,
+            )
+
+        donef = done.astype(jnp.float32)
+        info = {
+            **after.info,
+            "final_obs": nxt.obs,
+            "episode_return": jnp.where(done, 0.0, ret),
+            "episode_length": jnp.where(done, 0, length),
+            "episode_return_completed": jnp.where(done, ret, 0.0),
+            "episode_length_completed": jnp.where(done, length, 0),
+            "episode_completed": donef,
+        }
+        return after.replace(info=info)
+
+    def _finalize(self, merged: EnvState, stepped: EnvState, metrics) -> EnvState:
+        # The transition's outcome is what the step produced, whatever was reset.
+        return merged.replace(
+            reward=stepped.reward,
+            terminated=stepped.terminated,
+            truncated=stepped.truncated,
+            metrics=metrics,
+        )
+
+    def _select(self, done: jax.Array, fresh: EnvState, stepped: EnvState) -> EnvState:
+        def sel(a, b):
+            mask = jnp.reshape(done, done.shape + (1,) * (a.ndim - 1))
+            return jnp.where(mask, a, b)
+
+        merged = jax.tree_util.tree_map(sel, fresh.replace(metrics={}), stepped.replace(metrics={}))
+        return self._finalize(merged, stepped, stepped.metrics)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return _add_wrapper_entry(self.env.fingerprint(), {"type": "VmapAutoReset"})

@@ -1,0 +1,163 @@
+"""Held-out evaluation: teacher and student co-computed on one panel.
+
+The panel is a set of held-out seeds (disjoint from training seeds): env ``i``
+of the panel is reset with ``PRNGKey(panel_seed_i)``. Teacher and student are
+rolled out from the *same* initial states for one episode length each, with
+deterministic actions by default, inside one jitted function. Each env's first
+episode is scored: return, length, fall (terminated), success (the task's
+``metrics["success"]`` at the episode's last step). The student's imitation
+loss is measured on the teacher's trajectories, on valid teacher steps only.
+
+The student only ever sees its deployable fields, through
+:func:`student_actor_only`, which forwards ``schema.student_obs`` and guards
+the student actor's input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from distill_jax import normalization
+from distill_jax.distill import losses, masks
+from distill_jax.distill.student import Student
+from distill_jax.distill.update import FrozenTeacher
+from distill_jax.envs.base import Env
+from distill_jax.envs.wrappers import VmapAutoReset
+from distill_jax.policy import action_distribution, policy_step
+from distill_jax.rollout import Policy, Transition, unroll
+
+EVAL_SEED_OFFSET = 1_000_000  # panel seeds start here; training seeds are small integers
+
+
+class Panel(NamedTuple):
+    """Held-out evaluation seeds and settings (recorded in artifacts)."""
+
+    seeds: tuple[int, ...]
+    deterministic: bool = True
+
+    @classmethod
+    def held_out(cls, num_episodes: int, training_seeds: tuple[int, ...] = (), offset: int = EVAL_SEED_OFFSET):
+        seeds = tuple(s for s in range(offset, offset + num_episodes + len(training_seeds)) if s not in training_seeds)
+        return cls(seeds[:num_episodes])
+
+
+def student_actor_only(student: Student, params: Any, obs_stats: Any, *, deterministic: bool = True) -> Policy:
+    """The evaluation wrapper: receives the full observation dict, forwards only ``student_obs``.
+
+    The forwarded dict goes through ``schema.guard_student`` before the actor,
+    so a wrapper bug that forwarded a privileged field would raise, naming it.
+    """
+    schema = student.schema
+
+    def policy(carry, obs, first, key):
+        forwarded = schema.guard_student({name: obs[name] for name in schema.student_obs})
+        if obs_stats is not None:
+            forwarded = normalization.normalize(obs_stats, forwarded)
+        carry, dist = student.step(params, carry, forwarded, first)
+        return carry, policy_step(dist, key, deterministic)
+
+    return policy
+
+
+def teacher_policy(teacher_actor: Any, teacher: FrozenTeacher, *, deterministic: bool = True) -> Policy:
+    def policy(carry, obs, first, key):
+        del first
+        dist = action_distribution(teacher_actor.apply, teacher.params, teacher.obs_stats, obs)
+        return carry, policy_step(dist, key, deterministic)
+
+    return policy
+
+
+def first_episode_scores(tr: Transition) -> dict[str, jax.Array]:
+    """Per-env scores of the first episode in a ``[T, B]`` rollout that started at a reset."""
+    done = jnp.maximum(tr.terminated, tr.truncated)
+    # alive[t] = 1 while the first episode has not ended before step t.
+    alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(done[:1]), 1.0 - done[:-1]]), axis=0)
+    ended = alive * done
+    success = tr.metrics.get("success", jnp.zeros_like(done))
+    return {
+        "return": jnp.sum(alive * tr.reward, axis=0),
+        "length": jnp.sum(alive, axis=0),
+        "fall": jnp.sum(ended * tr.terminated, axis=0),
+        "success": jnp.sum(ended * success, axis=0) * (1.0 - jnp.sum(ended * tr.terminated, axis=0)),
+        "completed": jnp.sum(ended, axis=0),
+    }
+
+
+def evaluate_panel(
+    env: Env,
+    teacher_actor: Any,
+    teacher: FrozenTeacher,
+    student: Student,
+    student_params: Any,
+    student_stats: Any,
+    panel: Panel,
+    *,
+    mask_rule: tuple[str, ...],
+    mask_thresholds: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Co-computes teacher and student metrics on ``panel`` (one jitted pass).
+
+    Args:
+      env: the unbatched task (its ``episode_length`` sets the horizon).
+      teacher_actor, teacher: the frozen teacher (unbatched params: one seed).
+      student, student_params, student_stats: the student (one seed).
+      panel: held-out seeds; one episode per seed.
+      mask_rule, mask_thresholds: which teacher steps count for imitation.
+
+    Returns:
+      ``{"teacher": {...}, "student": {...}, "imitation": {...}}`` of Python
+      floats: ``return_mean``, ``return_std``, ``success_rate``, ``fall_rate``,
+      ``episode_length_mean`` for each policy; ``kl``, ``action_mse``,
+      ``masked/<rule>`` for the imitation claim.
+    """
+    horizon = env.episode_length
+    if horizon is None:
+        raise ValueError("evaluate_panel needs an env with a time limit (episode_length)")
+    batched = VmapAutoReset(env, len(panel.seeds))
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in panel.seeds])
+
+    @jax.jit
+    def run(keys):
+        start = batched.reset_with_keys(keys)
+        act_key = jax.random.PRNGKey(0)
+        t_policy = teacher_policy(teacher_actor, teacher, deterministic=panel.deterministic)
+        s_policy = student_actor_only(student, student_params, student_stats, deterministic=panel.deterministic)
+        _, _, t_tr = unroll(batched, start, t_policy, None, act_key, horizon)
+        _, _, s_tr = unroll(batched, start, s_policy, student.initial_carry(len(panel.seeds)), act_key, horizon)
+        # Imitation claim: the student's distribution on the teacher's own (valid) steps.
+        student_obs = normalization.normalize(student_stats, student.schema.select(t_tr.obs, "student"))
+        s_dist = student.sequence(student_params, student.initial_carry(len(panel.seeds)), student_obs, t_tr.first)
+        t_dist = losses.TanhGaussian(t_tr.policy.loc, t_tr.policy.scale)
+        valid, masked = masks.valid_mask(
+            mask_rule, masks.MaskInputs(t_tr.terminated, t_tr.truncated, t_tr.first, t_dist.loc, t_dist.scale),
+            mask_thresholds,
+        )
+        alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(valid[:1]), 1.0 - t_tr.terminated[:-1] - t_tr.truncated[:-1]]), axis=0)
+        valid = valid * jnp.clip(alive, 0.0, 1.0)
+        kl, _ = losses.kl_distillation_loss(s_dist, t_dist, valid)
+        mse, _ = losses.action_mse_loss(jnp.tanh(s_dist.loc), jnp.tanh(t_dist.loc), valid)
+        return first_episode_scores(t_tr), first_episode_scores(s_tr), {"kl": kl, "action_mse": mse, **masked}
+
+    teacher_scores, student_scores, imitation = jax.device_get(run(keys))
+    return {
+        "teacher": summarize(teacher_scores),
+        "student": summarize(student_scores),
+        "imitation": {k: float(v) for k, v in imitation.items()},
+    }
+
+
+def summarize(scores: dict[str, np.ndarray]) -> dict[str, float]:
+    returns = np.asarray(scores["return"], np.float64)
+    return {
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "success_rate": float(np.mean(scores["success"])),
+        "fall_rate": float(np.mean(scores["fall"])),
+        "episode_length_mean": float(np.mean(scores["length"])),
+        "episodes": int(returns.size),
+    }

@@ -1,0 +1,167 @@
+"""The outer training loop shared by the teacher and distillation phases.
+
+A phase is a per-seed pure iteration ``step(state) -> (state, metrics)`` whose
+state is a ``flax.struct`` dataclass with an ``env_state`` field and an
+``update_step`` counter. :func:`run_phase` vmaps it over a leading seed axis,
+shards the environment axis over a device mesh, compiles ``scan`` over a fixed
+number of iterations per call and, between calls, only checks finiteness, logs
+and hands the state to a callback (checkpointing). The Python loop is the
+outermost, logging level.
+
+Multi-host: call ``jax.distributed.initialize()`` in every process first;
+``jax.devices()`` then spans all hosts and the same mesh shards environments
+across them (every process runs the same program).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from distill_jax.config import ConfigError
+
+ENV_AXIS = "envs"
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced NaN/Inf; the message names the update step and field."""
+
+
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+    """``[K, 2]`` keys: seed index ``k`` uses the key of a single run with ``seed + k``."""
+    if num_seeds < 1:
+        raise ConfigError(f"num_seeds={num_seeds!r}: must be a positive integer")
+    return jnp.stack([jax.random.PRNGKey(seed + k) for k in range(num_seeds)])
+
+
+def make_mesh(devices: list | None, num_envs: int) -> Mesh:
+    devices = list(devices or jax.local_devices())
+    if num_envs % len(devices):
+        raise ConfigError(
+            f"num_envs={num_envs}: must be divisible by the {len(devices)} devices it is sharded over"
+        )
+    return Mesh(np.asarray(devices), (ENV_AXIS,))
+
+
+def state_sharding(state: Any, mesh: Mesh) -> Any:
+    """Shards ``state.env_state`` leaves on their env axis (axis 1, after seeds); replicates the rest."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    by_env = NamedSharding(mesh, PartitionSpec(None, ENV_AXIS))
+    shardings = {
+        f.name: jax.tree.map(lambda _: replicated, getattr(state, f.name))
+        for f in dataclasses.fields(state)
+        if f.name != "env_state"
+    }
+    shardings["env_state"] = jax.tree.map(lambda x: by_env if x.ndim >= 2 else replicated, state.env_state)
+    return state.replace(**shardings)
+
+
+def check_finite(metrics: dict[str, Any], first_update: int) -> None:
+    """Raises :class:`NonFiniteError` naming the first update, seed and field that is not finite.
+
+    ``metrics["finite"]`` maps field names to bool arrays ``[U, K]``
+    (iterations of this call × seeds).
+    """
+    finite = {k: np.asarray(v) for k, v in metrics["finite"].items()}
+    bad = [(tuple(np.argwhere(~ok)[0]), name) for name, ok in finite.items() if not ok.all()]
+    if not bad:
+        return
+    (u, k), name = min(bad)
+    raise NonFiniteError(
+        f"non-finite values in {name!r} at update {first_update + int(u) + 1} (seed index {int(k)}); "
+        "training stopped, the last good checkpoint is kept"
+    )
+
+
+def iterations_per_call(total: int, target: int) -> int:
+    """The largest divisor of ``total`` not above ``target``: every call compiles to one shape."""
+    target = max(1, min(target, total))
+    return max(d for d in range(1, target + 1) if total % d == 0)
+
+
+def host_rows(metrics: dict[str, Any], first_update: int, batch_size: int) -> list[dict[str, Any]]:
+    """One JSON-able row per iteration; per-seed values become lists ``[K]``."""
+    metrics = {k: np.asarray(v) for k, v in metrics.items() if k != "finite"}
+    n = next(iter(metrics.values())).shape[0]
+    rows = []
+    for i in range(n):
+        update = first_update + i + 1
+        rows.append({"update": update, "env_steps": update * batch_size,
+                     **{k: v[i].tolist() for k, v in metrics.items()}})
+    return rows
+
+
+def run_phase(
+    state: Any,
+    step: Callable[[Any, Any], tuple[Any, dict[str, Any]]],
+    *,
+    frozen: Any = None,
+    total_updates: int,
+    batch_size: int,
+    num_envs: int,
+    updates_per_call: int | None = None,
+    devices: list | None = None,
+    log_fn: Callable[[dict[str, Any]], None] | None = None,
+    on_chunk: Callable[[Any, int], None] | None = None,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Runs ``step`` (vmapped over seeds) until ``state.update_step`` reaches ``total_updates``.
+
+    Args:
+      state: per-seed states stacked on a leading seed axis ``[K]``.
+      step: one iteration for one seed, ``step(state, frozen) -> (state, metrics)``.
+      frozen: per-seed inputs that are not trained (e.g. a frozen teacher),
+        stacked on a leading seed axis, or ``None``.
+      total_updates: iterations per seed.
+      batch_size: env steps per iteration per seed (for the step counter).
+      num_envs: environments per seed (sharded over ``devices``).
+      updates_per_call: iterations per compiled call (default: ~10 calls).
+      devices: devices to shard environments over (default: all local ones).
+      log_fn: receives one row per iteration; the last row of a call also has
+        ``seconds`` and ``env_steps_per_second`` (all seeds).
+      on_chunk: ``(state, updates_done)`` after every finite call.
+
+    Returns:
+      ``(state, history)``.
+
+    Raises:
+      NonFiniteError: NaN/Inf in any ``metrics["finite"]`` field; ``on_chunk``
+        is not called for that call.
+    """
+    mesh = make_mesh(devices, num_envs)
+    sharding = state_sharding(state, mesh)
+    state = jax.device_put(state, sharding)
+    num_seeds = int(np.asarray(state.update_step).shape[0])
+    done = int(np.asarray(state.update_step)[0])
+    per_call = iterations_per_call(max(total_updates - done, 1), updates_per_call or max(1, total_updates // 10))
+    vstep = jax.vmap(step, in_axes=(0, None if frozen is None else 0))
+    frozen = jax.device_put(frozen, NamedSharding(mesh, PartitionSpec()))
+
+    @functools.partial(jax.jit, out_shardings=(sharding, None), donate_argnums=0)
+    def run(s, f):
+        return jax.lax.scan(lambda c, _: vstep(c, f), s, None, length=per_call)
+
+    history: list[dict[str, Any]] = []
+    while done < total_updates:
+        t0 = time.perf_counter()
+        state, metrics = run(state, frozen)
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - t0
+        check_finite(metrics, done)
+        rows = host_rows(metrics, done, batch_size)
+        rows[-1]["seconds"] = elapsed
+        rows[-1]["env_steps_per_second"] = per_call * batch_size * num_seeds / elapsed
+        done += per_call
+        history.extend(rows)
+        if log_fn is not None:
+            for row in rows:
+                log_fn(row)
+        if on_chunk is not None:
+            on_chunk(state, done)
+    return state, history

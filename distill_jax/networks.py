@@ -1,0 +1,390 @@
+"""Actor and critic networks built from the observation schema.
+
+Every network receives the *whole* observation dict (it may hold more fields
+than the network may read) and calls ``schema.select(obs, role)`` itself before
+its first layer. So the set of inputs is decided by the schema, not by whoever
+calls the network: a student actor given the full privileged dict still reads
+only ``schema.student_obs``, and a student actor given a dict that lacks a
+student field raises :class:`~distill_jax.schema.MissingFieldError`.
+
+Input layout: each selected field ``[*L, *field_shape]`` is flattened to
+``[*L, prod(field_shape)]`` (``*L`` = any number of leading batch axes, e.g.
+``[]``, ``[B]`` or ``[T, B]``) and the fields are concatenated in the schema's
+order (:meth:`ObservationSchema.fields_for`), never in dict order. Per-field
+ranks come from the schema's field specs; a field without a spec is taken to be
+a vector (rank 1). Observation normalisation is *not* inside the networks; the
+policy factory applies :mod:`distill_jax.normalization` first.
+
+Initialisation follows the usual PPO recipe: orthogonal hidden layers with gain
+``sqrt(2)``, zero biases, a policy-mean head with gain 0.01 (so the initial
+policy is centred at ``tanh(0) = 0``), a value head with gain 1.0. The standard
+deviation is a state-dependent head, ``scale = softplus(x) + min_std``
+(:func:`distill_jax.distributions.scale_from_raw`), whose bias is set so the
+initial scale is ``init_std``.
+
+Networks:
+
+* :class:`Actor` (:func:`make_actor`): MLP actor, role ``"student"`` or
+  ``"teacher"``, returns a :class:`~distill_jax.distributions.TanhGaussian`.
+* :class:`Critic` (:func:`make_critic`): MLP value function, role ``"critic"``.
+* :class:`GRUStudent` (:func:`make_gru_student`): recurrent actor over the
+  student fields, stepped one control step at a time; :func:`unroll_gru`
+  scans it over a ``[T, B]`` sequence, resetting the memory where ``first``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from distill_jax.distributions import DEFAULT_MIN_STD, TanhGaussian, raw_for_scale, scale_from_raw
+from distill_jax.schema import ObservationSchema, Role, SchemaError
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "elu": jax.nn.elu,
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "gelu": jax.nn.gelu,
+}
+
+ACTOR_ROLES: tuple[Role, ...] = ("student", "teacher")
+
+_HIDDEN_GAIN = math.sqrt(2.0)
+_POLICY_GAIN = 0.01
+_VALUE_GAIN = 1.0
+
+
+def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
+
+
+def _spec_shape(schema: ObservationSchema, name: str) -> tuple[int, ...] | None:
+    spec = schema.field_specs.get(name)
+    return None if spec is None else spec.shape
+
+
+def flatten_obs(schema: ObservationSchema, obs: Mapping[str, jax.Array], role: Role) -> jax.Array:
+    """Selects ``role``'s fields from ``obs`` and concatenates them into one vector.
+
+    Args:
+      schema: the observation schema.
+      obs: ``{field: [*L, *field_shape]}``; may hold fields ``role`` may not
+        read (they are dropped).
+      role: ``"student"``, ``"teacher"`` or ``"critic"``.
+
+    Returns:
+      ``[*L, F]`` float32, ``F = sum over role's fields of prod(field_shape)``,
+      fields in schema order.
+
+    Raises:
+      MissingFieldError: a field of ``role`` is absent from ``obs``.
+      SchemaError: a field's trailing shape differs from its spec, or the
+        fields' leading batch shapes disagree.
+    """
+    selected = schema.select(obs, role)
+    parts = []
+    lead_shape = None
+    for name, value in selected.items():
+        x = jnp.asarray(value)
+        spec_shape = _spec_shape(schema, name)
+        if spec_shape is None:  # no spec: a vector field
+            if x.ndim < 1:
+                raise SchemaError(f"field {name!r} is a scalar but has no FieldSpec; give it a spec")
+            spec_shape = x.shape[-1:]
+        rank = len(spec_shape)
+        if x.ndim < rank or tuple(x.shape[x.ndim - rank :]) != tuple(spec_shape):
+            raise SchemaError(f"field {name!r} has shape {x.shape}; expected (..., *{spec_shape})")
+        lead = tuple(x.shape[: x.ndim - rank])
+        if lead_shape is None:
+            lead_shape = lead
+        elif lead != lead_shape:
+            raise SchemaError(
+                f"field {name!r} has batch shape {lead} but earlier fields have {lead_shape}"
+            )
+        size = math.prod(spec_shape)
+        parts.append(jnp.reshape(x, lead + (size,)).astype(jnp.float32))
+    return jnp.concatenate(parts, axis=-1)
+
+
+def input_size(schema: ObservationSchema, role: Role) -> int:
+    """Length ``F`` of :func:`flatten_obs`'s output for ``role`` (needs field specs)."""
+    specs = schema.field_specs
+    names = schema.fields_for(role)
+    missing = [n for n in names if n not in specs]
+    if missing:
+        raise SchemaError(f"schema has no FieldSpec for {missing}; cannot compute the input size")
+    return sum(math.prod(specs[n].shape) for n in names)
+
+
+class MLP(nn.Module):
+    """Hidden layers only: ``[..., F] -> [..., hidden[-1]]`` (identity if ``hidden`` is empty)."""
+
+    hidden: Sequence[int]
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _activation(self.activation)
+        for i, width in enumerate(self.hidden):
+            x = nn.Dense(
+                width,
+                kernel_init=nn.initializers.orthogonal(_HIDDEN_GAIN),
+                bias_init=nn.initializers.zeros,
+                name=f"hidden_{i}",
+            )(x)
+            x = act(x)
+        return x
+
+
+class GaussianHead(nn.Module):
+    """Maps features ``[..., H]`` to a :class:`TanhGaussian` over ``action_size`` actions."""
+
+    action_size: int
+    min_std: float = DEFAULT_MIN_STD
+    init_std: float = 1.0
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> TanhGaussian:
+        loc = nn.Dense(
+            self.action_size,
+            kernel_init=nn.initializers.orthogonal(_POLICY_GAIN),
+            bias_init=nn.initializers.zeros,
+            name="loc",
+        )(h)
+        raw_scale = nn.Dense(
+            self.action_size,
+            kernel_init=nn.initializers.orthogonal(_POLICY_GAIN),
+            bias_init=nn.initializers.constant(raw_for_scale(self.init_std, self.min_std)),
+            name="scale",
+        )(h)
+        return TanhGaussian(loc=loc, scale=scale_from_raw(raw_scale, self.min_std))
+
+
+def _check_actor_role(role: str) -> None:
+    if role not in ACTOR_ROLES:
+        raise SchemaError(f"an actor's role must be one of {ACTOR_ROLES}, got {role!r}")
+
+
+class Actor(nn.Module):
+    """MLP actor reading exactly ``schema.fields_for(role)``.
+
+    ``__call__(obs)``: ``obs`` is ``{field: [*L, *field_shape]}`` (extra fields
+    are ignored); returns a :class:`TanhGaussian` with ``[*L, action_size]``
+    parameters.
+    """
+
+    schema: ObservationSchema
+    role: Role
+    action_size: int
+    hidden: Sequence[int] = (256, 256)
+    activation: str = "tanh"
+    min_std: float = DEFAULT_MIN_STD
+    init_std: float = 1.0
+
+    @nn.compact
+    def __call__(self, obs: Mapping[str, jax.Array]) -> TanhGaussian:
+        _check_actor_role(self.role)
+        x = flatten_obs(self.schema, obs, self.role)
+        h = MLP(tuple(self.hidden), self.activation, name="torso")(x)
+        return GaussianHead(self.action_size, self.min_std, self.init_std, name="head")(h)
+
+
+class Critic(nn.Module):
+    """MLP value function reading ``schema.fields_for(role)`` (default ``"critic"``).
+
+    ``__call__(obs)``: ``obs`` is ``{field: [*L, *field_shape]}``; returns values ``[*L]``.
+    """
+
+    schema: ObservationSchema
+    hidden: Sequence[int] = (256, 256)
+    activation: str = "tanh"
+    role: Role = "critic"
+
+    @nn.compact
+    def __call__(self, obs: Mapping[str, jax.Array]) -> jax.Array:
+        x = flatten_obs(self.schema, obs, self.role)
+        h = MLP(tuple(self.hidden), self.activation, name="torso")(x)
+        v = nn.Dense(
+            1,
+            kernel_init=nn.initializers.orthogonal(_VALUE_GAIN),
+            bias_init=nn.initializers.zeros,
+            name="value",
+        )(h)
+        return v[..., 0]
+
+
+class GRUStudent(nn.Module):
+    """Recurrent actor: encoder MLP -> GRU cell -> head MLP -> TanhGaussian.
+
+    Reads ``schema.fields_for(role)`` (default the student fields).
+
+    ``__call__(carry, obs, reset_mask) -> (new_carry, dist)`` advances one
+    control step:
+
+    * ``carry``: ``[*L, gru_size]`` memory from the previous step
+      (:meth:`initial_carry` at the start).
+    * ``obs``: ``{field: [*L, *field_shape]}``.
+    * ``reset_mask``: ``[*L]``, 1 where ``obs`` is the first observation of an
+      episode; the carry is zeroed there *before* reading ``obs``.
+    * ``new_carry``: ``[*L, gru_size]``; ``dist``: ``[*L, action_size]`` parameters.
+    """
+
+    schema: ObservationSchema
+    action_size: int
+    role: Role = "student"
+    encoder: Sequence[int] = (256,)
+    gru_size: int = 256
+    head: Sequence[int] = (256,)
+    activation: str = "elu"
+    min_std: float = DEFAULT_MIN_STD
+    init_std: float = 1.0
+
+    @nn.compact
+    def __call__(
+        self, carry: jax.Array, obs: Mapping[str, jax.Array], reset_mask: jax.Array
+    ) -> tuple[jax.Array, TanhGaussian]:
+        _check_actor_role(self.role)
+        keep = 1.0 - jnp.asarray(reset_mask, carry.dtype)
+        carry = carry * keep[..., None]
+        x = flatten_obs(self.schema, obs, self.role)
+        x = MLP(tuple(self.encoder), self.activation, name="encoder")(x)
+        carry, y = nn.GRUCell(self.gru_size, name="gru")(carry, x)
+        h = MLP(tuple(self.head), self.activation, name="head_mlp")(y)
+        dist = GaussianHead(self.action_size, self.min_std, self.init_std, name="head")(h)
+        return carry, dist
+
+    def initial_carry(self, batch_shape: Sequence[int] = ()) -> jax.Array:
+        """Zero memory ``[*batch_shape, gru_size]``; callable on an unbound module."""
+        return jnp.zeros((*tuple(batch_shape), self.gru_size), jnp.float32)
+
+
+def unroll_gru(
+    module: GRUStudent,
+    params: Any,
+    carry: jax.Array,
+    obs_seq: Mapping[str, jax.Array],
+    first: jax.Array,
+) -> tuple[jax.Array, TanhGaussian]:
+    """Runs a :class:`GRUStudent` over a time-major sequence with ``lax.scan``.
+
+    Fields the module may not read are dropped before the scan.
+
+    Args:
+      module: the recurrent actor.
+      params: its variables (``module.init(...)``).
+      carry: ``[B, gru_size]`` memory before step 0 (any batch shape ``[*L]``).
+      obs_seq: ``{field: [T, B, *field_shape]}``.
+      first: ``[T, B]``, 1 where ``obs_seq[t]`` starts an episode; the memory is
+        reset there (step 0 included, so stale carries are discarded).
+
+    Returns:
+      ``(final_carry [B, gru_size], dists)`` with ``dists`` parameters ``[T, B, A]``.
+    """
+    obs_seq = module.schema.select(obs_seq, module.role)
+
+    def step(c, xs):
+        obs_t, first_t = xs
+        return module.apply(params, c, obs_t, first_t)
+
+    return jax.lax.scan(step, carry, (obs_seq, first))
+
+
+def make_actor(
+    schema: ObservationSchema,
+    role: Role,
+    action_size: int,
+    hidden: Sequence[int] = (256, 256),
+    activation: str = "tanh",
+    min_std: float = DEFAULT_MIN_STD,
+    init_std: float = 1.0,
+) -> Actor:
+    """An MLP :class:`Actor` for ``role`` (``"teacher"`` or ``"student"``).
+
+    Args:
+      schema: decides which fields the actor reads.
+      role: ``"teacher"`` (student + teacher-only fields) or ``"student"``.
+      action_size: number of action dimensions ``A``.
+      hidden: hidden layer widths.
+      activation: a key of :data:`ACTIVATIONS`.
+      min_std: lower bound of the pre-squash standard deviation.
+      init_std: pre-squash standard deviation at initialisation.
+    """
+    _check_actor_role(role)
+    _activation(activation)
+    return Actor(
+        schema=schema,
+        role=role,
+        action_size=int(action_size),
+        hidden=tuple(int(h) for h in hidden),
+        activation=activation,
+        min_std=float(min_std),
+        init_std=float(init_std),
+    )
+
+
+def make_critic(
+    schema: ObservationSchema,
+    hidden: Sequence[int] = (256, 256),
+    activation: str = "tanh",
+    role: Role = "critic",
+) -> Critic:
+    """An MLP :class:`Critic`; by default it reads every field (asymmetric critic)."""
+    schema.fields_for(role)  # validates the role
+    _activation(activation)
+    return Critic(
+        schema=schema, hidden=tuple(int(h) for h in hidden), activation=activation, role=role
+    )
+
+
+def make_gru_student(
+    schema: ObservationSchema,
+    action_size: int,
+    encoder: Sequence[int] = (256,),
+    gru_size: int = 256,
+    head: Sequence[int] = (256,),
+    activation: str = "elu",
+    min_std: float = DEFAULT_MIN_STD,
+    init_std: float = 1.0,
+    role: Role = "student",
+) -> GRUStudent:
+    """A recurrent :class:`GRUStudent` over ``role``'s fields (default the student's)."""
+    _check_actor_role(role)
+    _activation(activation)
+    return GRUStudent(
+        schema=schema,
+        action_size=int(action_size),
+        role=role,
+        encoder=tuple(int(h) for h in encoder),
+        gru_size=int(gru_size),
+        head=tuple(int(h) for h in head),
+        activation=activation,
+        min_std=float(min_std),
+        init_std=float(init_std),
+    )
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "ACTOR_ROLES",
+    "Actor",
+    "Critic",
+    "GRUStudent",
+    "GaussianHead",
+    "MLP",
+    "flatten_obs",
+    "input_size",
+    "make_actor",
+    "make_critic",
+    "make_gru_student",
+    "unroll_gru",
+]

@@ -1,0 +1,89 @@
+"""The teacher phase: PPO on privileged observations, K seeds in one program.
+
+``train_teacher`` builds the batched env and the asymmetric actor-critic from
+the env's schema, initialises ``K`` independent :class:`TeacherState`s and runs
+:func:`~distill_jax.ppo.update.train_step` through the shared outer loop
+(:func:`distill_jax.loop.run_phase`: ``vmap`` over seeds, environments sharded
+over devices, ``scan`` over iterations, non-finite guard).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+
+from distill_jax.config import PPOConfig
+from distill_jax.envs.base import Env
+from distill_jax.envs.wrappers import VmapAutoReset
+from distill_jax.loop import run_phase, seed_keys
+from distill_jax.ppo.update import TeacherNetworks, TeacherState, init_teacher, make_teacher_networks, train_step
+
+
+@dataclasses.dataclass
+class TeacherResult:
+    """What the teacher phase returns.
+
+    Attributes:
+      state: final :class:`TeacherState` with a leading seed axis ``[K]``.
+      nets: the actor/critic modules (to apply ``state.params``).
+      env: the batched env used for training.
+      history: one row per iteration; per-seed values are lists ``[K]``.
+    """
+
+    state: TeacherState
+    nets: TeacherNetworks
+    env: Env
+    history: list[dict[str, Any]]
+
+
+def train_teacher(
+    env: Env,
+    config: PPOConfig,
+    *,
+    seed: int = 0,
+    num_seeds: int = 1,
+    updates_per_call: int | None = None,
+    devices: list | None = None,
+    log_fn: Callable[[dict[str, Any]], None] | None = None,
+    on_chunk: Callable[[TeacherState, int], None] | None = None,
+    initial_state: TeacherState | None = None,
+) -> TeacherResult:
+    """Trains ``num_seeds`` PPO teachers on ``env`` (single-instance, e.g. ``get_env(...)``).
+
+    Args:
+      env: the unbatched task; it is batched to ``config.num_envs`` here.
+      config: PPO hyper-parameters; ``total_env_steps`` is per seed.
+      seed: base seed; seed index ``k`` uses ``seed + k``.
+      num_seeds: ``K`` independent teachers trained by ``vmap``.
+      updates_per_call, devices, log_fn, on_chunk: see :func:`distill_jax.loop.run_phase`.
+      initial_state: resume from this state instead of initialising.
+
+    Raises:
+      ConfigError: invalid sizes (also ``num_envs`` not divisible by the devices).
+      NonFiniteError: NaN/Inf in observations, rewards, loss or parameters.
+    """
+    config.validate()
+    batched_env = VmapAutoReset(env, config.num_envs)
+    nets = make_teacher_networks(env.schema, env.action_size, config)
+    if initial_state is None:
+        init = jax.vmap(functools.partial(init_teacher, env=batched_env, nets=nets, config=config))
+        initial_state = jax.jit(init)(seed_keys(seed, num_seeds))
+    def step(state, frozen):
+        del frozen
+        return train_step(state, env=batched_env, nets=nets, config=config)
+
+    state, history = run_phase(
+        initial_state,
+        step,
+        total_updates=config.num_updates,
+        batch_size=config.batch_size,
+        num_envs=config.num_envs,
+        updates_per_call=updates_per_call,
+        devices=devices,
+        log_fn=log_fn,
+        on_chunk=on_chunk,
+    )
+    return TeacherResult(state=state, nets=nets, env=batched_env, history=history)

@@ -1,0 +1,195 @@
+"""One PPO iteration as a pure function: rollout → normaliser → GAE → SGD epochs.
+
+``train_step(state, *, env, nets, config) -> (state, metrics)`` is the unit
+that the teacher phase scans (several iterations per compiled call), vmaps
+(independent seeds) and shards (environments over devices).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from distill_jax import normalization
+from distill_jax.config import PPOConfig
+from distill_jax.envs.base import Env, EnvState
+from distill_jax.networks import make_actor, make_critic
+from distill_jax.policy import make_policy
+from distill_jax.ppo.gae import compute_gae
+from distill_jax.ppo.loss import PPOBatch, ppo_loss
+from distill_jax.rollout import Transition, flatten_time, unroll
+from distill_jax.schema import ObservationSchema
+from distill_jax.sgd import sgd_epochs
+
+
+class TeacherNetworks(NamedTuple):
+    """The flax modules of an asymmetric actor-critic built from one schema."""
+
+    actor: Any  # reads schema.fields_for("teacher")
+    critic: Any  # reads schema.fields_for("critic")
+
+
+def make_teacher_networks(schema: ObservationSchema, action_size: int, config: PPOConfig) -> TeacherNetworks:
+    net = config.network
+    return TeacherNetworks(
+        actor=make_actor(schema, "teacher", action_size, hidden=net.actor_hidden, activation=net.activation),
+        critic=make_critic(schema, hidden=net.critic_hidden, activation=net.activation),
+    )
+
+
+def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+
+
+@struct.dataclass
+class TeacherState:
+    """Everything a PPO teacher run carries between iterations (one seed).
+
+    Attributes:
+      params: ``{"actor": ..., "critic": ...}``.
+      opt_state: optax state of ``params``.
+      obs_stats: running per-field normaliser statistics (all fields).
+      env_state: batched env state ``[num_envs]``.
+      key: PRNG key.
+      update_step: iterations done, int32 scalar.
+      env_steps: env steps collected, int32 scalar.
+    """
+
+    params: dict[str, Any]
+    opt_state: optax.OptState
+    obs_stats: normalization.RunningStats
+    env_state: EnvState
+    key: jax.Array
+    update_step: jax.Array
+    env_steps: jax.Array
+
+
+def init_teacher(key: jax.Array, env: Env, nets: TeacherNetworks, config: PPOConfig) -> TeacherState:
+    """Initial state for one seed. ``env`` is batched (``[num_envs]`` states)."""
+    key, actor_key, critic_key, env_key = jax.random.split(key, 4)
+    env_state = env.reset(env_key)
+    one_obs = jax.tree.map(lambda x: x[0], env_state.obs)
+    params = {"actor": nets.actor.init(actor_key, one_obs), "critic": nets.critic.init(critic_key, one_obs)}
+    return TeacherState(
+        params=params,
+        opt_state=make_optimizer(config).init(params),
+        obs_stats=normalization.init_stats(one_obs),
+        env_state=env_state,
+        key=key,
+        update_step=jnp.zeros((), jnp.int32),
+        env_steps=jnp.zeros((), jnp.int32),
+    )
+
+
+def _values(nets: TeacherNetworks, params, stats, obs) -> jax.Array:
+    return nets.critic.apply(params["critic"], normalization.normalize(stats, obs))
+
+
+def episode_metrics(transitions: Transition) -> dict[str, jax.Array]:
+    """Means over the episodes that completed in ``transitions`` (NaN-free: 0 if none)."""
+    ep = transitions.episode
+    if "episode_completed" not in ep:
+        return {}
+    done = ep["episode_completed"]
+    n = jnp.sum(done)
+    mean = lambda x: jnp.sum(x * done) / jnp.maximum(n, 1.0)  # noqa: E731
+    return {
+        "episode_return": mean(ep["episode_return_completed"]),
+        "episode_length": mean(ep["episode_length_completed"]),
+        "episodes_completed": n,
+    }
+
+
+def finiteness(tree: Any, prefix: str) -> dict[str, jax.Array]:
+    """``{prefix/path: all-finite}`` per leaf, for the non-finite guard."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {f"{prefix}{jax.tree_util.keystr(path)}": jnp.all(jnp.isfinite(leaf)) for path, leaf in flat}
+
+
+def train_step(
+    state: TeacherState, *, env: Env, nets: TeacherNetworks, config: PPOConfig
+) -> tuple[TeacherState, dict[str, Any]]:
+    """One PPO iteration for one seed (vmap over seeds, scan over iterations).
+
+    Returns ``(state, metrics)``; ``metrics["finite"]`` maps each checked
+    field (observations, reward, loss, parameters) to a bool.
+    """
+    key, rollout_key, sgd_key = jax.random.split(state.key, 3)
+    policy = make_policy(nets.actor.apply, state.params["actor"], state.obs_stats)
+    env_state, _, transitions = unroll(env, state.env_state, policy, None, rollout_key, config.unroll_length)
+
+    obs_stats = state.obs_stats
+    if config.normalize_observations:
+        obs_stats = normalization.update_stats(obs_stats, transitions.obs)
+
+    values = _values(nets, state.params, obs_stats, transitions.obs)
+    next_values = _values(nets, state.params, obs_stats, transitions.next_obs)
+    advantages, returns = compute_gae(
+        transitions.reward * config.reward_scale,
+        values,
+        next_values,
+        transitions.terminated,
+        transitions.truncated,
+        config.gamma,
+        config.gae_lambda,
+    )
+    batch = flatten_time(
+        PPOBatch(
+            obs=normalization.normalize(obs_stats, transitions.obs),
+            raw_actions=transitions.policy.raw_action,
+            old_log_probs=transitions.policy.log_prob,
+            advantages=advantages,
+            returns=returns,
+            old_values=values,
+        )
+    )
+
+    def loss_fn(params, minibatch):
+        return ppo_loss(
+            params,
+            minibatch,
+            apply_actor=nets.actor.apply,
+            apply_critic=nets.critic.apply,
+            clip_eps=config.clip_eps,
+            vf_coef=config.vf_coef,
+            ent_coef=config.ent_coef,
+            normalize_advantages=config.normalize_advantages,
+        )
+
+    params, opt_state, sgd_metrics = sgd_epochs(
+        state.params,
+        state.opt_state,
+        batch,
+        sgd_key,
+        loss_fn=loss_fn,
+        optimizer=make_optimizer(config),
+        num_epochs=config.num_epochs,
+        num_minibatches=config.num_minibatches,
+    )
+    finite = {
+        **finiteness(transitions.obs, "obs"),
+        "reward": jnp.all(jnp.isfinite(transitions.reward)),
+        "loss": jnp.isfinite(sgd_metrics["loss"]),
+        **finiteness(params, "params"),
+    }
+    new_state = state.replace(
+        params=params,
+        opt_state=opt_state,
+        obs_stats=obs_stats,
+        env_state=env_state,
+        key=key,
+        update_step=state.update_step + 1,
+        env_steps=state.env_steps + config.batch_size,
+    )
+    metrics = {
+        **sgd_metrics,
+        **episode_metrics(transitions),
+        "reward_mean": jnp.mean(transitions.reward),
+        **{f"env/{k}": jnp.mean(v) for k, v in transitions.metrics.items()},
+        "finite": finite,
+    }
+    return new_state, metrics

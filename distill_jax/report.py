@@ -1,0 +1,104 @@
+"""The evaluation artifact: ``eval.json`` and a readable ``eval.md``.
+
+Teacher return, student return, imitation loss, success and fall rate are
+co-computed on one held-out panel (:func:`distill_jax.evaluate.evaluate_panel`)
+and saved together with the schema, the schema diff, the leak checks, the env
+fingerprint and the config, so the three claims (teacher, imitation,
+deployment) can be re-checked later from one file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from distill_jax import leak_audit
+from distill_jax.config import RunConfig, to_dict
+from distill_jax.distill.update import FrozenTeacher
+from distill_jax.evaluate import Panel, evaluate_panel, student_actor_only
+
+EVAL_KEYS = ("teacher", "student", "imitation", "panel", "schema", "schema_diff", "leak_checks", "env", "config")
+
+
+def first_seed(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x[0], tree)
+
+
+def student_act_fn(student, params, obs_stats, batch: int):
+    """Deterministic actions of the student evaluation wrapper on a full obs dict ``[B, ...]``."""
+    policy = student_actor_only(student, params, obs_stats, deterministic=True)
+
+    def act(obs):
+        first = jnp.ones((batch,), jnp.float32)
+        return policy(student.initial_carry(batch), obs, first, jax.random.PRNGKey(0))[1].action
+
+    return act
+
+
+def build_eval(env, config: RunConfig, teacher_result, student_result) -> dict[str, Any]:
+    """The evaluation artifact (seed index 0 of teacher and student) as a JSON-able dict."""
+    training_seeds = tuple(config.seed + k for k in range(config.num_seeds))
+    panel = Panel.held_out(config.eval_episodes, training_seeds)
+    teacher = FrozenTeacher(first_seed(teacher_result.state.params["actor"]), first_seed(teacher_result.state.obs_stats))
+    student = student_result.student
+    s_params, s_stats = first_seed(student_result.state.params), first_seed(student_result.state.obs_stats)
+    metrics = evaluate_panel(
+        env, teacher_result.nets.actor, teacher, student, s_params, s_stats, panel,
+        mask_rule=config.distill.mask_rule, mask_thresholds=dict(config.distill.mask_thresholds),
+    )
+    obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
+    act = student_act_fn(student, s_params, s_stats, 8)
+    checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
+    schema = env.schema
+    return {
+        **metrics,
+        "panel": {"seeds": list(panel.seeds), "deterministic": panel.deterministic,
+                  "training_seeds": list(training_seeds), "episode_length": env.episode_length},
+        "schema": json.loads(schema.to_json()),
+        "schema_diff": {
+            "teacher_actor_to_student_actor": schema.student_leak_report(),
+            "student_network_inputs": list(student.schema.fields_for("student")),
+            "env_schema_vs_student_schema": schema.diff(student.schema).to_dict(),
+        },
+        "leak_checks": checks,
+        "env": env.fingerprint(),
+        "config": to_dict(config),
+    }
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    t, s, im = report["teacher"], report["student"], report["imitation"]
+    ratio = s["return_mean"] / t["return_mean"] if t["return_mean"] else math.nan
+    rows = [
+        "| policy | return (mean ± std) | success rate | fall rate | episode length |",
+        "|---|---|---|---|---|",
+        f"| teacher (privileged) | {t['return_mean']:.1f} ± {t['return_std']:.1f} | {t['success_rate']:.2f} | "
+        f"{t['fall_rate']:.2f} | {t['episode_length_mean']:.1f} |",
+        f"| student (deployable) | {s['return_mean']:.1f} ± {s['return_std']:.1f} | {s['success_rate']:.2f} | "
+        f"{s['fall_rate']:.2f} | {s['episode_length_mean']:.1f} |",
+        "",
+        f"student / teacher return: {ratio:.3f}; imitation on valid teacher steps: KL {im['kl']:.4f}, "
+        f"action MSE {im['action_mse']:.5f}; masked {im['masked/any']:.3f}",
+        "",
+        "| leak check | passed | detail |",
+        "|---|---|---|",
+        *[f"| {name} | {c['passed']} | {c['detail']} |" for name, c in report["leak_checks"].items()],
+    ]
+    return "\n".join(rows)
+
+
+def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result) -> dict[str, Any]:
+    report = build_eval(env, config, teacher_result, student_result)
+    (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    table = markdown_table(report)
+    panel = report["panel"]
+    (out / "eval.md").write_text(
+        f"# Evaluation on {len(panel['seeds'])} held-out seeds ({env.name})\n\n{table}\n"
+    )
+    return {"table": table, "leak_passed": all(c["passed"] for c in report["leak_checks"].values()),
+            "report": report}

@@ -1,0 +1,133 @@
+"""Jitted rollouts: step a batched env for ``T`` steps under any policy.
+
+The same :func:`unroll` serves PPO (teacher acts), distillation (teacher,
+student or a mixture acts) and evaluation (deterministic student). A policy is
+any pure function
+
+    policy(carry, obs, first, key) -> (carry, PolicyStep)
+
+where ``obs`` is the full batched observation dict (the policy selects the
+fields its role may read), ``first`` is ``[B]`` (1.0 where ``obs`` starts an
+episode, so recurrent policies can reset their carry) and ``carry`` is
+whatever recurrent state the policy keeps (``None`` for feed-forward ones).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from distill_jax.envs.base import Env, EnvState
+
+
+class PolicyStep(NamedTuple):
+    """What a policy returns for a batch ``[B]`` of observations.
+
+    Attributes:
+      action: ``[B, A]`` action sent to the env, in [-1, 1].
+      raw_action: ``[B, A]`` pre-squash Gaussian sample (``action = tanh(raw)``).
+      log_prob: ``[B]`` Gaussian log-density of ``raw_action`` (no tanh Jacobian).
+      loc: ``[B, A]`` pre-squash Gaussian mean.
+      scale: ``[B, A]`` pre-squash Gaussian standard deviation.
+      extras: further per-step outputs a caller wants recorded, e.g. the
+        frozen teacher's ``teacher_loc``/``teacher_scale`` during distillation.
+    """
+
+    action: jax.Array
+    raw_action: jax.Array
+    log_prob: jax.Array
+    loc: jax.Array
+    scale: jax.Array
+    extras: dict[str, jax.Array] = {}
+
+
+Policy = Callable[[Any, dict, jax.Array, jax.Array], tuple[Any, PolicyStep]]
+
+
+class Transition(NamedTuple):
+    """A time-major batch of transitions, leaves ``[T, B, ...]``.
+
+    ``obs[t]`` is the observation the policy acted on at step ``t``;
+    ``next_obs[t]`` is the *true* observation after the step (the final
+    observation of an episode that ended, not the auto-reset one), used to
+    bootstrap values on truncation. ``reward``/``terminated``/``truncated``
+    describe step ``t``'s outcome; ``first[t]`` marks ``obs[t]`` as an
+    episode's first observation. ``metrics`` holds the env's per-step metrics
+    (e.g. ``success``, ``fall``), ``episode`` the completed-episode statistics
+    reported at episode ends.
+    """
+
+    obs: dict[str, jax.Array]
+    next_obs: dict[str, jax.Array]
+    policy: PolicyStep
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    first: jax.Array
+    metrics: dict[str, jax.Array]
+    episode: dict[str, jax.Array]
+
+
+def _episode_info(state: EnvState) -> dict[str, jax.Array]:
+    info = state.info
+    keys = ("episode_return_completed", "episode_length_completed", "episode_completed")
+    return {k: info[k] for k in keys if k in info}
+
+
+def env_step(env: Env, env_state: EnvState, policy: Policy, carry: Any, key: jax.Array):
+    """One batched step: ``(env_state, carry) -> (env_state', carry', Transition[B])``."""
+    carry, out = policy(carry, env_state.obs, env_state.first, key)
+    next_state = env.step(env_state, out.action)
+    next_obs = next_state.info.get("final_obs", next_state.obs)
+    transition = Transition(
+        obs=env_state.obs,
+        next_obs=next_obs,
+        policy=out,
+        reward=next_state.reward,
+        terminated=next_state.terminated,
+        truncated=next_state.truncated,
+        first=env_state.first,
+        metrics=next_state.metrics,
+        episode=_episode_info(next_state),
+    )
+    return next_state, carry, transition
+
+
+def unroll(
+    env: Env,
+    env_state: EnvState,
+    policy: Policy,
+    carry: Any,
+    key: jax.Array,
+    length: int,
+) -> tuple[EnvState, Any, Transition]:
+    """Steps the batched ``env`` for ``length`` steps under ``policy``.
+
+    Args:
+      env: a *batched* env (``reset``/``step`` act on ``[B]`` states with
+        automatic reset), e.g. ``VmapAutoReset(get_env(...), B)``.
+      env_state: its current batched state.
+      policy: see the module docstring.
+      carry: the policy's recurrent state (``None`` for feed-forward).
+      key: PRNG key for action sampling.
+      length: ``T``, static.
+
+    Returns:
+      ``(env_state, carry, transitions)`` with transitions ``[T, B, ...]``.
+    """
+
+    def body(c, step_key):
+        state, pcarry = c
+        state, pcarry, transition = env_step(env, state, policy, pcarry, step_key)
+        return (state, pcarry), transition
+
+    keys = jax.random.split(key, length)
+    (env_state, carry), transitions = jax.lax.scan(body, (env_state, carry), keys)
+    return env_state, carry, transitions
+
+
+def flatten_time(tree: Any) -> Any:
+    """``[T, B, ...] -> [T * B, ...]`` for every leaf."""
+    return jax.tree.map(lambda x: jnp.reshape(x, (-1,) + x.shape[2:]), tree)

@@ -1,0 +1,95 @@
+"""Distillation update and phase on the real cartpole task (no mocks)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from distill_jax.config import ConfigError, DistillConfig, PPOConfig
+from distill_jax.distill.phase import distill_student
+from distill_jax.distill.update import FrozenTeacher, teacher_probability
+from distill_jax.envs import get_env
+from distill_jax.ppo.teacher import train_teacher
+
+TINY_PPO = PPOConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2)
+TINY = DistillConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2)
+
+
+@pytest.fixture(scope="module")
+def env():
+    return get_env("cartpole")
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(env):
+    result = train_teacher(env, TINY_PPO, seed=0)
+    return result.nets.actor, FrozenTeacher(result.state.params["actor"], result.state.obs_stats)
+
+
+def test_behaviour_schedule():
+    assert float(teacher_probability(dataclasses.replace(TINY, behaviour="teacher"), jnp.array(5))) == 1.0
+    assert float(teacher_probability(dataclasses.replace(TINY, behaviour="student"), jnp.array(0))) == 0.0
+    mix = dataclasses.replace(TINY, behaviour="mixture", beta_start=0.8, beta_end=0.2, beta_decay_updates=4)
+    got = [float(teacher_probability(mix, jnp.array(u))) for u in range(6)]
+    np.testing.assert_allclose(got, [0.8, 0.65, 0.5, 0.35, 0.2, 0.2], atol=1e-6)
+
+
+MIXTURE = dataclasses.replace(TINY, behaviour="mixture", beta_start=1.0, beta_end=0.0, beta_decay_updates=1)
+
+
+@pytest.fixture(scope="module")
+def mixture_run(env, tiny_teacher):
+    actor, teacher = tiny_teacher
+    before = jax.tree.map(np.asarray, teacher.params)
+    return before, distill_student(env, actor, teacher, MIXTURE, seed=1)
+
+
+def test_who_acts_follows_the_schedule_and_teacher_stays_frozen(tiny_teacher, mixture_run):
+    _, teacher = tiny_teacher
+    before, result = mixture_run
+    # beta = 1 at update 0 (the teacher acts everywhere), 0 at update 1 (DAgger: the student acts).
+    assert [row["teacher_acted"] for row in result.history] == [[1.0], [0.0]]
+    # The optimiser holds only the student's parameters; the teacher is untouched.
+    n_student = len(jax.tree.leaves(result.state.params))
+    assert len(jax.tree.leaves(result.state.opt_state)) == 2 * n_student + 1
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(teacher.params)):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(result.history[-1]["kl"]).all()
+    assert 0.0 <= result.history[-1]["masked/any"][0] <= 1.0
+
+
+def test_same_seed_same_student(env, tiny_teacher, mixture_run):
+    actor, teacher = tiny_teacher
+    again = distill_student(env, actor, teacher, MIXTURE, seed=1)
+    for x, y in zip(jax.tree.leaves(mixture_run[1].state.params), jax.tree.leaves(again.state.params)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_gru_student_trains(env, tiny_teacher):
+    actor, teacher = tiny_teacher
+    config = dataclasses.replace(TINY, student_kind="gru", gru_size=16, student_hidden=(32,))
+    result = distill_student(env, actor, teacher, config, seed=2)
+    assert result.state.carry.shape == (1, 16, 16)
+    assert np.isfinite(result.history[-1]["loss"]).all()
+
+
+def test_student_cannot_read_privileged_fields(env, mixture_run):
+    result = mixture_run[1]
+    assert set(result.student.schema.fields_for("student")) <= set(env.schema.student_obs)
+    params = jax.tree.map(lambda x: x[0], result.state.params)
+    obs = jax.tree.map(lambda x: x[0], result.state.env_state.obs)
+    out = result.student.module.apply(params, obs)
+    poisoned = {k: (v + 1e3 if k in env.schema.privileged else v) for k, v in obs.items()}
+    again = result.student.module.apply(params, poisoned)
+    np.testing.assert_array_equal(out.loc, again.loc)
+
+
+def test_bad_distill_config_is_named():
+    with pytest.raises(ConfigError, match="distill.behaviour='expert'"):
+        dataclasses.replace(TINY, behaviour="expert").validate()
+    with pytest.raises(ConfigError, match="distill.num_minibatches=3"):
+        dataclasses.replace(TINY, num_minibatches=3).validate()
+    with pytest.raises(ConfigError, match="unknown rule"):
+        dataclasses.replace(TINY, mask_rule=("falls", "bogus")).validate()

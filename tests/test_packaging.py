@@ -1,0 +1,40 @@
+"""The README's two commands, CI and the package's import cost stay honest."""
+
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    quickstart = ROOT.joinpath("README.md").read_text().split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", quickstart, re.S)]
+
+
+def test_readme_has_exactly_two_quickstart_commands():
+    main_job, tests = readme_commands()
+    assert main_job.endswith("python -m distill_jax.train")
+    assert "pytest" in tests
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci_lines = [ln.strip() for ln in ROOT.joinpath(".ci/run").read_text().splitlines()]
+    assert readme_commands()[1] in ci_lines
+
+
+def test_top_level_layout():
+    for name in ["pyproject.toml", "README.md", "distill_jax", "experiments", "tests", "notebooks", "LICENSE"]:
+        assert ROOT.joinpath(name).exists(), name
+    assert "Apache License" in ROOT.joinpath("LICENSE").read_text()
+
+
+def test_import_is_cheap():
+    # A fresh interpreter: nothing heavy (jax compilation, model loading) at import time.
+    code = "import time; t = time.perf_counter(); import distill_jax, distill_jax.envs; print(time.perf_counter() - t)"
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout.strip().splitlines()[-1]) < 5.0, out.stdout
+    assert time.perf_counter() - start < 30

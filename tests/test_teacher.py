@@ -1,0 +1,139 @@
+"""PPO teacher: rollout semantics, determinism, multi-seed vmap, multi-device sharding, NaN guard."""
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from distill_jax.config import ConfigError, PPOConfig
+from distill_jax.envs import VmapAutoReset, get_env
+from distill_jax.envs.base import Wrapper
+from distill_jax.loop import NonFiniteError, check_finite
+from distill_jax.ppo.teacher import train_teacher
+from distill_jax.rollout import PolicyStep, unroll
+
+TINY = PPOConfig(
+    num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2,
+)
+
+
+@pytest.fixture(scope="module")
+def env():
+    return get_env("cartpole")
+
+
+def leaves_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_unroll_records_true_next_obs_and_flags(env):
+    batched = VmapAutoReset(get_env("cartpole", episode_length=5), 4)
+    state = batched.reset(jax.random.PRNGKey(0))
+
+    def zero_policy(carry, obs, first, key):
+        a = jnp.zeros((first.shape[0], batched.action_size))
+        return carry, PolicyStep(a, a, jnp.zeros(first.shape), a, jnp.ones_like(a))
+
+    _, _, tr = jax.jit(lambda s: unroll(batched, s, zero_policy, None, jax.random.PRNGKey(1), 12))(state)
+    # Episodes of 5 steps: truncation at steps 4 and 9, new episode first obs at steps 0, 5, 10.
+    np.testing.assert_array_equal(tr.truncated[:, 0], [0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(tr.first[:, 0], [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0])
+    # next_obs equals the following obs except across the reset, where it is the final obs.
+    for name in tr.obs:
+        same = np.asarray(tr.next_obs[name][:-1] == tr.obs[name][1:]).reshape(11, 4, -1).all(-1)
+        assert same[[0, 1, 2, 3, 5, 6, 7, 8, 10]].all()
+
+
+def test_same_seed_same_params(env):
+    a = train_teacher(env, TINY, seed=3)
+    b = train_teacher(env, TINY, seed=3)
+    assert leaves_equal(a.state.params, b.state.params)
+    c = train_teacher(env, TINY, seed=4)
+    assert not leaves_equal(a.state.params, c.state.params)
+
+
+def test_seed_k_of_multi_seed_run_equals_single_run(env):
+    multi = train_teacher(env, TINY, seed=10, num_seeds=2)
+    single = train_teacher(env, TINY, seed=11)
+    for m, s in zip(jax.tree.leaves(multi.state.params), jax.tree.leaves(single.state.params)):
+        np.testing.assert_allclose(m[1], s[0], rtol=1e-4, atol=1e-5)
+    assert len(multi.history[0]["episode_return"]) == 2
+
+
+def test_config_errors_name_field():
+    with pytest.raises(ConfigError, match="ppo.num_minibatches=3"):
+        PPOConfig(num_envs=16, unroll_length=8, num_minibatches=3).validate()
+    with pytest.raises(ConfigError, match="ppo.num_envs=-4"):
+        PPOConfig(num_envs=-4).validate()
+    with pytest.raises(ConfigError, match="ppo.gamma=1.5"):
+        PPOConfig(gamma=1.5).validate()
+
+
+def test_non_finite_guard_names_update_and_field():
+    metrics = {"finite": {"obs['x']": np.array([[True], [True]]), "loss": np.array([[True], [False]])}}
+    with pytest.raises(NonFiniteError, match=r"'loss' at update 8 \(seed index 0\)"):
+        check_finite(metrics, 6)
+
+
+class NaNObservationAfter(Wrapper):
+    """Real env whose ``cart_pos``-like first student field turns NaN after ``k`` steps."""
+
+    def __init__(self, env, k):
+        super().__init__(env)
+        self.k = k
+
+    def reset(self, key):
+        state = self.env.reset(key)
+        return state.replace(info={**state.info, "nan_clock": jnp.zeros(())})
+
+    def step(self, state, action):
+        clock = state.info["nan_clock"] + 1
+        state = self.env.step(state, action)
+        name = self.schema.student_obs[0]
+        poisoned = jnp.where(clock > self.k, jnp.nan, state.obs[name])
+        return state.replace(obs={**state.obs, name: poisoned}, info={**state.info, "nan_clock": clock})
+
+
+def test_non_finite_observation_stops_training_before_checkpoint(env):
+    saved = []
+    config = dataclasses.replace(TINY, total_env_steps=16 * 8 * 4)
+    name = env.schema.student_obs[0]
+    with pytest.raises(NonFiniteError, match=rf"obs\['{name}'\]' at update 2"):
+        train_teacher(NaNObservationAfter(env, k=12), config, updates_per_call=1, on_chunk=lambda s, n: saved.append(n))
+    assert saved == [1]  # the first (finite) update was handed over, the poisoned one was not
+
+
+MULTI_DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import jax, numpy as np
+    from distill_jax.config import PPOConfig
+    from distill_jax.envs import get_env
+    from distill_jax.ppo.teacher import train_teacher
+    assert jax.device_count() == 8, jax.devices()
+    env = get_env("cartpole")
+    cfg = PPOConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2)
+    many = train_teacher(env, cfg, seed=5)
+    one = train_teacher(env, cfg, seed=5, devices=jax.devices()[:1])
+    sh = jax.tree.leaves(many.state.env_state)[1].sharding
+    assert len(sh.device_set) == 8, sh
+    for a, b in zip(jax.tree.leaves(many.state.params), jax.tree.leaves(one.state.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    print("MULTI_DEVICE_OK")
+    """
+)
+
+
+def test_eight_cpu_devices_match_one_device():
+    env_vars = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    out = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE_SCRIPT], capture_output=True, text=True, env=env_vars,
+        cwd=pathlib.Path(__file__).parent,
+    )
+    assert "MULTI_DEVICE_OK" in out.stdout, out.stderr[-3000:]
