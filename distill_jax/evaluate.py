@@ -88,6 +88,25 @@ def first_episode_scores(tr: Transition) -> dict[str, jax.Array]:
     }
 
 
+def rollout_first_episodes(env: Env, policy: Policy, carry: Any, keys: jax.Array, horizon: int) -> dict[str, jax.Array]:
+    """Scores each env's first episode, env ``i`` reset with ``keys[i]``; jit-able."""
+    batched = VmapAutoReset(env, keys.shape[0])
+    _, _, tr = unroll(batched, batched.reset_with_keys(keys), policy, carry, jax.random.PRNGKey(0), horizon)
+    return first_episode_scores(tr)
+
+
+def make_teacher_evaluator(env: Env, teacher_actor: Any, panel: Panel):
+    """A function ``FrozenTeacher -> panel metrics`` compiled once (params are arguments)."""
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in panel.seeds])
+
+    @jax.jit
+    def scores(teacher: FrozenTeacher):
+        policy = teacher_policy(teacher_actor, teacher, deterministic=panel.deterministic)
+        return rollout_first_episodes(env, policy, None, keys, env.episode_length)
+
+    return lambda teacher: summarize(jax.device_get(scores(teacher)))
+
+
 def evaluate_panel(
     env: Env,
     teacher_actor: Any,

@@ -63,6 +63,11 @@ def state_sharding(state: Any, mesh: Mesh) -> Any:
     return state.replace(**shardings)
 
 
+def strong_types(tree: Any) -> Any:
+    """``tree`` with every leaf cast to its own dtype, which drops JAX's weak typing."""
+    return jax.tree.map(lambda x: jnp.asarray(x).astype(jnp.asarray(x).dtype), tree)
+
+
 def check_finite(metrics: dict[str, Any], first_update: int) -> None:
     """Raises :class:`NonFiniteError` naming the first update, seed and field that is not finite.
 
@@ -70,10 +75,13 @@ def check_finite(metrics: dict[str, Any], first_update: int) -> None:
     (iterations of this call × seeds).
     """
     finite = {k: np.asarray(v) for k, v in metrics["finite"].items()}
-    bad = [(tuple(np.argwhere(~ok)[0]), name) for name, ok in finite.items() if not ok.all()]
+    # Fields are checked in data-flow order (observations, rewards, loss, parameters):
+    # the first non-finite one is the likely cause of the others.
+    bad = [(tuple(np.argwhere(~ok)[0]), order, name)
+           for order, (name, ok) in enumerate(finite.items()) if not ok.all()]
     if not bad:
         return
-    (u, k), name = min(bad)
+    (u, k), _, name = min(bad)
     raise NonFiniteError(
         f"non-finite values in {name!r} at update {first_update + int(u) + 1} (seed index {int(k)}); "
         "training stopped, the last good checkpoint is kept"
@@ -135,6 +143,9 @@ def run_phase(
         is not called for that call.
     """
     mesh = make_mesh(devices, num_envs)
+    # Strong dtypes throughout: a weak-typed leaf (e.g. a Brax reward after a step)
+    # would change the carried state's type and recompile every call.
+    state = strong_types(state)
     sharding = state_sharding(state, mesh)
     state = jax.device_put(state, sharding)
     num_seeds = int(np.asarray(state.update_step).shape[0])
@@ -145,7 +156,8 @@ def run_phase(
 
     @functools.partial(jax.jit, out_shardings=(sharding, None), donate_argnums=0)
     def run(s, f):
-        return jax.lax.scan(lambda c, _: vstep(c, f), s, None, length=per_call)
+        s, metrics = jax.lax.scan(lambda c, _: vstep(c, f), s, None, length=per_call)
+        return strong_types(s), metrics
 
     history: list[dict[str, Any]] = []
     while done < total_updates:

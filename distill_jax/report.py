@@ -9,6 +9,7 @@ deployment) can be re-checked later from one file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -23,6 +24,13 @@ from distill_jax.distill.update import FrozenTeacher
 from distill_jax.evaluate import Panel, evaluate_panel, student_actor_only
 
 EVAL_KEYS = ("teacher", "student", "imitation", "panel", "schema", "schema_diff", "leak_checks", "env", "config")
+
+
+def schema_in_force(schema, config: RunConfig):
+    """``schema`` with the distillation mask rule and thresholds of ``config`` recorded in it."""
+    return dataclasses.replace(
+        schema, mask_rule=config.distill.mask_rule, mask_thresholds=config.distill.mask_thresholds
+    )
 
 
 def first_seed(tree: Any) -> Any:
@@ -54,7 +62,7 @@ def build_eval(env, config: RunConfig, teacher_result, student_result) -> dict[s
     obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
     act = student_act_fn(student, s_params, s_stats, 8)
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
-    schema = env.schema
+    schema = schema_in_force(env.schema, config)
     return {
         **metrics,
         "panel": {"seeds": list(panel.seeds), "deterministic": panel.deterministic,

@@ -16,6 +16,11 @@ import optax
 LossFn = Callable[[Any, Any], tuple[jax.Array, dict[str, jax.Array]]]
 
 
+def make_optimizer(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
+    """Adam after global-norm gradient clipping (both phases use it)."""
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
+
+
 def shuffled_minibatches(batch: Any, key: jax.Array, num_minibatches: int) -> Any:
     """Permutes the leading axis ``N`` and splits it: ``[N, ...] -> [M, N // M, ...]``."""
     n = jax.tree.leaves(batch)[0].shape[0]

@@ -121,12 +121,12 @@ def run(config: RunConfig, phase: str, out: pathlib.Path) -> dict[str, Any]:
     from distill_jax.distill.phase import distill_student
     from distill_jax.distill.update import FrozenTeacher
     from distill_jax.ppo.teacher import train_teacher
-    from distill_jax.report import write_eval
+    from distill_jax.report import schema_in_force, write_eval
 
     env = make_env(config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
-    (out / "schema.json").write_text(env.schema.to_json())
+    (out / "schema.json").write_text(schema_in_force(env.schema, config).to_json())
     (out / "env_fingerprint.json").write_text(json.dumps(env.fingerprint(), indent=2, sort_keys=True, default=str))
     metrics = out / "metrics.jsonl"
 

@@ -10,8 +10,8 @@ control steps with uniform random actions of
   with the same random-action generation and nothing else.
 
 Timings are the minimum over ``--rounds`` interleaved repetitions (raw and
-wrapped alternate, so background load hits both alike); compile time is
-excluded. ``overhead = t_wrapped / t_raw - 1``. Memory is XLA's own estimate
+wrapped alternate, so background load hits both alike), of wall-clock time and
+separately of process CPU time; compile time is excluded. ``overhead = t_wrapped / t_raw - 1``. Memory is XLA's own estimate
 for the compiled scan (arguments + outputs + temporaries; CPU has no device
 memory counters) and the process's peak RSS at the end.
 
@@ -20,8 +20,11 @@ Usage::
     python experiments/bench_envs.py --tasks cartpole,brax_inverted_pendulum \\
         --batch-sizes 256,1024,4096 --out experiments/results/envs_cpu
 
-``--ablation`` adds variants (bare task + TimeLimit; reset of all envs with a
-select instead of the reset budget) to locate overhead.
+``--ablation 1024`` adds, at that batch size, variants that locate the
+overhead: the bare task with TimeLimit and auto-reset only, and auto-reset
+with a single reset chunk of B envs. ``raw, per-env randomised models``
+steps raw MJX with each env's own domain-randomised model: the share of the
+overhead that is the cost of randomised physics rather than of the wrappers.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from mujoco import mjx
 
-from distill_jax.envs import TimeLimit, VmapAutoReset, get_env
+from distill_jax.envs import DomainRandomization, TimeLimit, VmapAutoReset, get_env
 
 
 def _cpu_model() -> str:
@@ -74,23 +77,44 @@ def _memory_bytes(compiled) -> int | None:
 
 
 def make_wrapped_runner(venv, steps: int) -> Callable:
-    """``(state, key) -> state`` running ``steps`` wrapped steps with random actions."""
+    """``(state, key) -> (state, episodes completed, their summed length)`` over
+    ``steps`` wrapped steps with random actions."""
     b, a = venv.num_envs, venv.action_size
 
     def run(state, key):
-        def body(s, k):
+        def body(c, k):
+            s, n, total = c
             act = jax.random.uniform(k, (b, a), minval=-1.0, maxval=1.0)
             s = venv.step(s, act)
-            return s, s.reward[0]
+            n = n + jnp.sum(s.info["episode_completed"])
+            total = total + jnp.sum(s.info["episode_length_completed"])
+            return (s, n, total), None
 
-        state, _ = jax.lax.scan(body, state, jax.random.split(key, steps))
-        return state
+        zero = jnp.zeros((), jnp.float32)
+        (state, n, total), _ = jax.lax.scan(body, (state, zero, zero), jax.random.split(key, steps))
+        return state, n, total
 
     return run
 
 
-def make_raw(task, batch: int, steps: int):
-    """Initial batched ``mjx.Data`` and a runner stepping it like the task does."""
+def _find_dr(env):
+    while env is not None and not isinstance(env, DomainRandomization):
+        env = getattr(env, "env", None)
+    return env
+
+
+def make_raw(task, batch: int, steps: int, randomizer=None, restart_every: int | None = None):
+    """Initial batched ``mjx.Data`` and a runner stepping it like the task does.
+
+    With ``randomizer`` (a ``ModelRandomizer``) every env simulates its own
+    randomised model, its parameter values carried in the scan like the
+    wrapped env carries ``state.params``. With ``restart_every = R`` all envs
+    go back to their initial state every R control steps (one ``lax.cond``, no
+    per-step select), so that raw physics visits states like the wrapped env,
+    whose episodes end and restart: with joint limits or contacts MJX's solver
+    iterates until converged, so a pendulum lying on its joint limit costs more
+    than one near its start.
+    """
     model = task.mjx_model
     n_sub = int(task.n_substeps)
     nu = int(task.mj_model.nu)
@@ -102,20 +126,33 @@ def make_raw(task, batch: int, steps: int):
         def one(k):
             return mjx.forward(model, d0.replace(qpos=d0.qpos + 0.01 * jax.random.normal(k, d0.qpos.shape)))
 
-        return jax.vmap(one)(jax.random.split(key, batch))
+        values = None
+        if randomizer is not None:
+            values = jax.vmap(randomizer.sample)(jax.random.split(jax.random.fold_in(key, 1), batch))
+        data = jax.vmap(one)(jax.random.split(key, batch))
+        return data, values, data
 
-    def run(data, key):
-        def physics(d, u):
+    def run(carry, key):
+        def physics(d, u, v):
+            m = model if v is None else randomizer.apply(model, v)
             d = d.replace(ctrl=lo + (u + 1.0) * 0.5 * (hi - lo))
-            return jax.lax.scan(lambda x, _: (mjx.step(model, x), None), d, None, length=n_sub)[0]
+            return jax.lax.scan(lambda x, _: (mjx.step(m, x), None), d, None, length=n_sub)[0]
 
-        def body(ds, k):
+        def body(c, xs):
+            ds, values, start = c
+            k, t = xs
             u = jax.random.uniform(k, (batch, nu), minval=-1.0, maxval=1.0)
-            ds = jax.vmap(physics)(ds, u)
-            return ds, ds.qpos[0, 0]
+            ds = jax.vmap(physics)(ds, u, values)
+            if values is not None:
+                # Keep the values loop-variant, as the wrapped env's params are (they
+                # change at resets); otherwise XLA hoists the model out of the loop.
+                values = values + 0.0 * ds.qpos[:, :1]
+            if restart_every:
+                ds = jax.lax.cond((t + 1) % restart_every == 0, lambda: start, lambda: ds)
+            return (ds, values, start), None
 
-        data, _ = jax.lax.scan(body, data, jax.random.split(key, steps))
-        return data
+        carry, _ = jax.lax.scan(body, carry, (jax.random.split(key, steps), jnp.arange(steps)))
+        return carry
 
     return init, run
 
@@ -129,36 +166,49 @@ def _compile(fn, *args):
 def bench_case(task_name: str, batch: int, steps: int, rounds: int, ablation: bool) -> list[dict[str, Any]]:
     env = get_env(task_name)
     task = env.unwrapped
+    dr = _find_dr(env)
     variants: dict[str, Any] = {"wrapped": VmapAutoReset(env, batch)}
     if ablation:
-        variants["wrapped, reset all + select"] = VmapAutoReset(env, batch, reset_budget=batch)
-        variants["task + TimeLimit only"] = VmapAutoReset(TimeLimit(task, env.episode_length), batch)
+        variants["wrapped, reset_chunk=B"] = VmapAutoReset(env, batch, reset_chunk=batch)
+        variants["task + TimeLimit + auto-reset"] = VmapAutoReset(TimeLimit(task, env.episode_length), batch)
 
     key = jax.random.PRNGKey(0)
     runners: dict[str, tuple[Callable, Any]] = {}
     compile_s: dict[str, float] = {}
     memory: dict[str, int | None] = {}
 
-    init, raw_run = make_raw(task, batch, steps)
-    raw_state = jax.block_until_ready(jax.jit(init)(key))
-    compiled, compile_s["raw"] = _compile(raw_run, raw_state, key)
-    runners["raw"] = (compiled, raw_state)
-    memory["raw"] = _memory_bytes(compiled)
     for name, venv in variants.items():
         state = jax.block_until_ready(jax.jit(venv.reset)(key))
         compiled, compile_s[name] = _compile(make_wrapped_runner(venv, steps), state, key)
         runners[name] = (compiled, state)
         memory[name] = _memory_bytes(compiled)
+    # Pilot run of the wrapped env: its mean episode length sets the raw restart period.
+    fn, state = runners["wrapped"]
+    _, n_done, total = jax.device_get(fn(state, key))
+    restart = max(1, int(round(total / n_done))) if n_done > 0 else None
+
+    raws = {"raw": None}
+    if dr is not None:
+        raws["raw, per-env randomised models"] = dr.randomizer
+    for name, randomizer in raws.items():
+        init, raw_run = make_raw(task, batch, steps, randomizer, restart)
+        raw_state = jax.block_until_ready(jax.jit(init)(key))
+        compiled, compile_s[name] = _compile(raw_run, raw_state, key)
+        runners[name] = (compiled, raw_state)
+        memory[name] = _memory_bytes(compiled)
+    runners = {n: runners[n] for n in [*raws, *variants]}
 
     best = {name: float("inf") for name in runners}
+    best_cpu = {name: float("inf") for name in runners}
     for r in range(rounds + 1):  # round 0 warms up
         for name, (fn, state) in runners.items():
             k = jax.random.PRNGKey(r + 1)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             jax.block_until_ready(fn(state, k))
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if r > 0:
                 best[name] = min(best[name], dt)
+                best_cpu[name] = min(best_cpu[name], dc)
 
     rows = []
     for name in runners:
@@ -171,14 +221,18 @@ def bench_case(task_name: str, batch: int, steps: int, rounds: int, ablation: bo
                 "env_steps_per_s": sps,
                 "physics_steps_per_s": sps * task.n_substeps,
                 "seconds": best[name],
+                "cpu_seconds": best_cpu[name],
                 "overhead_pct": 100.0 * (best[name] / best["raw"] - 1.0),
+                "cpu_overhead_pct": 100.0 * (best_cpu[name] / best_cpu["raw"] - 1.0),
                 "xla_memory_bytes": memory[name],
                 "compile_s": compile_s[name],
+                "raw_restart_every": restart,
             }
         )
         print(
-            f"{task_name:24s} B={batch:5d} {name:30s} {sps:11.0f} env-steps/s "
-            f"overhead {rows[-1]['overhead_pct']:6.1f}%  mem {_fmt_mb(memory[name])}  compile {compile_s[name]:.1f}s",
+            f"{task_name:24s} B={batch:5d} {name:32s} {sps:11.0f} env-steps/s "
+            f"overhead {rows[-1]['overhead_pct']:6.1f}% (cpu-time {rows[-1]['cpu_overhead_pct']:6.1f}%)  mem {_fmt_mb(memory[name])}  compile {compile_s[name]:.1f}s"
+            f"  (raw restarts every {restart} steps)",
             flush=True,
         )
     return rows
@@ -200,19 +254,27 @@ def write_markdown(path: str, rows: list[dict[str, Any]], meta: dict[str, Any]) 
         f"- peak RSS of the benchmark process: {meta['peak_rss_mib']:.0f} MiB",
         "",
         "`raw` = vmap over the batch of `n_substeps` x `mjx.step` on the task's nominal model "
-        "(same physics steps per control step, same random-action generation). "
+        "(same physics steps per control step, same random-action generation); every R control steps "
+        "(R = the wrapped run's mean episode length, column R) all raw envs restart from their initial "
+        "state, so raw physics visits states like the wrapped env, whose episodes end and restart "
+        "(with joint limits or contacts MJX's solver iterates until converged, so state matters). "
+        "`raw, per-env randomised models` is the same with each env simulating its own "
+        "domain-randomised model: the part of the overhead that is randomised physics, not wrapper code. "
         "`wrapped` = `VmapAutoReset(get_env(task), B)` with the registry's default stack. "
-        "overhead = wrapped time / raw time - 1. Memory = XLA's estimate for the compiled scan "
-        "(arguments + outputs + temporaries).",
+        "overhead = wrapped time / raw time - 1, from wall-clock time and from the process's CPU time "
+        "(the latter is less sensitive to other processes sharing the cores). Memory = XLA's estimate "
+        "for the compiled scan (arguments + outputs + temporaries).",
         "",
-        "| task | B | variant | env-steps/s | physics steps/s | overhead | XLA memory | compile |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| task | B | variant | env-steps/s | physics steps/s | overhead (wall) | overhead (CPU time) "
+        "| XLA memory | compile | R |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['task']} | {r['batch']} | {r['variant']} | {r['env_steps_per_s']:,.0f} | "
-            f"{r['physics_steps_per_s']:,.0f} | {r['overhead_pct']:+.1f}% | {_fmt_mb(r['xla_memory_bytes'])} | "
-            f"{r['compile_s']:.0f} s |"
+            f"{r['physics_steps_per_s']:,.0f} | {r['overhead_pct']:+.1f}% | {r['cpu_overhead_pct']:+.1f}% | "
+            f"{_fmt_mb(r['xla_memory_bytes'])} | "
+            f"{r['compile_s']:.0f} s | {r['raw_restart_every'] or '-'} |"
         )
     lines.append("")
     with open(path, "w") as f:
@@ -222,17 +284,26 @@ def write_markdown(path: str, rows: list[dict[str, Any]], meta: dict[str, Any]) 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="cartpole,brax_inverted_pendulum")
-    p.add_argument("--batch-sizes", default="256,1024,4096")
+    p.add_argument("--batch-sizes", default="256,1024,4096", help="comma-separated, for every task")
+    p.add_argument(
+        "--task-batch-sizes",
+        action="append",
+        default=[],
+        metavar="TASK=SIZES",
+        help="batch sizes for one task, e.g. brax_ant=64,256 (repeatable)",
+    )
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--ablation", action="store_true")
+    p.add_argument("--ablation", default="", help="comma-separated batch sizes at which to add ablation variants")
     p.add_argument("--out", default=None, help="path prefix: writes PREFIX.md and PREFIX.json")
     args = p.parse_args(argv)
 
     rows: list[dict[str, Any]] = []
+    per_task = dict(item.split("=", 1) for item in args.task_batch_sizes)
     for task_name in args.tasks.split(","):
-        for batch in [int(b) for b in args.batch_sizes.split(",")]:
-            rows += bench_case(task_name, batch, args.steps, args.rounds, args.ablation)
+        for batch in [int(b) for b in per_task.get(task_name, args.batch_sizes).split(",")]:
+            ablate = str(batch) in args.ablation.split(",")
+            rows += bench_case(task_name, batch, args.steps, args.rounds, ablate)
 
     meta = {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]) if argv is None else str(argv),

@@ -29,7 +29,7 @@ from distill_jax.envs.base import Env, EnvState
 from distill_jax.policy import action_distribution, policy_step
 from distill_jax.ppo.update import episode_metrics, finiteness
 from distill_jax.rollout import PolicyStep, unroll
-from distill_jax.sgd import sgd_epochs
+from distill_jax.sgd import make_optimizer, sgd_epochs
 
 
 class FrozenTeacher(NamedTuple):
@@ -75,10 +75,6 @@ class DistillBatch(NamedTuple):
     carry: Any  # [B, H] student memory before step 0, or None
 
 
-def make_optimizer(config: DistillConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
-
-
 def init_student(key: jax.Array, env: Env, student: Student, config: DistillConfig) -> StudentState:
     """Initial state for one seed; ``env`` is batched (``[num_envs]`` states)."""
     key, init_key, env_key = jax.random.split(key, 3)
@@ -87,7 +83,7 @@ def init_student(key: jax.Array, env: Env, student: Student, config: DistillConf
     params = student.init(init_key, one_obs)
     return StudentState(
         params=params,
-        opt_state=make_optimizer(config).init(params),
+        opt_state=make_optimizer(config.learning_rate, config.max_grad_norm).init(params),
         obs_stats=normalization.init_stats(one_obs),
         env_state=env_state,
         carry=student.initial_carry(config.num_envs),
@@ -194,7 +190,7 @@ def distill_step(
         batch,
         sgd_key,
         loss_fn=loss_fn,
-        optimizer=make_optimizer(config),
+        optimizer=make_optimizer(config.learning_rate, config.max_grad_norm),
         num_epochs=config.num_epochs,
         num_minibatches=config.num_minibatches,
     )

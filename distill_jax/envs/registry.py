@@ -18,6 +18,17 @@ built-in tasks:
 ``history_fill``       ``"first"`` or ``"zeros"`` (see ObservationHistory)
 =====================  ====================================================
 
+Defaults per task:
+
+* ``cartpole``: episode 250 steps (10 s); randomised pole mass and length, cart
+  damping, motor gain; noise std 0.01 on ``cart_pos`` and ``pole_angle``;
+  history of 8 rows (x, cos θ, sin θ, action).
+* ``brax_inverted_pendulum``: episode 1000; randomised pole mass, slider
+  damping, motor gain; no noise; history of 4 rows (proprio, action).
+* ``brax_ant``: episode 1000; randomised torso mass, friction, motor gain; no
+  noise; history of 4 rows (proprio, action).
+* ``quadruped_rough``: see :mod:`distill_jax.envs.quadruped`.
+
 ``cartpole`` also accepts every :class:`~distill_jax.envs.cartpole.CartpoleConfig`
 field; Brax tasks accept ``brax_kwargs`` (a dict for ``get_environment``).
 
@@ -186,14 +197,14 @@ def _brax_ranges(env_name: str):
     raise ValueError(f"no default randomisation ranges for brax env {env_name!r}")
 
 
-def _make_brax(env_name: str, episode_length: int, **overrides: Any) -> Env:
+def _make_brax(env_name: str, default_episode_length: int, **overrides: Any) -> Env:
     from distill_jax.envs.brax_adapter import BraxEnvAdapter
 
     registered = f"brax_{env_name}"
     _check_overrides(registered, overrides, list(_STACK_DEFAULTS) + ["brax_kwargs"])
     s = {
         **_STACK_DEFAULTS,
-        "episode_length": episode_length,
+        "episode_length": default_episode_length,
         "noise_std": 0.0,
         "history_length": 4,
         **{k: v for k, v in overrides.items() if k in _STACK_DEFAULTS},

@@ -13,9 +13,10 @@ Every wrapper keeps its own carried values under its own keys of
 fingerprint's ``"wrappers"`` list and, when it adds observation fields,
 extends the schema (with field specs).
 
-PRNG use: a wrapper that needs randomness during a step splits ``state.rng``,
-keeps one half as the new ``state.rng`` and consumes the other, so the stored
-key is never one that was used for sampling.
+PRNG use: a wrapper that needs randomness during a step derives it from
+``state.rng`` and stores a new key there (``jax.random.split``, or the cheaper
+counter hash of :func:`hash_normal` in SensorNoise), so the stored key is never
+one that was used for sampling and the same reset key gives the same episode.
 """
 
 from __future__ import annotations
@@ -128,9 +129,12 @@ class DomainRandomization(Wrapper):
     ``step_with_model``). Values are drawn at reset, stored in
     ``state.params[range.name]`` (unchanged by ``step``), and exposed,
     normalised to [-1, 1], as the teacher-only observation field ``obs_field``
-    (``"dyn_params"``, shape ``[len(ranges)]``). The per-env model is rebuilt
+    (``"dyn_params"``, shape ``[len(ranges)]``; carried in ``info["dyn_params"]``
+    so it is bit-identical within an episode). The per-env model is rebuilt
     from ``state.params`` on every step: a handful of elementwise ops, cheaper
-    than carrying a model per env.
+    than carrying a model per env. Simulating per-env models is itself dearer
+    than one shared model (XLA can no longer fold model constants): about 10 %
+    for the cart-pole, see ``experiments/results/envs_cpu.md``.
     """
 
     def __init__(self, env: Env, ranges: Sequence[ParamRange], obs_field: str = "dyn_params"):
@@ -155,20 +159,28 @@ class DomainRandomization(Wrapper):
         """The per-episode model for ``params`` (as stored in ``state.params``)."""
         return self.randomizer.apply(self.env.mjx_model, self.randomizer.values_from_params(params))
 
-    def _finish(self, state: EnvState, values: jax.Array) -> EnvState:
-        obs = {**state.obs, self.obs_field: self.randomizer.normalize(values).astype(jnp.float32)}
-        return state.replace(obs=obs, params={**state.params, **self.randomizer.as_params(values)})
-
     def reset(self, key: jax.Array) -> EnvState:
         k_params, k_env = jax.random.split(key)
         values = self.randomizer.sample(k_params)
-        model = self.randomizer.apply(self.env.mjx_model, values)
-        return self._finish(self.env.reset_with_model(k_env, model), values)
+        state = self.env.reset_with_model(k_env, self.randomizer.apply(self.env.mjx_model, values))
+        normalized = self.randomizer.normalize(values).astype(jnp.float32)
+        return state.replace(
+            obs={**state.obs, self.obs_field: normalized},
+            params={**state.params, **self.randomizer.as_params(values)},
+            info={**state.info, "dyn_params": normalized},
+        )
 
     def step(self, state: EnvState, action: jax.Array) -> EnvState:
-        values = self.randomizer.values_from_params(state.params)
-        model = self.randomizer.apply(self.env.mjx_model, values)
-        return self._finish(self.env.step_with_model(state, action, model), values)
+        model = self.randomizer.apply(self.env.mjx_model, self.randomizer.values_from_params(state.params))
+        nxt = self.env.step_with_model(state, action, model)
+        # Carried, not recomputed: bit-identical within the episode.
+        normalized = state.info["dyn_params"]
+        # Re-attach to info too: a task's step may rebuild its info dict.
+        return nxt.replace(
+            obs={**nxt.obs, self.obs_field: normalized},
+            params=state.params,
+            info={**nxt.info, "dyn_params": normalized},
+        )
 
     def fingerprint(self) -> dict[str, Any]:
         fp = self.env.fingerprint()
@@ -350,7 +362,7 @@ class VmapAutoReset(Wrapper):
     and resets the finished ones (``done = max(terminated, truncated)``).
 
     For a finished env the returned state holds the *new* episode (its first
-    observation, ``first = 1``, fresh physics / params / rng) while
+    observation, ``first = 1``, fresh physics / params / rng / info) while
     ``reward``, ``terminated``, ``truncated`` and ``metrics`` describe the
     transition just taken. Added ``info`` entries (all ``[num_envs, ...]``):
 
@@ -363,22 +375,22 @@ class VmapAutoReset(Wrapper):
     * ``episode_completed``: float mask of envs whose episode finished at this step.
 
     The reset key of env ``i`` is split from its own ``state.rng``, so results
-    do not depend on the batch layout.
+    do not depend on the batch layout or on ``reset_chunk``.
 
-    Resets are costly for tasks whose reset runs a forward pass (Brax envs),
-    so by default at most ``reset_budget`` envs (``max(1, num_envs // 16)``)
-    are reset per step through a gather/scatter; on the rare steps where more
-    finish, all envs are reset and selected. Both paths give identical
-    results. ``reset_budget=num_envs`` always takes the select path.
+    Only finished envs are reset: their indices are gathered and reset in
+    chunks of ``reset_chunk`` envs (default ``max(1, num_envs // 16)``) by a
+    loop whose trip count is ``ceil(n_done / reset_chunk)`` (zero on most
+    steps), then scattered back. Resetting every env and selecting would cost
+    a full reset per step, which for small models is as dear as the physics.
     """
 
-    def __init__(self, env: Env, num_envs: int, reset_budget: int | None = None):
+    def __init__(self, env: Env, num_envs: int, reset_chunk: int | None = None):
         super().__init__(env)
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = int(num_envs)
-        budget = max(1, self.num_envs // 16) if reset_budget is None else int(reset_budget)
-        self.reset_budget = min(max(budget, 1), self.num_envs)
+        chunk = max(1, self.num_envs // 16) if reset_chunk is None else int(reset_chunk)
+        self.reset_chunk = min(max(chunk, 1), self.num_envs)
 
     @property
     def batch_size(self) -> int:
@@ -403,52 +415,16 @@ class VmapAutoReset(Wrapper):
         }
         return state.replace(info=info)
 
-    def _strip(self, state: EnvState) -> EnvState:
-        return state.replace(info={k: v for k, v in state.info.items() if k not in AUTORESET_INFO_KEYS})
-
     def step(self, state: EnvState, actions: jax.Array) -> EnvState:
         if actions.shape[0] != self.num_envs:
             raise ValueError(f"actions must have leading axis {self.num_envs}, got shape {actions.shape}")
-        inner = self._strip(state)
+        inner = state.replace(info={k: v for k, v in state.info.items() if k not in AUTORESET_INFO_KEYS})
         nxt = jax.vmap(self.env.step)(inner, actions)
         done = nxt.done > 0
+        after = self._reset_finished(nxt, done)
 
         ret = state.info["episode_return"] + nxt.reward
         length = state.info["episode_length"] + 1
-
-        def split_rng(rng):
-            carry, key = jax.random.split(rng)
-            return carry, key
-
-        def reset_all(s: EnvState) -> EnvState:
-            _, keys = jax.vmap(split_rng)(s.rng)
-            fresh = jax.vmap(self.env.reset)(keys)
-            return self._select(done, fresh, s)
-
-        def reset_some(s: EnvState) -> EnvState:
-            idx = jnp.nonzero(done, size=self.reset_budget, fill_value=self.num_envs)[0]
-            safe = jnp.minimum(idx, self.num_envs - 1)
-            _, keys = jax.vmap(split_rng)(s.rng[safe])
-            fresh = jax.vmap(self.env.reset)(keys)
-            keep_metrics = s.metrics
-
-            def put(a, b):
-                return a.at[idx].set(b, mode="drop")
-
-            merged = jax.tree_util.tree_map(put, s.replace(metrics={}), fresh.replace(metrics={}))
-            return self._finalize(merged, s, keep_metrics)
-
-        if self.reset_budget >= self.num_envs:
-            after = reset_all(nxt)
-        else:
-            n_done = jnp.sum(done)
-            after = jax.lax.switch(
-                jnp.where(n_done == 0, 0, jnp.where(n_done <= self.reset_budget, 1, 2)),
-                [lambda s: s, reset_some, reset_all],
-                nxt,
-            )
-
-        donef = done.astype(jnp.float32)
         info = {
             **after.info,
             "final_obs": nxt.obs,
@@ -456,26 +432,33 @@ class VmapAutoReset(Wrapper):
             "episode_length": jnp.where(done, 0, length),
             "episode_return_completed": jnp.where(done, ret, 0.0),
             "episode_length_completed": jnp.where(done, length, 0),
-            "episode_completed": donef,
+            "episode_completed": done.astype(jnp.float32),
         }
         return after.replace(info=info)
 
-    def _finalize(self, merged: EnvState, stepped: EnvState, metrics) -> EnvState:
+    def _reset_finished(self, stepped: EnvState, done: jax.Array) -> EnvState:
+        n, k = self.num_envs, self.reset_chunk
+        # Indices of finished envs first, padded with the out-of-range index n,
+        # which the scatter below drops.
+        order = jnp.nonzero(done, size=n, fill_value=n)[0]
+        padded = jnp.concatenate([order, jnp.full((k,), n, order.dtype)])
+        n_chunks = (jnp.sum(done.astype(jnp.int32)) + k - 1) // k
+
+        def reset_chunk(i, s: EnvState) -> EnvState:
+            idx = jax.lax.dynamic_slice(padded, (i * k,), (k,))
+            rngs = s.rng[jnp.minimum(idx, n - 1)]
+            keys = jax.vmap(lambda r: jax.random.split(r)[1])(rngs)
+            fresh = jax.vmap(self.env.reset)(keys).replace(metrics={})
+            return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b, mode="drop"), s, fresh)
+
+        merged = jax.lax.fori_loop(0, n_chunks, reset_chunk, stepped.replace(metrics={}))
         # The transition's outcome is what the step produced, whatever was reset.
         return merged.replace(
             reward=stepped.reward,
             terminated=stepped.terminated,
             truncated=stepped.truncated,
-            metrics=metrics,
+            metrics=stepped.metrics,
         )
-
-    def _select(self, done: jax.Array, fresh: EnvState, stepped: EnvState) -> EnvState:
-        def sel(a, b):
-            mask = jnp.reshape(done, done.shape + (1,) * (a.ndim - 1))
-            return jnp.where(mask, a, b)
-
-        merged = jax.tree_util.tree_map(sel, fresh.replace(metrics={}), stepped.replace(metrics={}))
-        return self._finalize(merged, stepped, stepped.metrics)
 
     def fingerprint(self) -> dict[str, Any]:
         return _add_wrapper_entry(self.env.fingerprint(), {"type": "VmapAutoReset"})

@@ -23,7 +23,7 @@ from distill_jax.ppo.gae import compute_gae
 from distill_jax.ppo.loss import PPOBatch, ppo_loss
 from distill_jax.rollout import Transition, flatten_time, unroll
 from distill_jax.schema import ObservationSchema
-from distill_jax.sgd import sgd_epochs
+from distill_jax.sgd import make_optimizer, sgd_epochs
 
 
 class TeacherNetworks(NamedTuple):
@@ -39,10 +39,6 @@ def make_teacher_networks(schema: ObservationSchema, action_size: int, config: P
         actor=make_actor(schema, "teacher", action_size, hidden=net.actor_hidden, activation=net.activation),
         critic=make_critic(schema, hidden=net.critic_hidden, activation=net.activation),
     )
-
-
-def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
 
 
 @struct.dataclass
@@ -76,7 +72,7 @@ def init_teacher(key: jax.Array, env: Env, nets: TeacherNetworks, config: PPOCon
     params = {"actor": nets.actor.init(actor_key, one_obs), "critic": nets.critic.init(critic_key, one_obs)}
     return TeacherState(
         params=params,
-        opt_state=make_optimizer(config).init(params),
+        opt_state=make_optimizer(config.learning_rate, config.max_grad_norm).init(params),
         obs_stats=normalization.init_stats(one_obs),
         env_state=env_state,
         key=key,
@@ -166,7 +162,7 @@ def train_step(
         batch,
         sgd_key,
         loss_fn=loss_fn,
-        optimizer=make_optimizer(config),
+        optimizer=make_optimizer(config.learning_rate, config.max_grad_norm),
         num_epochs=config.num_epochs,
         num_minibatches=config.num_minibatches,
     )

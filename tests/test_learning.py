@@ -1,0 +1,39 @@
+"""Learning tests: the tasks are actually solved (slow: run by .ci/run after the default suite)."""
+
+import json
+
+import jax
+
+import pytest
+
+from distill_jax.config import NetworkConfig, PPOConfig
+from distill_jax.distill.update import FrozenTeacher
+from distill_jax.envs import get_env
+from distill_jax.evaluate import Panel, make_teacher_evaluator
+from distill_jax.ppo.teacher import train_teacher
+from distill_jax.train import PRESETS, main
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_pipeline_solves_cartpole_and_student_reaches_95_percent(tmp_path):
+    # The CLI's default run: teacher near-maximal (episode return <= 250), student >= 95 % of it
+    # on held-out seeds, with the leak audit passing.
+    assert main(["--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    teacher, student = report["teacher"], report["student"]
+    assert teacher["return_mean"] >= 0.9 * 250, teacher
+    assert student["return_mean"] >= 0.95 * teacher["return_mean"], (student, teacher)
+    assert all(c["passed"] for c in report["leak_checks"].values())
+    assert PRESETS["default"].distill.total_env_steps < PRESETS["default"].ppo.total_env_steps
+
+
+def test_teacher_solves_brax_inverted_pendulum():
+    env = get_env("brax_inverted_pendulum", randomize=False, history_length=0, noise_std=0.0)
+    config = PPOConfig(num_envs=32, unroll_length=8, num_minibatches=4, num_epochs=4, learning_rate=1e-3,
+                       ent_coef=1e-2, gamma=0.97, total_env_steps=32 * 8 * 80,
+                       network=NetworkConfig((64, 64), (128, 128), "swish"))
+    result = train_teacher(env, config, seed=0, updates_per_call=40)
+    teacher = jax.tree.map(lambda x: x[0], FrozenTeacher(result.state.params["actor"], result.state.obs_stats))
+    scores = make_teacher_evaluator(env, result.nets.actor, Panel(tuple(range(10**6, 10**6 + 8))))(teacher)
+    assert scores["return_mean"] >= 950, scores
