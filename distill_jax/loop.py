@@ -75,15 +75,16 @@ def check_finite(metrics: dict[str, Any], first_update: int) -> None:
     (iterations of this call × seeds).
     """
     finite = {k: np.asarray(v) for k, v in metrics["finite"].items()}
-    # Fields are checked in data-flow order (observations, rewards, loss, parameters):
-    # the first non-finite one is the likely cause of the others.
-    bad = [(tuple(np.argwhere(~ok)[0]), order, name)
-           for order, (name, ok) in enumerate(finite.items()) if not ok.all()]
+    # Report in data-flow order (observations, rewards, loss, parameters): the first
+    # non-finite one is the likely cause of the others. (Dict order is lost in jit.)
+    flow = ("obs", "reward", "loss", "params")
+    rank = lambda name: next((i for i, p in enumerate(flow) if name.startswith(p)), len(flow))  # noqa: E731
+    bad = [(tuple(np.argwhere(~ok)[0]), rank(name), name) for name, ok in finite.items() if not ok.all()]
     if not bad:
         return
     (u, k), _, name = min(bad)
     raise NonFiniteError(
-        f"non-finite values in {name!r} at update {first_update + int(u) + 1} (seed index {int(k)}); "
+        f"non-finite values in {name} at update {first_update + int(u) + 1} (seed index {int(k)}); "
         "training stopped, the last good checkpoint is kept"
     )
 

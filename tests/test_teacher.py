@@ -78,7 +78,7 @@ def test_config_errors_name_field():
 
 def test_non_finite_guard_names_update_and_field():
     metrics = {"finite": {"obs['x']": np.array([[True], [True]]), "loss": np.array([[True], [False]])}}
-    with pytest.raises(NonFiniteError, match=r"'loss' at update 8 \(seed index 0\)"):
+    with pytest.raises(NonFiniteError, match=r"in loss at update 8 \(seed index 0\)"):
         check_finite(metrics, 6)
 
 
@@ -105,7 +105,7 @@ def test_non_finite_observation_stops_training_before_checkpoint(env):
     saved = []
     config = dataclasses.replace(TINY, total_env_steps=16 * 8 * 4)
     name = env.schema.student_obs[0]
-    with pytest.raises(NonFiniteError, match=rf"obs\['{name}'\]' at update 2"):
+    with pytest.raises(NonFiniteError, match=rf"in obs\['{name}'\] at update 2"):
         train_teacher(NaNObservationAfter(env, k=12), config, updates_per_call=1, on_chunk=lambda s, n: saved.append(n))
     assert saved == [1]  # the first (finite) update was handed over, the poisoned one was not
 
