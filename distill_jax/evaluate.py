@@ -72,11 +72,16 @@ def teacher_policy(teacher_actor: Any, teacher: FrozenTeacher, *, deterministic:
     return policy
 
 
+def first_episode_alive(tr: Transition) -> jax.Array:
+    """``[T, B]``: 1 at step ``t`` while the first episode has not ended before ``t``."""
+    done = jnp.maximum(tr.terminated, tr.truncated)
+    return jnp.cumprod(jnp.concatenate([jnp.ones_like(done[:1]), 1.0 - done[:-1]]), axis=0)
+
+
 def first_episode_scores(tr: Transition) -> dict[str, jax.Array]:
     """Per-env scores of the first episode in a ``[T, B]`` rollout that started at a reset."""
     done = jnp.maximum(tr.terminated, tr.truncated)
-    # alive[t] = 1 while the first episode has not ended before step t.
-    alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(done[:1]), 1.0 - done[:-1]]), axis=0)
+    alive = first_episode_alive(tr)
     ended = alive * done
     success = tr.metrics.get("success", jnp.zeros_like(done))
     return {
@@ -156,8 +161,7 @@ def evaluate_panel(
             mask_rule, masks.MaskInputs(t_tr.terminated, t_tr.truncated, t_tr.first, t_dist.loc, t_dist.scale),
             mask_thresholds,
         )
-        alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(valid[:1]), 1.0 - t_tr.terminated[:-1] - t_tr.truncated[:-1]]), axis=0)
-        valid = valid * jnp.clip(alive, 0.0, 1.0)
+        valid = valid * first_episode_alive(t_tr)
         kl, _ = losses.kl_distillation_loss(s_dist, t_dist, valid)
         mse, _ = losses.action_mse_loss(jnp.tanh(s_dist.loc), jnp.tanh(t_dist.loc), valid)
         return first_episode_scores(t_tr), first_episode_scores(s_tr), {"kl": kl, "action_mse": mse, **masked}
