@@ -131,6 +131,16 @@ class DistillConfig:
     student_activation: str = "elu"
     student_fields: tuple[str, ...] | None = None
     normalize_observations: bool = True
+    # Optional λ·PPO on the student's own rollouts (λ = ppo_coef; 0 = pure distillation, no
+    # rewards read). Its critic is asymmetric: it reads every field, normalised with the
+    # teacher's statistics, and exists only during training.
+    ppo_coef: float = 0.0
+    ppo_clip_eps: float = 0.2
+    ppo_vf_coef: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    reward_scale: float = 1.0
+    critic_hidden: tuple[int, ...] = (128, 128)
     total_env_steps: int = 200_000
 
     @property
@@ -163,6 +173,15 @@ class DistillConfig:
                  f"must be one of {STUDENT_KINDS}")
         _require(len(self.student_hidden) > 0 and all(h > 0 for h in self.student_hidden),
                  f"{prefix}.student_hidden", self.student_hidden, "needs one or more positive layer sizes")
+        _require(self.ppo_coef >= 0, f"{prefix}.ppo_coef", self.ppo_coef, "must be >= 0 (0: pure distillation)")
+        _require(self.ppo_coef == 0 or self.behaviour == "student", f"{prefix}.ppo_coef", self.ppo_coef,
+                 f"the PPO term is on-policy for the student: needs behaviour='student', not {self.behaviour!r}")
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"{prefix}.{name}", value, "must be in [0, 1]")
+        _require(self.ppo_clip_eps > 0, f"{prefix}.ppo_clip_eps", self.ppo_clip_eps, "must be > 0")
+        _require(len(self.critic_hidden) > 0 and all(h > 0 for h in self.critic_hidden),
+                 f"{prefix}.critic_hidden", self.critic_hidden, "needs one or more positive layer sizes")
         from distill_jax.distill.masks import RULES  # local: keep config import-light
 
         unknown = [r for r in self.mask_rule if r not in RULES]
@@ -178,6 +197,9 @@ class RunConfig:
     seed: int = 0
     num_seeds: int = 1
     eval_episodes: int = 64
+    # Iterations per compiled call (0: about ten calls per phase); a checkpoint is saved after every call.
+    updates_per_call: int = 0
+    checkpoint_keep: int = 3
     ppo: PPOConfig = PPOConfig()
     distill: DistillConfig = DistillConfig()
 
@@ -187,6 +209,10 @@ class RunConfig:
         _require(isinstance(self.eval_episodes, int) and self.eval_episodes > 0, "eval_episodes",
                  self.eval_episodes, "must be a positive integer")
         _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "must be a non-negative integer")
+        _require(isinstance(self.updates_per_call, int) and self.updates_per_call >= 0, "updates_per_call",
+                 self.updates_per_call, "must be a non-negative integer (0: automatic)")
+        _require(isinstance(self.checkpoint_keep, int) and self.checkpoint_keep > 0, "checkpoint_keep",
+                 self.checkpoint_keep, "must be a positive integer")
         self.ppo.validate("ppo")
         self.distill.validate("distill")
 

@@ -151,7 +151,11 @@ def run_phase(
     state = jax.device_put(state, sharding)
     num_seeds = int(np.asarray(state.update_step).shape[0])
     done = int(np.asarray(state.update_step)[0])
-    per_call = iterations_per_call(max(total_updates - done, 1), updates_per_call or max(1, total_updates // 10))
+    # Chunking depends on ``total_updates`` only, so a resumed run (``done`` at a chunk
+    # boundary) compiles the same program and reproduces the uninterrupted run.
+    per_call = iterations_per_call(total_updates, updates_per_call or max(1, total_updates // 10))
+    if (total_updates - done) % per_call:
+        per_call = iterations_per_call(total_updates - done, per_call)
     vstep = jax.vmap(step, in_axes=(0, None if frozen is None else 0))
     frozen = jax.device_put(frozen, NamedSharding(mesh, PartitionSpec()))
 

@@ -1,47 +1,33 @@
-"""Command line: ``python -m distill_jax.train`` runs teacher → distill → eval.
+"""Command line: ``python -m distill_jax.train`` runs teacher → distill → eval → export.
 
-With no arguments it runs the whole pipeline on the fast CPU task (``cartpole``)
-with the ``default`` preset and prints the teacher-vs-student table. The run
-directory receives the resolved config, the schema, the env fingerprint,
-``metrics.jsonl`` and ``eval.json``/``eval.md``.
+With no arguments it runs every phase on the fast CPU task (``cartpole``) with
+the ``default`` preset and ends with the teacher-vs-student table, the leak
+audit verdict and the artifact directory (layout: :mod:`distill_jax.pipeline`).
 
 Examples::
 
     python -m distill_jax.train --preset smoke --out runs/smoke
-    python -m distill_jax.train --set ppo.total_env_steps=200000 --set distill.behaviour=teacher
+    python -m distill_jax.train --phase teacher --out runs/a --set ppo.total_env_steps=200000
+    python -m distill_jax.train --phase distill --from runs/a --out runs/a-gru --set distill.student_kind=gru
+    python -m distill_jax.train --phase eval --from runs/a-gru
+    python -m distill_jax.train --resume runs/a          # continue a killed run
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import sys
 import time
 from typing import Any
 
-from distill_jax.config import ConfigError, DistillConfig, PPOConfig, RunConfig, apply_override, replace_fields, to_dict
+from distill_jax.config import ConfigError, RunConfig, apply_override, replace_fields, to_dict
+from distill_jax.presets import NAMES as PRESET_NAMES
+from distill_jax.presets import preset
 
-PRESETS: dict[str, RunConfig] = {
-    # Whole pipeline in a few minutes on 2 CPU cores; meets the distillation quality bar.
-    "default": RunConfig(
-        ppo=PPOConfig(num_envs=256, unroll_length=32, num_minibatches=4, num_epochs=4, learning_rate=1e-3,
-                      total_env_steps=409_600),
-        distill=DistillConfig(num_envs=256, unroll_length=32, num_minibatches=4, num_epochs=2,
-                              total_env_steps=163_840),
-        eval_episodes=64,
-    ),
-    # First contact and CI: every phase runs, nothing is expected to be learned.
-    "smoke": RunConfig(
-        ppo=PPOConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2),
-        distill=DistillConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2,
-                              total_env_steps=16 * 8 * 2),
-        eval_episodes=8,
-    ),
-}
-
-PHASES = ("all", "teacher")
+PHASES = ("all", "teacher", "distill", "eval", "export")
+ALL_PHASES = ("teacher", "distill", "eval", "export")
 
 
 class UsageError(Exception):
@@ -51,112 +37,166 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m distill_jax.train",
-        description="Privileged teacher -> deployable student distillation on MJX/Brax.",
+        description="Privileged teacher -> deployable student distillation on MJX/Brax. "
+        "Runs the selected phases and writes a run directory (config, schema, env fingerprint, "
+        "checkpoints, metrics.jsonl, eval.json/eval.md, exported student, plots, README.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--phase", default="all", choices=PHASES, help="which phases to run")
-    parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="base configuration")
+    parser.add_argument("--phase", default="all", choices=PHASES,
+                        help="phase to run; 'all' runs teacher, distill, eval and export in order")
+    parser.add_argument("--preset", default="default", choices=PRESET_NAMES,
+                        help="base configuration: 'default' (CPU, minutes), 'smoke' (every phase, tiny), "
+                        "'gpu' (one GPU, per --env)")
     parser.add_argument("--config", type=pathlib.Path, default=None,
                         help="JSON file of config fields applied over the preset (e.g. experiments/configs/*.json)")
     parser.add_argument("--env", default=None, help="task name (see distill_jax.envs.list_envs()); preset's if omitted")
-    parser.add_argument("--seed", type=int, default=None, help="base seed; seed index k uses seed + k")
-    parser.add_argument("--num-seeds", type=int, default=None, help="independent teachers/students trained by vmap")
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="run directory (default runs/<time>)")
+    parser.add_argument("--seed", type=int, default=None, help="base seed; seed index k uses seed + k (preset's: 0)")
+    parser.add_argument("--num-seeds", type=int, default=None,
+                        help="independent teacher/student pairs trained in one program by vmap (preset's: 1)")
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="new run directory (default: runs/<date-time>, or the --from run for distill/eval/export)")
+    parser.add_argument("--from", dest="source", type=pathlib.Path, default=None,
+                        help="existing run directory or checkpoint (e.g. RUN/checkpoints/teacher/40) "
+                        "that the distill, eval and export phases read")
+    parser.add_argument("--resume", type=pathlib.Path, default=None, metavar="RUN_DIR",
+                        help="continue a killed run from its newest checkpoints, with its recorded config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field, e.g. ppo.num_envs=512 (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress display (metrics.jsonl is still written)")
     return parser
 
 
-def resolve_config(args: argparse.Namespace) -> RunConfig:
-    config = PRESETS[args.preset]
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--config``, ``--env``, ``--seed``, ``--num-seeds`` and ``--set`` as one nested dict."""
+    changes: dict[str, Any] = {}
     if args.config is not None:
         if not args.config.is_file():
             raise UsageError(f"--config {args.config}: no such file")
         try:
-            config = replace_fields(config, json.loads(args.config.read_text()))
+            changes = json.loads(args.config.read_text())
         except json.JSONDecodeError as e:
             raise UsageError(f"--config {args.config}: not valid JSON ({e})") from e
+        if not isinstance(changes, dict):
+            raise UsageError(f"--config {args.config}: must hold a JSON object of config fields")
     for name, value in (("env", args.env), ("seed", args.seed), ("num_seeds", args.num_seeds)):
         if value is not None:
-            config = dataclasses.replace(config, **{name: value})
+            changes[name] = value
+    # Apply the --set assignments to an empty shell of the same shape, so they merge with --config.
     for assignment in args.overrides:
-        config = apply_override(config, assignment)
+        probe = to_dict(apply_override(RunConfig(), assignment))
+        path = assignment.split("=", 1)[0].strip().split(".")
+        node, value = changes, probe
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            value = value[part]
+        node[path[-1]] = value[path[-1]]
+    return changes
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """The config of a new run: preset (for ``--env``) + ``--config`` + flags + ``--set``."""
+    config = replace_fields(preset(args.preset, args.env), config_overrides(args))
     config.validate()
     return config
 
 
-def make_env(config: RunConfig):
-    from distill_jax.envs import get_env, list_envs
-
-    if config.env not in list_envs():
-        raise UsageError(f"unknown environment {config.env!r}; valid names: {list_envs()}")
-    try:
-        return get_env(config.env, **dict(config.env_overrides))
-    except (TypeError, ValueError) as e:
-        raise UsageError(str(e)) from e
-
-
-class MetricsLog:
-    """Appends one JSON line per iteration and prints a progress line per compiled call."""
-
-    def __init__(self, path: pathlib.Path, phase: str, total_updates: int):
-        self.path, self.phase, self.total = path, phase, total_updates
-        self.start = time.perf_counter()
-
-    def __call__(self, row: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps({"phase": self.phase, **row}) + "\n")
-        if "seconds" not in row:
-            return
-        ret = sum(row.get("episode_return", [0.0])) / max(len(row.get("episode_return", [0.0])), 1)
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / row["update"] * (self.total - row["update"])
-        print(f"[{self.phase}] update {row['update']}/{self.total}  env steps {row['env_steps']:,}  "
-              f"{row['env_steps_per_second']:,.0f} steps/s  return {ret:.1f}  loss {sum(row['loss']) / len(row['loss']):.4f}  "
-              f"ETA {eta:.0f}s", flush=True)
+def _print_result(report: dict[str, Any] | None, exported: dict[str, Any] | None, out: pathlib.Path,
+                  seconds: float) -> None:
+    if report is not None:
+        print(report["table"])
+        print(f"leak audit: {'PASSED' if report['leak_passed'] else 'FAILED'}")
+    if exported is not None:
+        print(f"exported student: {exported['directory']} (bit-identical to in-process: "
+              f"{exported['bit_identical_to_in_process']})")
+    print(f"artifacts in {out}/ ({seconds:.0f} s):")
+    for path in sorted(out.iterdir()):
+        print(f"  {path.name}{'/' if path.is_dir() else ''}")
 
 
-def run(config: RunConfig, phase: str, out: pathlib.Path) -> dict[str, Any]:
-    """Runs the requested phases; returns the evaluation report (empty for ``teacher``)."""
-    from distill_jax.distill.phase import distill_student
-    from distill_jax.distill.update import FrozenTeacher
-    from distill_jax.ppo.teacher import train_teacher
-    from distill_jax.report import schema_in_force, write_eval
+def open_target(args: argparse.Namespace):
+    """The run directory the requested phases work in (created, resumed or read); raises on bad usage."""
+    from distill_jax import pipeline
 
-    env = make_env(config)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
-    (out / "schema.json").write_text(schema_in_force(env.schema, config).to_json())
-    (out / "env_fingerprint.json").write_text(json.dumps(env.fingerprint(), indent=2, sort_keys=True, default=str))
-    metrics = out / "metrics.jsonl"
+    given = [flag for flag, value in (("--config", args.config), ("--env", args.env), ("--seed", args.seed),
+                                      ("--num-seeds", args.num_seeds)) if value is not None]
+    if args.resume is not None:
+        if args.source is not None or args.out is not None:
+            raise UsageError("--resume RUN_DIR continues that directory; do not combine it with --from/--out")
+        if given or args.overrides or args.preset != "default":
+            raise UsageError("--resume uses the run's recorded config.json; drop "
+                             f"{given + (['--set'] if args.overrides else []) + (['--preset'] if args.preset != 'default' else [])}")
+        if not args.resume.is_dir():
+            raise UsageError(f"--resume {args.resume}: no such run directory")
+        return pipeline.open_run(args.resume)
+    if args.phase in ("all", "teacher"):
+        if args.source is not None:
+            raise UsageError(f"--from is read by the distill, eval and export phases, not by --phase {args.phase}")
+        config = resolve_config(args)
+        out = args.out or pathlib.Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        return pipeline.create_run(out, config)
+    if args.source is None:
+        raise UsageError(f"--phase {args.phase} needs --from RUN_DIR (a run directory or a checkpoint in one)")
+    if args.preset != "default":
+        raise UsageError("--preset applies to new runs; with --from the run's recorded config is the base")
+    changes = config_overrides(args)
+    source = pipeline.open_run(args.source)
+    if args.out is None:
+        if changes:
+            raise UsageError("changing settings of an existing run needs a new directory: add --out NEW_DIR")
+        return source
+    return pipeline.fork_run(source, args.out, changes)
 
-    teacher = train_teacher(env, config.ppo, seed=config.seed, num_seeds=config.num_seeds,
-                            log_fn=MetricsLog(metrics, "teacher", config.ppo.num_updates))
-    if phase == "teacher":
-        return {}
-    frozen = FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats)
-    student = distill_student(env, teacher.nets.actor, frozen, config.distill, seed=config.seed + 100,
-                              log_fn=MetricsLog(metrics, "distill", config.distill.num_updates))
-    return write_eval(out, env, config, teacher, student)
+
+def teacher_step_of(source: pathlib.Path | None) -> int | None:
+    """The teacher checkpoint step named by ``--from RUN/checkpoints/teacher/<step>``, if any."""
+    if source is not None and source.name.isdigit() and source.parent.name == "teacher":
+        return int(source.name)
+    return None
+
+
+def run_phases(run, phase: str, *, resume: bool, quiet: bool, teacher_step: int | None = None) -> dict[str, Any]:
+    """Runs ``phase`` (or all) in ``run``; returns ``{"report", "exported"}`` (either may be ``None``)."""
+    from distill_jax import pipeline
+    from distill_jax.plots import plot_run
+
+    phases = ALL_PHASES if phase == "all" else (phase,)
+    teacher = student = report = exported = None
+    if "teacher" in phases:
+        teacher = pipeline.teacher_phase(run, resume=resume, quiet=quiet)
+    if "distill" in phases:
+        if teacher is None:
+            teacher = pipeline.restore_teacher(run, step=teacher_step)
+        student = pipeline.distill_phase(run, teacher, resume=resume, quiet=quiet)
+    if "eval" in phases:
+        teacher = teacher or pipeline.restore_teacher(run)
+        student = student or pipeline.restore_student(run)
+        report = pipeline.eval_phase(run, teacher, student)
+    if "export" in phases:
+        student = student or pipeline.restore_student(run)
+        exported = pipeline.export_phase(run, student)
+    plot_run(run.path)
+    pipeline.write_summary(run, report, exported)
+    return {"report": report, "exported": exported}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from distill_jax import checkpoint, pipeline
+    from distill_jax.loop import NonFiniteError
+    from distill_jax.schema import SchemaError
+
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
     try:
-        config = resolve_config(args)
-        out = args.out or pathlib.Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        if out.exists() and any(out.iterdir()):
-            raise UsageError(f"--out {out}: directory exists and is not empty")
-        start = time.perf_counter()
-        report = run(config, args.phase, out)
-    except (UsageError, ConfigError) as e:
+        run = open_target(args)
+        result = run_phases(run, args.phase, resume=args.resume is not None, quiet=args.quiet,
+                            teacher_step=teacher_step_of(args.source))
+    except (UsageError, ConfigError, pipeline.RunError, SchemaError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if report:
-        print(report["table"])
-        print(f"leak audit: {'PASSED' if report['leak_passed'] else 'FAILED'}")
-    print(f"artifacts in {out}/ ({time.perf_counter() - start:.0f} s)")
+    except (checkpoint.CheckpointError, NonFiniteError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    _print_result(result["report"], result["exported"], run.path, time.perf_counter() - start)
     return 0
 
 

@@ -249,7 +249,7 @@ def write_markdown(path: str, rows: list[dict[str, Any]], meta: dict[str, Any]) 
         f"- command: `{meta['command']}`",
         f"- hardware: {meta['cpu_model']}, {meta['cpu_count']} cores visible to the process "
         f"(`os.sched_getaffinity`), jax backend `{meta['backend']}`",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- {meta['steps']} control steps per timed scan, best of {meta['rounds']} interleaved rounds, compile excluded",
         f"- peak RSS of the benchmark process: {meta['peak_rss_mib']:.0f} MiB",
         "",

@@ -236,7 +236,7 @@ def main() -> None:
             "args": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, pathlib.Path) else v)
                      for k, v in vars(args).items()}}
     lines = [
-        f"# Teacher PPO vs Brax PPO — inverted_pendulum (MJX)\n",
+        "# Teacher PPO vs Brax PPO — inverted_pendulum (MJX)\n",
         f"Hardware: {meta['hardware']}  ",
         f"Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}  ",
         f"Commit: {meta['commit']}  ",

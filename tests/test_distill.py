@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 
 from distill_jax.config import ConfigError, DistillConfig, PPOConfig
-from distill_jax.distill.phase import distill_student
+from distill_jax.distill.phase import distill_student, initial_student_states
 from distill_jax.distill.update import FrozenTeacher, teacher_probability
 from distill_jax.envs import get_env
+from distill_jax.envs.base import Wrapper
+from distill_jax.envs.wrappers import VmapAutoReset
+from distill_jax.loop import NonFiniteError
 from distill_jax.ppo.teacher import train_teacher
 
 TINY_PPO = PPOConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2)
@@ -93,3 +96,42 @@ def test_bad_distill_config_is_named():
         dataclasses.replace(TINY, num_minibatches=3).validate()
     with pytest.raises(ConfigError, match="unknown rule"):
         dataclasses.replace(TINY, mask_rule=("falls", "bogus")).validate()
+
+
+class NaNRewards(Wrapper):
+    """The real task with every reward replaced by NaN: whatever reads rewards is poisoned."""
+
+    def step(self, state, action):
+        state = self.env.step(state, action)
+        return state.replace(reward=jnp.full_like(state.reward, jnp.nan))
+
+
+def test_pure_distillation_reads_no_rewards(env, tiny_teacher):
+    actor, teacher = tiny_teacher
+    clean = distill_student(env, actor, teacher, TINY, seed=3)
+    poisoned = distill_student(NaNRewards(env), actor, teacher, TINY, seed=3)
+    for x, y in zip(jax.tree.leaves(clean.state.params), jax.tree.leaves(poisoned.state.params)):
+        np.testing.assert_array_equal(x, y)
+    assert clean.state.critic is None
+
+
+def test_ppo_term_trains_an_asymmetric_critic_from_rewards(env, tiny_teacher):
+    actor, teacher = tiny_teacher
+    config = dataclasses.replace(TINY, ppo_coef=0.5, critic_hidden=(32,))
+    with_ppo = distill_student(env, actor, teacher, config, seed=3)
+    pure = distill_student(env, actor, teacher, TINY, seed=3)
+    row = with_ppo.history[-1]
+    for key in ("ppo/policy_loss", "ppo/value_loss", "distill_loss", "kl"):
+        assert np.isfinite(row[key]).all(), key
+    np.testing.assert_allclose(row["loss"], np.add(row["distill_loss"], 0.5 * np.asarray(row["ppo/total_loss"])),
+                               rtol=1e-5)
+    # The critic (all fields, training only) moved away from its initialisation.
+    initial = initial_student_states(VmapAutoReset(env, config.num_envs), with_ppo.student, config, 3, 1)
+    assert not all(np.array_equal(x, y) for x, y in
+                   zip(jax.tree.leaves(initial.critic), jax.tree.leaves(with_ppo.state.critic)))
+    assert not all(np.array_equal(x, y) for x, y in
+                   zip(jax.tree.leaves(with_ppo.state.params), jax.tree.leaves(pure.state.params)))
+    with pytest.raises(NonFiniteError, match="reward"):
+        distill_student(NaNRewards(env), actor, teacher, config, seed=3)
+    with pytest.raises(ConfigError, match="needs behaviour='student'"):
+        dataclasses.replace(config, behaviour="teacher").validate()

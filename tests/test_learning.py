@@ -11,7 +11,8 @@ from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs import get_env
 from distill_jax.evaluate import Panel, make_teacher_evaluator
 from distill_jax.ppo.teacher import train_teacher
-from distill_jax.train import PRESETS, main
+from distill_jax.presets import DEFAULT
+from distill_jax.train import main
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,9 @@ def test_default_pipeline_solves_cartpole_and_student_reaches_95_percent(tmp_pat
     assert teacher["return_mean"] >= 0.9 * 250, teacher
     assert student["return_mean"] >= 0.95 * teacher["return_mean"], (student, teacher)
     assert all(c["passed"] for c in report["leak_checks"].values())
-    assert PRESETS["default"].distill.total_env_steps < PRESETS["default"].ppo.total_env_steps
+    assert DEFAULT.distill.total_env_steps < DEFAULT.ppo.total_env_steps
+    verification = json.loads((tmp_path / "run" / "export" / "verification.json").read_text())
+    assert verification["bit_identical_to_in_process"] and verification["privileged_field_rejected"]
 
 
 def test_teacher_solves_brax_inverted_pendulum():

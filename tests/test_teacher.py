@@ -130,6 +130,7 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess that compiles twice (~75 s on 2 cores)
 def test_eight_cpu_devices_match_one_device():
     env_vars = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     out = subprocess.run(

@@ -5,15 +5,32 @@ import math
 
 import pytest
 
+from distill_jax import checkpoint
 from distill_jax.report import EVAL_KEYS
 from distill_jax.train import main
 
 
-def test_smoke_preset_runs_every_phase_and_writes_the_artifact(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["--preset", "smoke", "--out", str(out)]) == 0
-    for name in ["config.json", "schema.json", "env_fingerprint.json", "metrics.jsonl", "eval.json", "eval.md"]:
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """``--preset smoke`` end to end (every phase), shared by the tests that read its run directory."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["--preset", "smoke", "--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+def test_smoke_preset_runs_every_phase_and_writes_the_artifact(smoke_run):
+    out, printed = smoke_run
+    for name in ["config.json", "schema.json", "env_fingerprint.json", "metrics.jsonl", "eval.json", "eval.md",
+                 "README.md", "export/student.stablehlo", "export/variables.npz", "export/schema.json",
+                 "plots/teacher.png", "plots/student.png", "plots/panel.png", "plots/masks.png"]:
         assert (out / name).is_file(), name
+    assert checkpoint.complete_steps(out / "checkpoints" / "teacher")[-1] == 2
+    assert checkpoint.complete_steps(out / "checkpoints" / "student")[-1] == 2
     report = json.loads((out / "eval.json").read_text())
     assert set(EVAL_KEYS) <= set(report)
     for role in ("teacher", "student"):
@@ -25,8 +42,62 @@ def test_smoke_preset_runs_every_phase_and_writes_the_artifact(tmp_path, capsys)
     assert not set(report["panel"]["seeds"]) & set(report["panel"]["training_seeds"])
     phases = {json.loads(line)["phase"] for line in (out / "metrics.jsonl").read_text().splitlines()}
     assert phases == {"teacher", "distill"}
-    printed = capsys.readouterr().out
+    verification = json.loads((out / "export" / "verification.json").read_text())
+    assert verification["bit_identical_to_in_process"] and verification["privileged_field_rejected"]
     assert "teacher (privileged)" in printed and "leak audit: PASSED" in printed
+    assert "export/" in printed and "[distill]" in printed
+
+
+def test_eval_and_export_phases_read_an_existing_run(smoke_run, capsys):
+    out, _ = smoke_run
+    before = (out / "eval.json").read_text()
+    (out / "eval.json").unlink()
+    assert main(["--phase", "eval", "--from", str(out), "--quiet"]) == 0
+    assert json.loads((out / "eval.json").read_text())["student"] == json.loads(before)["student"]
+    assert main(["--phase", "export", "--from", str(out / "checkpoints" / "student"), "--quiet"]) == 0
+    assert "bit-identical to in-process: True" in capsys.readouterr().out
+
+
+def test_distill_phase_forks_a_run_from_a_teacher_checkpoint(smoke_run, tmp_path):
+    out, _ = smoke_run
+    fork = tmp_path / "gru"
+    args = ["--phase", "distill", "--from", str(out / "checkpoints" / "teacher" / "2"), "--out", str(fork),
+            "--set", "distill.student_kind=gru", "--set", "distill.gru_size=8", "--quiet"]
+    assert main(args) == 0
+    config = json.loads((fork / "config.json").read_text())
+    assert config["distill"]["student_kind"] == "gru" and config["ppo"] == json.loads((out / "config.json").read_text())["ppo"]
+    assert checkpoint.complete_steps(fork / "checkpoints" / "student")[-1] == 2
+    # A second distill into the same directory without --resume would overwrite: refused.
+    assert main(["--phase", "distill", "--from", str(fork), "--quiet"]) == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--phase", "eval"], "needs --from RUN_DIR"),
+        (["--phase", "eval", "--from", "no/such/run"], "no/such/run: no such run directory"),
+        (["--phase", "distill", "--from", "{tmp}"], "not inside a run directory"),
+        (["--resume", "no/such/run"], "no such run directory"),
+        (["--resume", "{tmp}", "--set", "ppo.num_envs=8"], "--resume uses the run's recorded config.json"),
+        (["--phase", "teacher", "--from", "{tmp}"], "--from is read by the distill, eval and export phases"),
+    ],
+)
+def test_bad_phase_arguments(tmp_path, capsys, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_documents_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--phase", "--preset", "--config", "--env", "--seed", "--num-seeds", "--out", "--from", "--resume",
+                   "--set", "--quiet"):
+        assert option in text
+    assert "(default: all)" in text and "(default: default)" in text
 
 
 @pytest.mark.parametrize(

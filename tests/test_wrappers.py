@@ -278,3 +278,42 @@ def test_sensor_noise_statistics(task):
     assert abs(np.corrcoef(e_x[:, :-1].ravel(), e_x[:, 1:].ravel())[0, 1]) < 0.1
     # Privileged fields are untouched: velocities equal the physics state.
     assert np.isfinite(np.asarray(obs["velocities"])).all()
+
+
+# ------------------------------------------------------------ ActionLatency
+def test_action_latency_applies_the_command_of_d_steps_ago(task):
+    from distill_jax.envs import ActionLatency
+
+    env = ActionLatency(task, max_delay=3)
+    assert "action_latency" in env.schema.teacher_only and env.schema.field_specs["action_latency"].shape == (1,)
+    keys = jax.random.split(jax.random.PRNGKey(5), 32)
+    delays = np.asarray(jax.vmap(env.reset)(keys).info["action_delay"])
+    assert set(delays.tolist()) == {0, 1, 2, 3}  # per-env draws cover the range
+
+    commands = jnp.sin(jnp.arange(12.0))[:, None] * 0.8
+
+    @jax.jit
+    def run(key):
+        state = env.reset(key)
+        inner = task.reset(jax.random.split(key)[1])  # the key the wrapper hands the task
+        delay = state.info["action_delay"]
+        padded = jnp.concatenate([jnp.zeros((3, 1)), commands])
+        delayed = jax.vmap(lambda t: padded[t + 3 - delay])(jnp.arange(12))
+
+        def step(carry, xs):
+            s, i = carry
+            command, applied = xs
+            s, i = env.step(s, command), task.step(i, applied)
+            return (s, i), (s.physics.qpos, i.physics.qpos, s.obs["action_latency"], s.info["action_delay"])
+
+        _, out = jax.lax.scan(step, (state, inner), (commands, delayed))
+        return delay, out
+
+    assert delays[:4].max() > 0  # the equality below is then a real test of the delay
+    for key in keys[:4]:
+        delay, (qpos, reference, latency_obs, carried) = run(key)
+        np.testing.assert_array_equal(qpos, reference)  # latency == feeding the delayed commands
+        assert np.all(np.asarray(carried) == int(delay))  # fixed within the episode
+        np.testing.assert_allclose(latency_obs, int(delay) / 3)
+    with pytest.raises(ValueError, match="max_delay"):
+        ActionLatency(task, max_delay=0)

@@ -110,7 +110,7 @@ def valid_mask(
     fractions = {}
     for name in names:
         rule_valid = RULES[name](inputs, thresholds).astype(jnp.float32)
-        fractions[f"masked/{name}"] = 1.0 - jnp.mean(rule_valid)
+        fractions[f"masked/{name}"] = jnp.mean(1.0 - rule_valid)  # exact 0 when nothing is masked
         valid = valid * rule_valid
-    fractions["masked/any"] = 1.0 - jnp.mean(valid)
+    fractions["masked/any"] = jnp.mean(1.0 - valid)
     return valid, fractions

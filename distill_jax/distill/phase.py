@@ -44,6 +44,14 @@ def build_student(env: Env, config: DistillConfig) -> Student:
     )
 
 
+def initial_student_states(
+    batched_env: Env, student: Student, config: DistillConfig, seed: int, num_seeds: int
+) -> StudentState:
+    """``num_seeds`` fresh :class:`StudentState`s stacked on a leading seed axis ``[K]``."""
+    init = jax.vmap(functools.partial(init_student, env=batched_env, student=student, config=config))
+    return jax.jit(init)(seed_keys(seed, num_seeds))
+
+
 def distill_student(
     env: Env,
     teacher_actor: Any,
@@ -73,8 +81,7 @@ def distill_student(
     batched_env = VmapAutoReset(env, config.num_envs)
     student = build_student(env, config)
     if initial_state is None:
-        init = jax.vmap(functools.partial(init_student, env=batched_env, student=student, config=config))
-        initial_state = jax.jit(init)(seed_keys(seed, num_seeds))
+        initial_state = initial_student_states(batched_env, student, config, seed, num_seeds)
 
     def step(state, frozen_teacher):
         return distill_step(

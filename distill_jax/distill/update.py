@@ -26,7 +26,10 @@ from distill_jax.config import DistillConfig
 from distill_jax.distill import losses, masks
 from distill_jax.distill.student import Student
 from distill_jax.envs.base import Env, EnvState
+from distill_jax.networks import make_critic
 from distill_jax.policy import action_distribution, policy_step
+from distill_jax.ppo.gae import compute_gae
+from distill_jax.ppo.loss import PPOBatch, ppo_loss
 from distill_jax.ppo.update import episode_metrics, finiteness
 from distill_jax.rollout import PolicyStep, unroll
 from distill_jax.sgd import make_optimizer, sgd_epochs
@@ -51,6 +54,8 @@ class StudentState:
       carry: recurrent student memory ``[num_envs, H]`` (``None`` for MLPs).
       key: PRNG key.
       update_step, env_steps: int32 counters.
+      critic: the λ·PPO term's critic params (``None`` for pure distillation);
+        when present ``opt_state`` covers ``{"student": params, "critic": critic}``.
     """
 
     params: Any
@@ -61,6 +66,7 @@ class StudentState:
     key: jax.Array
     update_step: jax.Array
     env_steps: jax.Array
+    critic: Any = None
 
 
 class DistillBatch(NamedTuple):
@@ -73,6 +79,17 @@ class DistillBatch(NamedTuple):
     teacher_scale: jax.Array  # [B, T, A]
     valid: jax.Array  # [B, T]
     carry: Any  # [B, H] student memory before step 0, or None
+    ppo: PPOBatch | None = None  # [B, T] leaves; only with the λ·PPO term (obs: all fields, normalised)
+
+
+def student_critic(env: Env, config: DistillConfig):
+    """The λ·PPO term's asymmetric critic: every field of the env's schema (training only)."""
+    return make_critic(env.schema, hidden=config.critic_hidden, activation=config.student_activation)
+
+
+def _optimised(state_params: Any, critic: Any, config: DistillConfig) -> Any:
+    """What the optimiser updates: the student alone, or student and critic for λ·PPO."""
+    return state_params if config.ppo_coef == 0 else {"student": state_params, "critic": critic}
 
 
 def init_student(key: jax.Array, env: Env, student: Student, config: DistillConfig) -> StudentState:
@@ -81,15 +98,20 @@ def init_student(key: jax.Array, env: Env, student: Student, config: DistillConf
     env_state = env.reset(env_key)
     one_obs = student.schema.select(jax.tree.map(lambda x: x[0], env_state.obs), "student")
     params = student.init(init_key, one_obs)
+    critic = None
+    if config.ppo_coef > 0:
+        key, critic_key = jax.random.split(key)
+        critic = student_critic(env, config).init(critic_key, jax.tree.map(lambda x: x[0], env_state.obs))
     return StudentState(
         params=params,
-        opt_state=make_optimizer(config.learning_rate, config.max_grad_norm).init(params),
+        opt_state=make_optimizer(config.learning_rate, config.max_grad_norm).init(_optimised(params, critic, config)),
         obs_stats=normalization.init_stats(one_obs),
         env_state=env_state,
         carry=student.initial_carry(config.num_envs),
         key=key,
         update_step=jnp.zeros((), jnp.int32),
         env_steps=jnp.zeros((), jnp.int32),
+        critic=critic,
     )
 
 
@@ -126,19 +148,53 @@ def collection_policy(teacher_actor, teacher: FrozenTeacher, student: Student, s
     return policy
 
 
-def distill_loss(params, batch: DistillBatch, *, student: Student, config: DistillConfig):
-    """The student's loss on a minibatch of sequences ``[b, T]``."""
+def distill_loss(params, batch: DistillBatch, *, student: Student, config: DistillConfig, critic: Any = None):
+    """The student's loss on a minibatch of sequences ``[b, T]``.
+
+    ``params`` is the student's, or ``{"student", "critic"}`` with the λ·PPO
+    term: ``loss = distillation + ppo_coef · (clipped surrogate + vf · value loss)``
+    on the student's own (on-policy) steps; ``critic`` is its module.
+    """
     time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    student_params = params if config.ppo_coef == 0 else params["student"]
     obs = jax.tree.map(time_major, batch.obs)
-    dist = student.sequence(params, batch.carry, obs, time_major(batch.first))
+    dist = student.sequence(student_params, batch.carry, obs, time_major(batch.first))
     teacher = losses.TanhGaussian(time_major(batch.teacher_loc), time_major(batch.teacher_scale))
     valid = time_major(batch.valid)
     if config.objective == "kl":
-        return losses.kl_distillation_loss(
+        loss, metrics = losses.kl_distillation_loss(
             dist, teacher, valid, ent_coef=config.ent_coef, direction=config.kl_direction
         )
-    loss, metrics = losses.action_mse_loss(jnp.tanh(dist.loc), jnp.tanh(teacher.loc), valid)
-    return loss, {"valid_fraction": metrics["valid_fraction"]}
+    else:
+        loss, mse_metrics = losses.action_mse_loss(jnp.tanh(dist.loc), jnp.tanh(teacher.loc), valid)
+        metrics = {"valid_fraction": mse_metrics["valid_fraction"]}
+    if config.ppo_coef == 0:
+        return loss, metrics
+    ppo_total, ppo_metrics = ppo_loss(
+        {"actor": None, "critic": params["critic"]},
+        jax.tree.map(time_major, batch.ppo),
+        apply_actor=lambda _, __: dist,  # the replayed sequence above (recurrent students too)
+        apply_critic=critic.apply,
+        clip_eps=config.ppo_clip_eps,
+        vf_coef=config.ppo_vf_coef,
+        ent_coef=0.0,  # the entropy bonus is already in the distillation term
+    )
+    metrics = {**metrics, "distill_loss": loss, **{f"ppo/{k}": v for k, v in ppo_metrics.items()}}
+    return loss + config.ppo_coef * ppo_total, metrics
+
+
+def ppo_targets(tr, critic_module, critic_params, teacher: FrozenTeacher, config: DistillConfig) -> PPOBatch:
+    """GAE advantages and returns of the student's rollout ``[T, B]`` for the λ·PPO term."""
+    normalise = lambda o: o if teacher.obs_stats is None else normalization.normalize(teacher.obs_stats, o)  # noqa: E731
+    obs = normalise(tr.obs)
+    values = critic_module.apply(critic_params, obs)
+    next_values = critic_module.apply(critic_params, normalise(tr.next_obs))
+    advantages, returns = compute_gae(
+        tr.reward * config.reward_scale, values, next_values, tr.terminated, tr.truncated,
+        config.gamma, config.gae_lambda,
+    )
+    return PPOBatch(obs=obs, raw_actions=tr.policy.raw_action, old_log_probs=tr.policy.log_prob,
+                    advantages=advantages, returns=returns)
 
 
 def distill_step(
@@ -180,12 +236,16 @@ def distill_step(
         valid=env_major(valid),
         carry=carry0,
     )
+    critic = None
+    if config.ppo_coef > 0:  # only here are rewards read
+        critic = student_critic(env, config)
+        batch = batch._replace(ppo=jax.tree.map(env_major, ppo_targets(tr, critic, state.critic, teacher, config)))
 
     def loss_fn(params, minibatch):
-        return distill_loss(params, minibatch, student=student, config=config)
+        return distill_loss(params, minibatch, student=student, config=config, critic=critic)
 
-    params, opt_state, sgd_metrics = sgd_epochs(
-        state.params,
+    optimised, opt_state, sgd_metrics = sgd_epochs(
+        _optimised(state.params, state.critic, config),
         state.opt_state,
         batch,
         sgd_key,
@@ -194,6 +254,7 @@ def distill_step(
         num_epochs=config.num_epochs,
         num_minibatches=config.num_minibatches,
     )
+    params, critic_params = (optimised, None) if config.ppo_coef == 0 else (optimised["student"], optimised["critic"])
     new_state = state.replace(
         params=params,
         opt_state=opt_state,
@@ -203,6 +264,7 @@ def distill_step(
         key=key,
         update_step=state.update_step + 1,
         env_steps=state.env_steps + config.batch_size,
+        critic=critic_params,
     )
     metrics = {
         **sgd_metrics,
@@ -213,8 +275,9 @@ def distill_step(
         **{f"env/{k}": jnp.mean(v) for k, v in tr.metrics.items()},
         "finite": {
             **finiteness(student_obs, "obs"),
+            **({"reward": jnp.all(jnp.isfinite(tr.reward))} if config.ppo_coef > 0 else {}),
             "loss": jnp.isfinite(sgd_metrics["loss"]),
-            **finiteness(params, "params"),
+            **finiteness(optimised, "params"),
         },
     }
     return new_state, metrics

@@ -16,6 +16,7 @@ from distill_jax.envs.base import Env, EnvState, Wrapper
 from distill_jax.envs.randomization import ModelRandomizer, ParamRange
 from distill_jax.envs.registry import describe_envs, get_env, list_envs, register_env
 from distill_jax.envs.wrappers import (
+    ActionLatency,
     DomainRandomization,
     ObservationHistory,
     SensorNoise,
@@ -36,6 +37,7 @@ __all__ = [
     "Wrapper",
     "ParamRange",
     "ModelRandomizer",
+    "ActionLatency",
     "DomainRandomization",
     "ObservationHistory",
     "SensorNoise",

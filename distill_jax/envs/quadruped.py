@@ -617,6 +617,7 @@ STACK_DEFAULTS: dict[str, Any] = {
     "history_fields": None,  # None: HISTORY_FIELDS
     "history_actions": True,
     "history_fill": "first",
+    "max_action_delay": 0,  # control steps; > 0 adds ActionLatency (privileged "action_latency")
 }
 # Per-field sensor noise (legged_gym's levels, in SI units).
 NOISE_STD: dict[str, float] = {
@@ -671,4 +672,5 @@ def make_quadruped_rough(**overrides: Any) -> Env:
         history_fields=tuple(stack["history_fields"] or HISTORY_FIELDS),
         history_actions=bool(stack["history_actions"]),
         history_fill=stack["history_fill"],
+        max_action_delay=int(stack["max_action_delay"]),
     )

@@ -106,6 +106,7 @@ _STACK_DEFAULTS = {
     "history_fields": None,
     "history_actions": True,
     "history_fill": "first",
+    "max_action_delay": 0,
 }
 
 
@@ -125,13 +126,22 @@ def wrap_task(
     history_fields: Sequence[str],
     history_actions: bool = True,
     history_fill: str = "first",
+    max_action_delay: int = 0,
 ) -> Env:
-    """Applies the default stack (DR -> noise -> history -> TimeLimit) to ``task``."""
-    from distill_jax.envs.wrappers import DomainRandomization, ObservationHistory, SensorNoise, TimeLimit
+    """Applies the default stack (DR -> [latency] -> noise -> history -> TimeLimit) to ``task``."""
+    from distill_jax.envs.wrappers import (
+        ActionLatency,
+        DomainRandomization,
+        ObservationHistory,
+        SensorNoise,
+        TimeLimit,
+    )
 
     env: Env = task
     if ranges:
         env = DomainRandomization(env, ranges)
+    if max_action_delay:
+        env = ActionLatency(env, max_action_delay)
     noise_std = {k: v for k, v in (noise_std or {}).items() if v}
     if noise_std:
         env = SensorNoise(env, noise_std)
@@ -175,6 +185,7 @@ def make_cartpole(**overrides: Any) -> Env:
         history_fields=s["history_fields"] or ("cart_pos", "pole_angle"),
         history_actions=s["history_actions"],
         history_fill=s["history_fill"],
+        max_action_delay=s["max_action_delay"],
     )
 
 
@@ -221,6 +232,7 @@ def _make_brax(env_name: str, default_episode_length: int, **overrides: Any) -> 
         history_fields=s["history_fields"] or ("proprio",),
         history_actions=s["history_actions"],
         history_fill=s["history_fill"],
+        max_action_delay=s["max_action_delay"],
     )
 
 

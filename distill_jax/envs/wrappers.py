@@ -2,7 +2,7 @@
 
 Single-instance wrappers (compose in this order, innermost first)::
 
-    task -> DomainRandomization -> SensorNoise -> ObservationHistory -> TimeLimit
+    task -> DomainRandomization -> [ActionLatency] -> SensorNoise -> ObservationHistory -> TimeLimit
 
 and the batching wrapper that goes outside all of them::
 
@@ -186,6 +186,60 @@ class DomainRandomization(Wrapper):
         fp = self.env.fingerprint()
         fp["randomization"] = [r.to_dict() for r in self.ranges]
         return _add_wrapper_entry(fp, {"type": "DomainRandomization", "obs_field": self.obs_field})
+
+
+# ------------------------------------------------------------- ActionLatency
+class ActionLatency(Wrapper):
+    """Actuation latency: the command of ``d`` control steps ago is applied, ``d`` drawn per episode.
+
+    ``d`` is uniform on ``{min_delay, ..., max_delay}`` at reset and fixed for the
+    episode; the commands of the last ``max_delay`` steps are carried in
+    ``info["action_buffer"]`` (zeros before the first command). The delay is
+    privileged: it is exposed, normalised to [0, 1], as the teacher-only field
+    ``obs_field`` (``"action_latency"``, shape ``[1]``), which a student must infer
+    from its history. Compose it outside :class:`DomainRandomization` and inside
+    :class:`ObservationHistory`, so the history records *commanded* actions (what
+    a robot knows); a task's own ``last_action`` field then reports the applied one.
+    """
+
+    def __init__(self, env: Env, max_delay: int, min_delay: int = 0, obs_field: str = "action_latency"):
+        super().__init__(env)
+        if not 0 <= int(min_delay) <= int(max_delay) or int(max_delay) < 1:
+            raise ValueError(f"ActionLatency needs 0 <= min_delay <= max_delay and max_delay >= 1; "
+                             f"got min_delay={min_delay}, max_delay={max_delay}")
+        self.min_delay, self.max_delay, self.obs_field = int(min_delay), int(max_delay), obs_field
+
+    @functools.cached_property
+    def schema(self) -> ObservationSchema:  # type: ignore[override]
+        return _extend_schema(self.env.schema, "teacher_only", self.obs_field, FieldSpec((1,)))
+
+    def _with_delay_obs(self, state: EnvState, delay: jax.Array) -> EnvState:
+        value = (delay.astype(jnp.float32) / self.max_delay).reshape(1)
+        return state.replace(obs={**state.obs, self.obs_field: value})
+
+    def reset(self, key: jax.Array) -> EnvState:
+        k_delay, k_env = jax.random.split(key)
+        delay = jax.random.randint(k_delay, (), self.min_delay, self.max_delay + 1)
+        state = self.env.reset(k_env)
+        buffer = jnp.zeros((self.max_delay, self.env.action_size), jnp.float32)
+        state = state.replace(info={**state.info, "action_buffer": buffer, "action_delay": delay})
+        return self._with_delay_obs(state, delay)
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        delay = state.info["action_delay"]
+        # Row k of ``history`` is the command of ``max_delay - k`` steps ago; the last row is now.
+        history = jnp.concatenate([state.info["action_buffer"], jnp.asarray(action, jnp.float32)[None]], axis=0)
+        applied = history[self.max_delay - delay]
+        nxt = self.env.step(state, applied)
+        nxt = nxt.replace(info={**nxt.info, "action_buffer": history[1:], "action_delay": delay})
+        return self._with_delay_obs(nxt, delay)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return _add_wrapper_entry(
+            self.env.fingerprint(),
+            {"type": "ActionLatency", "min_delay": self.min_delay, "max_delay": self.max_delay,
+             "obs_field": self.obs_field},
+        )
 
 
 # --------------------------------------------------------------- SensorNoise

@@ -39,6 +39,17 @@ class TeacherResult:
     history: list[dict[str, Any]]
 
 
+def initial_teacher_states(
+    batched_env: Env, nets: TeacherNetworks, config: PPOConfig, seed: int, num_seeds: int
+) -> TeacherState:
+    """``num_seeds`` fresh :class:`TeacherState`s stacked on a leading seed axis ``[K]``.
+
+    Wrap in ``jax.eval_shape`` for a restore template without computing anything.
+    """
+    init = jax.vmap(functools.partial(init_teacher, env=batched_env, nets=nets, config=config))
+    return jax.jit(init)(seed_keys(seed, num_seeds))
+
+
 def train_teacher(
     env: Env,
     config: PPOConfig,
@@ -69,8 +80,8 @@ def train_teacher(
     batched_env = VmapAutoReset(env, config.num_envs)
     nets = make_teacher_networks(env.schema, env.action_size, config)
     if initial_state is None:
-        init = jax.vmap(functools.partial(init_teacher, env=batched_env, nets=nets, config=config))
-        initial_state = jax.jit(init)(seed_keys(seed, num_seeds))
+        initial_state = initial_teacher_states(batched_env, nets, config, seed, num_seeds)
+
     def step(state, frozen):
         del frozen
         return train_step(state, env=batched_env, nets=nets, config=config)

@@ -1,0 +1,345 @@
+"""Phases over a run directory: teacher → distill → eval → export, each resumable.
+
+A run directory holds everything needed to reproduce and inspect a run::
+
+    config.json  schema.json  env_fingerprint.json     identity (written first)
+    checkpoints/teacher/<update>/  checkpoints/student/<update>/   Orbax, keep-N
+    metrics.jsonl                                      one row per iteration
+    eval.json  eval.md                                 the held-out panel
+    export/                                            the deployable student
+    plots/*.png  README.md                             curves and a summary
+
+Each phase reads what earlier phases left (checkpoints), so ``distill``,
+``eval`` and ``export`` can run on an existing directory, and a killed run
+continues from its newest checkpoint (``resume=True``): the chunking of
+updates and the stored RNG keys make the resumed result equal to the
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from distill_jax import checkpoint
+from distill_jax.config import RunConfig, replace_fields, to_dict
+from distill_jax.envs.base import Env
+
+TEACHER_DIR, STUDENT_DIR, EXPORT_DIR = "checkpoints/teacher", "checkpoints/student", "export"
+IDENTITY_FILES = ("config.json", "schema.json", "env_fingerprint.json")
+STUDENT_SEED_OFFSET = 100  # students draw seeds disjoint from their teachers'
+
+
+class RunError(RuntimeError):
+    """A run directory cannot serve the requested phase (missing, unfinished, occupied)."""
+
+
+@dataclasses.dataclass
+class Run:
+    """An open run directory: its path, resolved config and the (unbatched) env."""
+
+    path: pathlib.Path
+    config: RunConfig
+    env: Env
+
+    @property
+    def metrics_path(self) -> pathlib.Path:
+        return self.path / "metrics.jsonl"
+
+    def meta(self, phase: str) -> dict[str, Any]:
+        """Checkpoint identity. The teacher's schema excludes the mask rule: that is a
+        distillation setting, so one teacher can serve students with other rules."""
+        from distill_jax.report import schema_in_force
+
+        schema = self.env.schema if phase == "teacher" else schema_in_force(self.env.schema, self.config)
+        return checkpoint.make_meta(phase, config=to_dict(self.config), schema=schema,
+                                    env_fingerprint=self.env.fingerprint())
+
+
+def make_env(config: RunConfig) -> Env:
+    """The task named by ``config.env``; raises :class:`RunError` for an unknown name."""
+    from distill_jax.envs import get_env, list_envs
+
+    if config.env not in list_envs():
+        raise RunError(f"unknown environment {config.env!r}; valid names: {list_envs()}")
+    try:
+        return get_env(config.env, **dict(config.env_overrides))
+    except (TypeError, ValueError) as e:
+        raise RunError(f"env {config.env!r} with overrides {dict(config.env_overrides)}: {e}") from e
+
+
+def create_run(path: pathlib.Path, config: RunConfig) -> Run:
+    """Validates everything first, then creates ``path`` and writes the run's identity."""
+    from distill_jax.report import schema_in_force
+
+    config.validate()
+    env = make_env(config)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise RunError(f"{path}: exists and is not empty (use --resume to continue a run there)")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
+    (path / "schema.json").write_text(schema_in_force(env.schema, config).to_json())
+    (path / "env_fingerprint.json").write_text(json.dumps(env.fingerprint(), indent=2, sort_keys=True, default=str))
+    return Run(path, config, env)
+
+
+def find_run_dir(path: pathlib.Path) -> pathlib.Path:
+    """The run directory at or above ``path`` (a run dir, a checkpoint dir or a step dir)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: no such run directory or checkpoint")
+    for candidate in (path, *path.resolve().parents):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise RunError(f"{path}: not inside a run directory (no config.json here or above)")
+
+
+def open_run(path: pathlib.Path, overrides: dict[str, Any] | None = None) -> Run:
+    """Opens an existing run directory; ``overrides`` (nested dict) change its config.
+
+    Raises:
+      RunError: missing directory/config, or an env whose fingerprint no longer
+        matches the one recorded (the simulation code changed).
+    """
+    path = find_run_dir(path)
+    try:
+        config = replace_fields(RunConfig(), json.loads((path / "config.json").read_text()))
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path / 'config.json'}: not valid JSON ({e})") from e
+    if overrides:
+        config = replace_fields(config, overrides)
+    config.validate()
+    env = make_env(config)
+    recorded = path / "env_fingerprint.json"
+    if recorded.is_file():
+        now = json.loads(json.dumps(env.fingerprint(), default=str))
+        diffs = checkpoint._dict_diff(json.loads(recorded.read_text()), now)
+        if diffs:
+            raise RunError(f"{path}: the env no longer matches the run's env_fingerprint.json: {'; '.join(diffs[:5])}")
+    return Run(path, config, env)
+
+
+def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None) -> Run:
+    """A new run directory that reuses ``source``'s teacher checkpoints with changed settings.
+
+    The teacher checkpoints are copied (not linked), so the new directory is self-contained.
+    """
+    config = replace_fields(source.config, overrides or {})
+    run = create_run(path, config)
+    if (source.path / TEACHER_DIR).is_dir():
+        shutil.copytree(source.path / TEACHER_DIR, path / TEACHER_DIR)
+    (path / "teacher_source.json").write_text(json.dumps({"run_dir": str(source.path.resolve())}))
+    return run
+
+
+# ---------------------------------------------------------------- metrics log
+def trim_metrics(path: pathlib.Path, phase: str, done: int) -> None:
+    """Drops rows of ``phase`` past update ``done`` (written after the last checkpoint of a killed run)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+        if not (row.get("phase") == phase and row.get("update", 0) > done):
+            keep.append(line)
+    path.write_text("".join(f"{line}\n" for line in keep))
+
+
+def phase_logger(run: Run, phase: str, total_updates: int, quiet: bool = False):
+    """``(log_fn, close)``: JSONL rows always, a live progress line unless ``quiet``, TensorBoard if installed."""
+    from distill_jax.progress import JsonlLog, Progress
+
+    jsonl = JsonlLog(run.metrics_path, phase)
+    if quiet:
+        return jsonl, lambda: None
+    progress = Progress(phase, total_updates, tensorboard_dir=run.path / "tensorboard")
+
+    def log(row: dict[str, Any]) -> None:
+        jsonl(row)
+        progress(row)
+
+    return log, progress.close
+
+
+# ---------------------------------------------------------------- phases
+def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates: int, batch_size: int,
+                            template_fn: Callable[[], Any], train_fn: Callable[..., Any], resume: bool,
+                            quiet: bool) -> Any:
+    """Shared resume/checkpoint/log plumbing of the two training phases."""
+    ckpt_dir = run.path / directory
+    meta = run.meta(phase)
+    initial_state, done = None, 0
+    if checkpoint.complete_steps(ckpt_dir):
+        if not resume:
+            raise RunError(f"{ckpt_dir}: already holds {phase} checkpoints; pass --resume to continue them")
+        initial_state, _ = checkpoint.restore(ckpt_dir, jax.eval_shape(template_fn), meta)
+        done = int(np.asarray(initial_state.update_step)[0])
+    trim_metrics(run.metrics_path, phase, done)
+    saver = checkpoint.Checkpointer(ckpt_dir, meta, keep=run.config.checkpoint_keep)
+    if initial_state is None:  # a fresh run is restorable (and resumable) from update 0
+        initial_state = template_fn()
+        saver.save(0, initial_state, {"update_step": 0, "env_steps": 0})
+
+    def on_chunk(state: Any, updates_done: int) -> None:
+        saver.save(updates_done, state, {"update_step": updates_done, "env_steps": updates_done * batch_size})
+
+    log_fn, close = phase_logger(run, phase, total_updates, quiet)
+    try:
+        return train_fn(initial_state=initial_state, on_chunk=on_chunk, log_fn=log_fn)
+    finally:
+        close()
+        saver.close()
+
+
+def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False):
+    """Trains (or finishes training) the teacher; returns a ``TeacherResult``."""
+    from distill_jax.envs.wrappers import VmapAutoReset
+    from distill_jax.ppo.teacher import initial_teacher_states, make_teacher_networks, train_teacher
+
+    cfg = run.config
+    batched = VmapAutoReset(run.env, cfg.ppo.num_envs)
+    nets = make_teacher_networks(run.env.schema, run.env.action_size, cfg.ppo)
+    template = lambda: initial_teacher_states(batched, nets, cfg.ppo, cfg.seed, cfg.num_seeds)  # noqa: E731
+    train = lambda **kw: train_teacher(run.env, cfg.ppo, seed=cfg.seed, num_seeds=cfg.num_seeds,  # noqa: E731
+                                       updates_per_call=cfg.updates_per_call or None, **kw)
+    return _train_with_checkpoints(run, "teacher", TEACHER_DIR, cfg.ppo.num_updates, cfg.ppo.batch_size,
+                                   template, train, resume, quiet)
+
+
+def restore_teacher(run: Run, step: int | None = None, *, require_finished: bool = True):
+    """The teacher from the run's checkpoints (newest, or ``step``) as a ``TeacherResult``."""
+    from distill_jax.envs.wrappers import VmapAutoReset
+    from distill_jax.ppo.teacher import TeacherResult, initial_teacher_states, make_teacher_networks
+
+    cfg = run.config
+    batched = VmapAutoReset(run.env, cfg.ppo.num_envs)
+    nets = make_teacher_networks(run.env.schema, run.env.action_size, cfg.ppo)
+    template = jax.eval_shape(lambda: initial_teacher_states(batched, nets, cfg.ppo, cfg.seed, cfg.num_seeds))
+    state, _ = checkpoint.restore(run.path / TEACHER_DIR, template, run.meta("teacher"), step=step)
+    done = int(np.asarray(state.update_step)[0])
+    if require_finished and step is None and done < cfg.ppo.num_updates:
+        raise RunError(f"{run.path / TEACHER_DIR}: the teacher stopped at update {done} of "
+                       f"{cfg.ppo.num_updates}; finish it with --resume first")
+    return TeacherResult(state=state, nets=nets, env=batched, history=[])
+
+
+def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool = False):
+    """Distils one student per teacher seed; returns a ``DistillResult``."""
+    from distill_jax.distill.phase import build_student, distill_student, initial_student_states
+    from distill_jax.distill.update import FrozenTeacher
+    from distill_jax.envs.wrappers import VmapAutoReset
+
+    cfg = run.config
+    frozen = FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats)
+    seed = cfg.seed + STUDENT_SEED_OFFSET
+    batched = VmapAutoReset(run.env, cfg.distill.num_envs)
+    student = build_student(run.env, cfg.distill)
+    template = lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds)  # noqa: E731
+    train = lambda **kw: distill_student(run.env, teacher.nets.actor, frozen, cfg.distill, seed=seed,  # noqa: E731
+                                         updates_per_call=cfg.updates_per_call or None, **kw)
+    return _train_with_checkpoints(run, "distill", STUDENT_DIR, cfg.distill.num_updates, cfg.distill.batch_size,
+                                   template, train, resume, quiet)
+
+
+def restore_student(run: Run):
+    """The finished student from the run's checkpoints as a ``DistillResult``."""
+    from distill_jax.distill.phase import DistillResult, build_student, initial_student_states
+    from distill_jax.envs.wrappers import VmapAutoReset
+
+    cfg = run.config
+    batched = VmapAutoReset(run.env, cfg.distill.num_envs)
+    student = build_student(run.env, cfg.distill)
+    seed = cfg.seed + STUDENT_SEED_OFFSET
+    template = jax.eval_shape(lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds))
+    state, _ = checkpoint.restore(run.path / STUDENT_DIR, template, run.meta("distill"))
+    done = int(np.asarray(state.update_step)[0])
+    if done < cfg.distill.num_updates:
+        raise RunError(f"{run.path / STUDENT_DIR}: the student stopped at update {done} of "
+                       f"{cfg.distill.num_updates}; finish it with --resume first")
+    return DistillResult(state=state, student=student, env=batched, history=[])
+
+
+def eval_phase(run: Run, teacher: Any, student: Any) -> dict[str, Any]:
+    """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``."""
+    from distill_jax.report import write_eval
+
+    return write_eval(run.path, run.env, run.config, teacher, student)
+
+
+def export_phase(run: Run, student: Any) -> dict[str, Any]:
+    """Exports seed 0's student to ``run/export`` and checks the loaded artifact.
+
+    The check feeds the student's own last training observations through the
+    loaded artifact and through the in-process evaluation wrapper: actions must
+    be bit-identical, and a privileged field must be rejected.
+    """
+    from distill_jax.evaluate import student_actor_only
+    from distill_jax.export import export_student, load_student
+    from distill_jax.report import first_seed
+    from distill_jax.schema import PrivilegedFieldError
+
+    params, stats = first_seed(student.state.params), first_seed(student.state.obs_stats)
+    directory = export_student(run.path / EXPORT_DIR, student.student, params, stats)
+    deployed = load_student(directory)
+    obs = first_seed(student.state.env_state.obs)
+    batch = int(np.asarray(jax.tree.leaves(obs)[0]).shape[0])
+    deployable = {name: np.asarray(obs[name]) for name in student.student.schema.student_obs}
+    exported_actions = np.asarray(deployed.step(None, deployable, np.ones(batch, np.float32))[1])
+
+    def in_process(p, s, o):
+        policy = student_actor_only(student.student, p, s, deterministic=True)
+        first = jax.numpy.ones((batch,), jax.numpy.float32)
+        return policy(student.student.initial_carry(batch), o, first, jax.random.PRNGKey(0))[1].action
+
+    reference = np.asarray(jax.jit(in_process)(params, stats, obs))
+    privileged = next(iter(run.env.schema.privileged), None)
+    try:
+        if privileged is not None:
+            deployed({**deployable, privileged: np.asarray(obs[privileged])})
+        rejected = privileged is None
+    except PrivilegedFieldError:
+        rejected = True
+    verification = {
+        "bit_identical_to_in_process": bool(np.array_equal(exported_actions, reference)),
+        "max_abs_difference": float(np.max(np.abs(exported_actions - reference))),
+        "observations_checked": batch,
+        "privileged_field_rejected": rejected,
+        "privileged_field_tried": privileged,
+    }
+    (directory / "verification.json").write_text(json.dumps(verification, indent=2))
+    return {"directory": directory, **verification}
+
+
+def write_summary(run: Run, report: dict[str, Any] | None, exported: dict[str, Any] | None) -> pathlib.Path:
+    """A short ``README.md`` for the run directory: what ran, the panel table, the artifacts."""
+    cfg = run.config
+    lines = [
+        f"# distill_jax run: {cfg.env}",
+        "",
+        f"- seeds: {cfg.seed} … {cfg.seed + cfg.num_seeds - 1} ({cfg.num_seeds} teacher/student pairs)",
+        f"- teacher: PPO, {cfg.ppo.total_env_steps:,} env steps per seed, {cfg.ppo.num_envs} envs",
+        f"- student: {cfg.distill.student_kind}, objective {cfg.distill.objective}, behaviour "
+        f"{cfg.distill.behaviour}, {cfg.distill.total_env_steps:,} env steps, mask rule {list(cfg.distill.mask_rule)}",
+        "",
+    ]
+    if report is not None:
+        lines += ["## Held-out panel (seed index 0)", "", report["table"], ""]
+    if exported is not None:
+        lines += [f"Exported student: `{EXPORT_DIR}/` (bit-identical to in-process: "
+                  f"{exported['bit_identical_to_in_process']}; privileged input rejected: "
+                  f"{exported['privileged_field_rejected']}). Load it with "
+                  f"`distill_jax.export.load_student(\"{EXPORT_DIR}\")`.", ""]
+    lines += ["## Artifacts", ""]
+    lines += [f"- `{p.relative_to(run.path)}`" for p in sorted(run.path.iterdir()) if p.name != "README.md"]
+    path = run.path / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,155 @@
+"""Orbax checkpoints: resume-after-kill equality, identity checks, damaged directories."""
+
+import dataclasses
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from distill_jax import checkpoint, pipeline
+from distill_jax.envs import get_env
+from distill_jax.presets import SMOKE
+from distill_jax.schema import FieldSpec
+
+# Six teacher updates in three compiled calls of two: a kill after the second call
+# leaves a mid-phase checkpoint at update 4.
+RESUME_CONFIG = dataclasses.replace(
+    SMOKE, updates_per_call=2, ppo=dataclasses.replace(SMOKE.ppo, total_env_steps=16 * 8 * 6)
+)
+
+
+class SimulatedKill(BaseException):
+    """Stands in for SIGKILL: raised right after a checkpoint is written."""
+
+
+def leaves_equal(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_teacher(tmp_path, monkeypatch):
+    uninterrupted = pipeline.teacher_phase(pipeline.create_run(tmp_path / "a", RESUME_CONFIG), quiet=True)
+
+    run_b = pipeline.create_run(tmp_path / "b", RESUME_CONFIG)
+    real_save = checkpoint.Checkpointer.save
+
+    def save_then_die(self, step, state, counters=None):
+        real_save(self, step, state, counters)
+        if step == 4:
+            raise SimulatedKill
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save_then_die)
+    with pytest.raises(SimulatedKill):
+        pipeline.teacher_phase(run_b, quiet=True)
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", real_save)
+    # A line written after the last checkpoint (the kill came later) must not survive the resume.
+    with (run_b.path / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"phase": "teacher", "update": 5, "env_steps": 640}) + "\n")
+
+    assert checkpoint.complete_steps(run_b.path / pipeline.TEACHER_DIR)[-1] == 4
+    with pytest.raises(pipeline.RunError, match="--resume"):
+        pipeline.teacher_phase(pipeline.open_run(run_b.path), quiet=True)
+    resumed = pipeline.teacher_phase(pipeline.open_run(run_b.path), resume=True, quiet=True)
+
+    assert int(resumed.state.update_step[0]) == 6
+    assert leaves_equal(resumed.state.params, uninterrupted.state.params)
+    assert leaves_equal(resumed.state.opt_state, uninterrupted.state.opt_state)
+    assert leaves_equal(resumed.state.obs_stats, uninterrupted.state.obs_stats)
+    assert leaves_equal(resumed.state.key, uninterrupted.state.key)
+    updates = [json.loads(line)["update"] for line in (run_b.path / "metrics.jsonl").read_text().splitlines()]
+    assert updates == [1, 2, 3, 4, 5, 6]
+    # keep-N: only the newest three checkpoints remain.
+    assert checkpoint.complete_steps(run_b.path / pipeline.TEACHER_DIR) == [2, 4, 6]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A small checkpoint of a cartpole identity (no training needed)."""
+    env = get_env("cartpole")
+    meta = checkpoint.make_meta("teacher", config={"seed": 0}, schema=env.schema, env_fingerprint=env.fingerprint())
+    state = {"params": {"w": jnp.arange(6.0).reshape(2, 3)}, "key": jax.random.PRNGKey(3),
+             "step": jnp.asarray(7, jnp.int32), "empty": jnp.zeros((4, 0))}
+    directory = tmp_path_factory.mktemp("ckpt") / "teacher"
+    saver = checkpoint.Checkpointer(directory, meta, keep=2)
+    saver.save(7, state)
+    saver.close()
+    return env, meta, state, directory
+
+
+def copy_of(saved_dir, tmp_path):
+    target = tmp_path / "teacher"
+    shutil.copytree(saved_dir, target)
+    return target
+
+
+def test_restore_round_trips_values_dtypes_and_zero_size_leaves(saved):
+    _, meta, state, directory = saved
+    restored, stored_meta = checkpoint.restore(directory, state, meta)
+    assert leaves_equal(restored, state)
+    assert restored["empty"].shape == (4, 0) and restored["step"].dtype == jnp.int32
+    assert stored_meta["step"] == 7 and stored_meta["format_version"] == checkpoint.FORMAT_VERSION
+
+
+def test_restoring_into_another_schema_names_the_field(saved):
+    env, meta, state, directory = saved
+    other = dataclasses.replace(env.schema, student_obs=env.schema.student_obs + ("velocities",),
+                                teacher_only=tuple(n for n in env.schema.teacher_only if n != "velocities"))
+    wrong = checkpoint.make_meta("teacher", config={"seed": 0}, schema=other, env_fingerprint=env.fingerprint())
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="velocities"):
+        checkpoint.restore(directory, state, wrong)
+    resized = env.schema.with_fields({**env.schema.field_specs, "cart_pos": FieldSpec((2,))})
+    wrong = checkpoint.make_meta("teacher", config={"seed": 0}, schema=resized, env_fingerprint=env.fingerprint())
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="cart_pos"):
+        checkpoint.restore(directory, state, wrong)
+
+
+def test_restoring_into_another_env_names_the_difference(saved):
+    env, meta, state, directory = saved
+    fingerprint = {**env.fingerprint(), "episode_length": 999}
+    wrong = {**meta, "env_fingerprint": json.loads(json.dumps(fingerprint, default=str))}
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="episode_length: 250 in checkpoint, 999 now"):
+        checkpoint.restore(directory, state, wrong)
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="expected 'distill'"):
+        checkpoint.restore(directory, state, {**meta, "phase": "distill"})
+
+
+def test_a_template_of_other_shapes_is_refused(saved):
+    _, meta, state, directory = saved
+    bigger = {**state, "params": {"w": jnp.zeros((3, 3))}}
+    with pytest.raises(checkpoint.CheckpointError, match="w"):
+        checkpoint.restore(directory, bigger, meta)
+
+
+def test_format_version_is_checked(saved, tmp_path):
+    _, meta, state, directory = saved
+    target = copy_of(directory, tmp_path)
+    meta_file = target / "7" / "meta" / "metadata"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "format_version": 99}))
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="format version 99"):
+        checkpoint.restore(target, state, meta)
+
+
+@pytest.mark.parametrize("damage", ["delete_arrays", "truncate_arrays", "garbage_meta", "partial_only", "missing"])
+def test_corrupt_or_partial_directories_fail_cleanly(saved, tmp_path, damage):
+    _, meta, state, directory = saved
+    target = copy_of(directory, tmp_path)
+    step_dir = target / "7"
+    if damage == "delete_arrays":
+        shutil.rmtree(step_dir / "state")
+    elif damage == "truncate_arrays":
+        for path in (step_dir / "state").rglob("*"):
+            if path.is_file() and path.stat().st_size > 0 and "d" in path.parent.name:
+                path.write_bytes(path.read_bytes()[:3])
+    elif damage == "garbage_meta":
+        (step_dir / "meta" / "metadata").write_text("{not json")
+    elif damage == "partial_only":  # a save that was killed before its commit
+        step_dir.rename(target / "8.orbax-checkpoint-tmp-123")
+    elif damage == "missing":
+        shutil.rmtree(target)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(checkpoint.CheckpointError) as info:
+        checkpoint.restore(target, state, meta)
+    assert str(target) in str(info.value)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # a failed restore changes nothing
