@@ -27,6 +27,9 @@ class NetworkConfig:
     actor_hidden: tuple[int, ...] = (64, 64)
     critic_hidden: tuple[int, ...] = (128, 128)
     activation: str = "tanh"
+    # > 0: RMA-style teacher actor, privileged fields -> latent of this size -> policy (EncodedTeacher).
+    privileged_latent: int = 0
+    encoder_hidden: tuple[int, ...] = (64,)
 
     def validate(self, prefix: str = "network") -> None:
         for name in ("actor_hidden", "critic_hidden"):
@@ -35,6 +38,8 @@ class NetworkConfig:
                      "needs one or more positive layer sizes")
         _require(self.activation in ("tanh", "relu", "elu", "swish"), f"{prefix}.activation",
                  self.activation, "must be one of tanh, relu, elu, swish")
+        _require(isinstance(self.privileged_latent, int) and self.privileged_latent >= 0,
+                 f"{prefix}.privileged_latent", self.privileged_latent, "must be a non-negative integer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +146,9 @@ class DistillConfig:
     gae_lambda: float = 0.95
     reward_scale: float = 1.0
     critic_hidden: tuple[int, ...] = (128, 128)
+    # Auxiliary RMA-style feature matching: weight of the masked regression of the teacher's
+    # privileged latent by the student (needs ppo.network.privileged_latent > 0, an MLP student).
+    latent_coef: float = 0.0
     total_env_steps: int = 200_000
 
     @property
@@ -180,6 +188,9 @@ class DistillConfig:
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"{prefix}.{name}", value, "must be in [0, 1]")
         _require(self.ppo_clip_eps > 0, f"{prefix}.ppo_clip_eps", self.ppo_clip_eps, "must be > 0")
+        _require(self.latent_coef >= 0, f"{prefix}.latent_coef", self.latent_coef, "must be >= 0")
+        _require(self.latent_coef == 0 or self.student_kind == "mlp", f"{prefix}.latent_coef", self.latent_coef,
+                 "latent matching is implemented for MLP students (student_kind='mlp')")
         _require(len(self.critic_hidden) > 0 and all(h > 0 for h in self.critic_hidden),
                  f"{prefix}.critic_hidden", self.critic_hidden, "needs one or more positive layer sizes")
         from distill_jax.distill.masks import RULES  # local: keep config import-light
@@ -215,6 +226,8 @@ class RunConfig:
                  self.checkpoint_keep, "must be a positive integer")
         self.ppo.validate("ppo")
         self.distill.validate("distill")
+        _require(self.distill.latent_coef == 0 or self.ppo.network.privileged_latent > 0, "distill.latent_coef",
+                 self.distill.latent_coef, "needs a teacher with a privileged latent (ppo.network.privileged_latent > 0)")
 
 
 def to_dict(config: Any) -> Any:

@@ -91,7 +91,11 @@ def flatten_obs(schema: ObservationSchema, obs: Mapping[str, jax.Array], role: R
       SchemaError: a field's trailing shape differs from its spec, or the
         fields' leading batch shapes disagree.
     """
-    selected = schema.select(obs, role)
+    return flatten_fields(schema, schema.select(obs, role))
+
+
+def flatten_fields(schema: ObservationSchema, selected: Mapping[str, jax.Array]) -> jax.Array:
+    """Concatenates already-selected fields ``{field: [*L, *field_shape]}`` into ``[*L, F]`` (dict order)."""
     parts = []
     lead_shape = None
     for name, value in selected.items():
@@ -190,13 +194,51 @@ class Actor(nn.Module):
     activation: str = "tanh"
     min_std: float = DEFAULT_MIN_STD
     init_std: float = 1.0
+    latent_size: int = 0  # > 0: also predicts a teacher latent from the torso features
 
     @nn.compact
     def __call__(self, obs: Mapping[str, jax.Array]) -> TanhGaussian:
         _check_actor_role(self.role)
         x = flatten_obs(self.schema, obs, self.role)
         h = MLP(tuple(self.hidden), self.activation, name="torso")(x)
+        if self.latent_size:
+            # Sown, not returned: acting code is unchanged, training reads it with mutable=["intermediates"].
+            self.sow("intermediates", "latent", nn.Dense(self.latent_size, name="latent_head")(h))
         return GaussianHead(self.action_size, self.min_std, self.init_std, name="head")(h)
+
+
+class EncodedTeacher(nn.Module):
+    """RMA-style teacher actor: privileged fields -> latent ``z``; policy on (deployable fields, ``z``).
+
+    :meth:`encode` reads only ``schema.teacher_only`` and returns ``z`` ``[*L, latent_size]``;
+    ``__call__`` reads ``schema.student_obs`` and ``z``. A student can then regress
+    ``z`` from its own (deployable) inputs (:func:`distill_jax.distill.losses.latent_matching_loss`).
+    """
+
+    schema: ObservationSchema
+    action_size: int
+    latent_size: int
+    hidden: Sequence[int] = (256, 256)
+    encoder_hidden: Sequence[int] = (64,)
+    activation: str = "tanh"
+    min_std: float = DEFAULT_MIN_STD
+    init_std: float = 1.0
+
+    def setup(self):
+        self.encoder = MLP(tuple(self.encoder_hidden), self.activation)
+        self.to_latent = nn.Dense(self.latent_size, kernel_init=nn.initializers.orthogonal(1.0),
+                                  bias_init=nn.initializers.zeros)
+        self.torso = MLP(tuple(self.hidden), self.activation)
+        self.head = GaussianHead(self.action_size, self.min_std, self.init_std)
+
+    def encode(self, obs: Mapping[str, jax.Array]) -> jax.Array:
+        privileged = {name: obs[name] for name in self.schema.teacher_only}
+        return self.to_latent(self.encoder(flatten_fields(self.schema, privileged)))
+
+    def __call__(self, obs: Mapping[str, jax.Array]) -> TanhGaussian:
+        x = flatten_obs(self.schema, obs, "student")
+        h = self.torso(jnp.concatenate([x, self.encode(obs)], axis=-1))
+        return self.head(h)
 
 
 class Critic(nn.Module):
@@ -307,6 +349,7 @@ def make_actor(
     activation: str = "tanh",
     min_std: float = DEFAULT_MIN_STD,
     init_std: float = 1.0,
+    latent_size: int = 0,
 ) -> Actor:
     """An MLP :class:`Actor` for ``role`` (``"teacher"`` or ``"student"``).
 
@@ -318,6 +361,8 @@ def make_actor(
       activation: a key of :data:`ACTIVATIONS`.
       min_std: lower bound of the pre-squash standard deviation.
       init_std: pre-squash standard deviation at initialisation.
+      latent_size: > 0 adds a head predicting a teacher latent ``[*L, latent_size]``
+        (sown as ``intermediates/latent``).
     """
     _check_actor_role(role)
     _activation(activation)
@@ -329,6 +374,7 @@ def make_actor(
         activation=activation,
         min_std=float(min_std),
         init_std=float(init_std),
+        latent_size=int(latent_size),
     )
 
 
@@ -385,6 +431,8 @@ __all__ = [
     "input_size",
     "make_actor",
     "make_critic",
+    "EncodedTeacher",
+    "flatten_fields",
     "make_gru_student",
     "unroll_gru",
 ]

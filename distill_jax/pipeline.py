@@ -242,7 +242,7 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
     frozen = FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats)
     seed = cfg.seed + STUDENT_SEED_OFFSET
     batched = VmapAutoReset(run.env, cfg.distill.num_envs)
-    student = build_student(run.env, cfg.distill)
+    student = build_student(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
     template = lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds)  # noqa: E731
     train = lambda **kw: distill_student(run.env, teacher.nets.actor, frozen, cfg.distill, seed=seed,  # noqa: E731
                                          updates_per_call=cfg.updates_per_call or None, **kw)
@@ -257,7 +257,7 @@ def restore_student(run: Run):
 
     cfg = run.config
     batched = VmapAutoReset(run.env, cfg.distill.num_envs)
-    student = build_student(run.env, cfg.distill)
+    student = build_student(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
     seed = cfg.seed + STUDENT_SEED_OFFSET
     template = jax.eval_shape(lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds))
     state, _ = checkpoint.restore(run.path / STUDENT_DIR, template, run.meta("distill"))

@@ -135,3 +135,43 @@ def test_ppo_term_trains_an_asymmetric_critic_from_rewards(env, tiny_teacher):
         distill_student(NaNRewards(env), actor, teacher, config, seed=3)
     with pytest.raises(ConfigError, match="needs behaviour='student'"):
         dataclasses.replace(config, behaviour="teacher").validate()
+
+
+def test_latent_matching_regresses_the_teachers_privileged_latent(env):
+    from distill_jax.config import NetworkConfig, RunConfig
+
+    network = NetworkConfig(actor_hidden=(32,), critic_hidden=(32,), privileged_latent=4, encoder_hidden=(16,))
+    result = train_teacher(env, dataclasses.replace(TINY_PPO, network=network), seed=0)
+    actor, params = result.nets.actor, jax.tree.map(lambda x: x[0], result.state.params["actor"])
+    obs = jax.tree.map(lambda x: x[0, :4], result.state.env_state.obs)
+    # The encoder reads exactly the privileged fields.
+    z = actor.apply(params, obs, method="encode")
+    moved_student = {k: (v + 1.0 if k in env.schema.student_obs else v) for k, v in obs.items()}
+    np.testing.assert_array_equal(z, actor.apply(params, moved_student, method="encode"))
+    moved_privileged = {k: (v + 1.0 if k in env.schema.teacher_only else v) for k, v in obs.items()}
+    assert not np.allclose(z, actor.apply(params, moved_privileged, method="encode"))
+
+    config = dataclasses.replace(TINY, latent_coef=1.0, total_env_steps=16 * 8 * 6)
+    frozen = FrozenTeacher(result.state.params["actor"], result.state.obs_stats)
+    student = distill_student(env, actor, frozen, config, seed=4)
+    assert np.isfinite([row["latent_error"][0] for row in student.history]).all()
+    assert "latent_head" in student.state.params["params"]
+
+    # On one fixed batch of states, the trained student predicts the teacher's latent better than at init.
+    from distill_jax.normalization import normalize
+
+    states = jax.tree.map(lambda x: x[0], result.state.env_state.obs)  # 16 states the student never trained on
+    target = actor.apply(params, normalize(jax.tree.map(lambda x: x[0], result.state.obs_stats), states),
+                         method="encode")
+    initial = initial_student_states(VmapAutoReset(env, config.num_envs), student.student, config, 4, 1)
+
+    def latent_error(state):
+        one = jax.tree.map(lambda x: x[0], state)
+        student_obs = normalize(one.obs_stats, student.student.schema.select(states, "student"))
+        _, predicted = student.student.sequence_with_latent(one.params, None, student_obs, None)
+        return float(np.mean(np.square(np.asarray(predicted) - np.asarray(target))))
+
+    assert latent_error(student.state) < 0.7 * latent_error(initial), (latent_error(student.state),
+                                                                       latent_error(initial))
+    with pytest.raises(ConfigError, match="privileged_latent"):
+        RunConfig(distill=config).validate()

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import jax
 
-from distill_jax.config import DistillConfig
+from distill_jax.config import ConfigError, DistillConfig
 from distill_jax.distill.student import Student, make_student
 from distill_jax.distill.update import FrozenTeacher, StudentState, distill_step, init_student
 from distill_jax.envs.base import Env
@@ -32,7 +32,8 @@ class DistillResult:
     history: list[dict[str, Any]]
 
 
-def build_student(env: Env, config: DistillConfig) -> Student:
+def build_student(env: Env, config: DistillConfig, latent_size: int = 0) -> Student:
+    """The student ``config`` describes; ``latent_size``: the teacher's latent, used if ``latent_coef > 0``."""
     return make_student(
         env.schema,
         env.action_size,
@@ -41,6 +42,7 @@ def build_student(env: Env, config: DistillConfig) -> Student:
         gru_size=config.gru_size,
         activation=config.student_activation,
         student_fields=config.student_fields,
+        latent_size=latent_size if config.latent_coef > 0 else 0,
     )
 
 
@@ -79,7 +81,9 @@ def distill_student(
     config.validate()
     num_seeds = int(jax.tree.leaves(teacher.params)[0].shape[0])
     batched_env = VmapAutoReset(env, config.num_envs)
-    student = build_student(env, config)
+    student = build_student(env, config, latent_size=getattr(teacher_actor, "latent_size", 0))
+    if config.latent_coef > 0 and student.sequence_with_latent is None:
+        raise ConfigError("distill.latent_coef > 0 needs a teacher with a privileged latent (EncodedTeacher)")
     if initial_state is None:
         initial_state = initial_student_states(batched_env, student, config, seed, num_seeds)
 

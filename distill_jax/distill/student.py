@@ -36,6 +36,8 @@ class Student(NamedTuple):
     initial_carry: Callable[[int], Any]
     step: Callable[[Any, Any, dict, jax.Array], tuple[Any, TanhGaussian]]
     sequence: Callable[[Any, Any, dict, jax.Array], TanhGaussian]
+    # (params, carry, obs[T, B], first[T, B]) -> (dist, predicted teacher latent [T, B, Z]); latent students only.
+    sequence_with_latent: Callable[[Any, Any, dict, jax.Array], tuple[TanhGaussian, jax.Array]] | None = None
 
 
 def student_schema(schema: ObservationSchema, student_fields: tuple[str, ...] | None) -> ObservationSchema:
@@ -65,11 +67,17 @@ def make_student(
     gru_size: int = 64,
     activation: str = "elu",
     student_fields: tuple[str, ...] | None = None,
+    latent_size: int = 0,
 ) -> Student:
-    """Builds a student actor that can read only ``schema.student_obs`` (or ``student_fields``)."""
+    """Builds a student actor that can read only ``schema.student_obs`` (or ``student_fields``).
+
+    ``latent_size > 0`` (MLP only) adds a head that predicts an RMA-style teacher
+    latent from the student's features, for auxiliary feature matching.
+    """
     schema = student_schema(schema, student_fields)
     if kind == "mlp":
-        module = make_actor(schema, "student", action_size, hidden=hidden, activation=activation)
+        module = make_actor(schema, "student", action_size, hidden=hidden, activation=activation,
+                            latent_size=latent_size)
 
         def step(params, carry, obs, first):
             del first
@@ -79,9 +87,17 @@ def make_student(
             del carry, first
             return module.apply(params, obs)
 
-        return Student(kind, schema, module, module.init, lambda batch: None, step, sequence)
+        def sequence_with_latent(params, carry, obs, first):
+            del carry, first
+            dist, sown = module.apply(params, obs, mutable=["intermediates"])
+            return dist, sown["intermediates"]["latent"][0]
+
+        return Student(kind, schema, module, module.init, lambda batch: None, step, sequence,
+                       sequence_with_latent if latent_size else None)
 
     if kind == "gru":
+        if latent_size:
+            raise ValueError("latent matching is implemented for MLP students; got kind='gru'")
         module = make_gru_student(
             schema, action_size, encoder=hidden[:1], gru_size=gru_size, head=hidden[1:] or hidden[:1],
             activation=activation,

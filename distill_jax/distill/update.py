@@ -80,6 +80,7 @@ class DistillBatch(NamedTuple):
     valid: jax.Array  # [B, T]
     carry: Any  # [B, H] student memory before step 0, or None
     ppo: PPOBatch | None = None  # [B, T] leaves; only with the λ·PPO term (obs: all fields, normalised)
+    teacher_latent: jax.Array | None = None  # [B, T, Z]; only with latent matching
 
 
 def student_critic(env: Env, config: DistillConfig):
@@ -125,8 +126,9 @@ def teacher_probability(config: DistillConfig, update_step: jax.Array) -> jax.Ar
     return config.beta_start + frac * (config.beta_end - config.beta_start)
 
 
-def collection_policy(teacher_actor, teacher: FrozenTeacher, student: Student, student_params, student_stats, beta):
-    """The behaviour policy; records the teacher's distribution in ``extras``."""
+def collection_policy(teacher_actor, teacher: FrozenTeacher, student: Student, student_params, student_stats, beta,
+                      record_latent: bool = False):
+    """The behaviour policy; records the teacher's distribution (and latent) in ``extras``."""
 
     def policy(carry, obs, first, key):
         act_key, mix_key = jax.random.split(key)
@@ -143,6 +145,9 @@ def collection_policy(teacher_actor, teacher: FrozenTeacher, student: Student, s
             "teacher_scale": teacher_dist.scale,
             "teacher_acted": teacher_acts.astype(jnp.float32),
         }
+        if record_latent:
+            normalised = obs if teacher.obs_stats is None else normalization.normalize(teacher.obs_stats, obs)
+            extras["teacher_latent"] = teacher_actor.apply(teacher.params, normalised, method="encode")
         return carry, PolicyStep(*out[:5], extras=extras)
 
     return policy
@@ -158,7 +163,11 @@ def distill_loss(params, batch: DistillBatch, *, student: Student, config: Disti
     time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
     student_params = params if config.ppo_coef == 0 else params["student"]
     obs = jax.tree.map(time_major, batch.obs)
-    dist = student.sequence(student_params, batch.carry, obs, time_major(batch.first))
+    first = time_major(batch.first)
+    if config.latent_coef > 0:
+        dist, latent = student.sequence_with_latent(student_params, batch.carry, obs, first)
+    else:
+        dist = student.sequence(student_params, batch.carry, obs, first)
     teacher = losses.TanhGaussian(time_major(batch.teacher_loc), time_major(batch.teacher_scale))
     valid = time_major(batch.valid)
     if config.objective == "kl":
@@ -168,6 +177,10 @@ def distill_loss(params, batch: DistillBatch, *, student: Student, config: Disti
     else:
         loss, mse_metrics = losses.action_mse_loss(jnp.tanh(dist.loc), jnp.tanh(teacher.loc), valid)
         metrics = {"valid_fraction": mse_metrics["valid_fraction"]}
+    if config.latent_coef > 0:  # RMA-style feature matching, same mask
+        latent_loss, latent_metrics = losses.latent_matching_loss(latent, time_major(batch.teacher_latent), valid)
+        loss = loss + config.latent_coef * latent_loss
+        metrics = {**metrics, **latent_metrics}
     if config.ppo_coef == 0:
         return loss, metrics
     ppo_total, ppo_metrics = ppo_loss(
@@ -209,7 +222,8 @@ def distill_step(
     """One distillation iteration for one seed (vmap over seeds, scan over iterations)."""
     key, rollout_key, sgd_key = jax.random.split(state.key, 3)
     beta = teacher_probability(config, state.update_step)
-    policy = collection_policy(teacher_actor, teacher, student, state.params, state.obs_stats, beta)
+    policy = collection_policy(teacher_actor, teacher, student, state.params, state.obs_stats, beta,
+                               record_latent=config.latent_coef > 0)
     carry0 = state.carry
     env_state, carry, tr = unroll(env, state.env_state, policy, carry0, rollout_key, config.unroll_length)
 
@@ -235,6 +249,7 @@ def distill_step(
         teacher_scale=env_major(safe_scale),
         valid=env_major(valid),
         carry=carry0,
+        teacher_latent=env_major(tr.policy.extras["teacher_latent"]) if config.latent_coef > 0 else None,
     )
     critic = None
     if config.ppo_coef > 0:  # only here are rewards read

@@ -17,7 +17,7 @@ from flax import struct
 from distill_jax import normalization
 from distill_jax.config import PPOConfig
 from distill_jax.envs.base import Env, EnvState
-from distill_jax.networks import make_actor, make_critic
+from distill_jax.networks import EncodedTeacher, make_actor, make_critic
 from distill_jax.policy import make_policy
 from distill_jax.ppo.gae import compute_gae
 from distill_jax.ppo.loss import PPOBatch, ppo_loss
@@ -35,8 +35,14 @@ class TeacherNetworks(NamedTuple):
 
 def make_teacher_networks(schema: ObservationSchema, action_size: int, config: PPOConfig) -> TeacherNetworks:
     net = config.network
+    if net.privileged_latent:
+        actor = EncodedTeacher(schema=schema, action_size=int(action_size), latent_size=net.privileged_latent,
+                               hidden=tuple(net.actor_hidden), encoder_hidden=tuple(net.encoder_hidden),
+                               activation=net.activation)
+    else:
+        actor = make_actor(schema, "teacher", action_size, hidden=net.actor_hidden, activation=net.activation)
     return TeacherNetworks(
-        actor=make_actor(schema, "teacher", action_size, hidden=net.actor_hidden, activation=net.activation),
+        actor=actor,
         critic=make_critic(schema, hidden=net.critic_hidden, activation=net.activation),
     )
 
