@@ -205,6 +205,9 @@ class RunConfig:
 
     env: str = "cartpole"
     env_overrides: tuple[tuple[str, Any], ...] = ()
+    # Applied over env_overrides for the held-out panel only: a shifted evaluation distribution
+    # (e.g. (("noise_std", 0.05),)); empty = the training distribution.
+    eval_env_overrides: tuple[tuple[str, Any], ...] = ()
     seed: int = 0
     num_seeds: int = 1
     eval_episodes: int = 64

@@ -62,16 +62,21 @@ class Run:
                                     env_fingerprint=self.env.fingerprint())
 
 
-def make_env(config: RunConfig) -> Env:
-    """The task named by ``config.env``; raises :class:`RunError` for an unknown name."""
+def make_env(config: RunConfig, *, for_eval: bool = False) -> Env:
+    """The task named by ``config.env`` (with ``eval_env_overrides`` on top if ``for_eval``).
+
+    Raises:
+      RunError: unknown name or overrides, or an evaluation env whose schema differs.
+    """
     from distill_jax.envs import get_env, list_envs
 
     if config.env not in list_envs():
         raise RunError(f"unknown environment {config.env!r}; valid names: {list_envs()}")
+    overrides = {**dict(config.env_overrides), **(dict(config.eval_env_overrides) if for_eval else {})}
     try:
-        return get_env(config.env, **dict(config.env_overrides))
+        return get_env(config.env, **overrides)
     except (TypeError, ValueError) as e:
-        raise RunError(f"env {config.env!r} with overrides {dict(config.env_overrides)}: {e}") from e
+        raise RunError(f"env {config.env!r} with overrides {overrides}: {e}") from e
 
 
 def create_run(path: pathlib.Path, config: RunConfig) -> Run:
@@ -80,6 +85,8 @@ def create_run(path: pathlib.Path, config: RunConfig) -> Run:
 
     config.validate()
     env = make_env(config)
+    if config.eval_env_overrides:
+        check_eval_env(env, make_env(config, for_eval=True))
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RunError(f"{path}: exists and is not empty (use --resume to continue a run there)")
     path.mkdir(parents=True, exist_ok=True)
@@ -87,6 +94,13 @@ def create_run(path: pathlib.Path, config: RunConfig) -> Run:
     (path / "schema.json").write_text(schema_in_force(env.schema, config).to_json())
     (path / "env_fingerprint.json").write_text(json.dumps(env.fingerprint(), indent=2, sort_keys=True, default=str))
     return Run(path, config, env)
+
+
+def check_eval_env(train_env: Env, eval_env: Env) -> None:
+    """A shifted evaluation env may change distributions, never the observation schema."""
+    diff = train_env.schema.diff(eval_env.schema)
+    if diff:
+        raise RunError(f"eval_env_overrides change the observation schema ({diff}); only distributions may shift")
 
 
 def find_run_dir(path: pathlib.Path) -> pathlib.Path:
@@ -125,16 +139,19 @@ def open_run(path: pathlib.Path, overrides: dict[str, Any] | None = None) -> Run
     return Run(path, config, env)
 
 
-def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None) -> Run:
-    """A new run directory that reuses ``source``'s teacher checkpoints with changed settings.
+def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None,
+             copy: tuple[str, ...] = (TEACHER_DIR,)) -> Run:
+    """A new run directory that reuses ``source``'s checkpoints (``copy``) with changed settings.
 
-    The teacher checkpoints are copied (not linked), so the new directory is self-contained.
+    Checkpoints are copied (not linked), so the new directory is self-contained;
+    ``source.json`` records where they came from.
     """
     config = replace_fields(source.config, overrides or {})
     run = create_run(path, config)
-    if (source.path / TEACHER_DIR).is_dir():
-        shutil.copytree(source.path / TEACHER_DIR, path / TEACHER_DIR)
-    (path / "teacher_source.json").write_text(json.dumps({"run_dir": str(source.path.resolve())}))
+    for directory in copy:
+        if (source.path / directory).is_dir():
+            shutil.copytree(source.path / directory, path / directory)
+    (path / "source.json").write_text(json.dumps({"run_dir": str(source.path.resolve()), "copied": list(copy)}))
     return run
 
 
@@ -272,7 +289,11 @@ def eval_phase(run: Run, teacher: Any, student: Any) -> dict[str, Any]:
     """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``."""
     from distill_jax.report import write_eval
 
-    return write_eval(run.path, run.env, run.config, teacher, student)
+    env = run.env
+    if run.config.eval_env_overrides:
+        env = make_env(run.config, for_eval=True)
+        check_eval_env(run.env, env)
+    return write_eval(run.path, env, run.config, teacher, student, train_env=run.env)
 
 
 def export_phase(run: Run, student: Any) -> dict[str, Any]:

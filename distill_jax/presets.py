@@ -54,6 +54,17 @@ GPU: dict[str, RunConfig] = {
                               total_env_steps=327_680),
         eval_episodes=256,
     ),
+    # Not yet run end to end: settings after Brax's published ant PPO configuration (4096 envs,
+    # discount 0.97, entropy 1e-2, reward scale 10, lr 3e-4), 50M env steps.
+    "brax_ant": RunConfig(
+        env="brax_ant",
+        ppo=PPOConfig(num_envs=4096, unroll_length=16, num_minibatches=32, num_epochs=4, learning_rate=3e-4,
+                      ent_coef=0.01, gamma=0.97, reward_scale=10.0, total_env_steps=50_000_000,
+                      network=NetworkConfig(actor_hidden=(256, 256), critic_hidden=(256, 256), activation="swish")),
+        distill=DistillConfig(num_envs=512, unroll_length=32, num_minibatches=4, num_epochs=2,
+                              total_env_steps=5_000_000),
+        eval_episodes=256,
+    ),
     "quadruped_rough": RunConfig(
         env="quadruped_rough",
         ppo=PPOConfig(num_envs=4096, unroll_length=24, num_minibatches=4, num_epochs=5, learning_rate=3e-4,

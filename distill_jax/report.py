@@ -48,8 +48,13 @@ def student_act_fn(student, params, obs_stats, batch: int):
     return act
 
 
-def build_eval(env, config: RunConfig, teacher_result, student_result) -> dict[str, Any]:
-    """The evaluation artifact (seed index 0 of teacher and student) as a JSON-able dict."""
+def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None) -> dict[str, Any]:
+    """The evaluation artifact (seed index 0 of teacher and student) as a JSON-able dict.
+
+    ``env`` is the panel's env; ``train_env`` the training one when the panel is
+    shifted (``config.eval_env_overrides``), else ``None`` (the same env).
+    """
+    train_env = env if train_env is None else train_env
     training_seeds = tuple(config.seed + k for k in range(config.num_seeds))
     panel = Panel.held_out(config.eval_episodes, training_seeds)
     teacher = FrozenTeacher(first_seed(teacher_result.state.params["actor"]), first_seed(teacher_result.state.obs_stats))
@@ -66,7 +71,10 @@ def build_eval(env, config: RunConfig, teacher_result, student_result) -> dict[s
     return {
         **metrics,
         "panel": {"seeds": list(panel.seeds), "deterministic": panel.deterministic,
-                  "training_seeds": list(training_seeds), "episode_length": env.episode_length},
+                  "training_seeds": list(training_seeds), "episode_length": env.episode_length,
+                  "distribution": "shifted" if config.eval_env_overrides else "training",
+                  "env_overrides": {k: v for k, v in config.eval_env_overrides},
+                  "env_fingerprint": env.fingerprint()},
         "schema": json.loads(schema.to_json()),
         "schema_diff": {
             "teacher_actor_to_student_actor": schema.student_leak_report(),
@@ -74,7 +82,7 @@ def build_eval(env, config: RunConfig, teacher_result, student_result) -> dict[s
             "env_schema_vs_student_schema": schema.diff(student.schema).to_dict(),
         },
         "leak_checks": checks,
-        "env": env.fingerprint(),
+        "env": train_env.fingerprint(),
         "config": to_dict(config),
     }
 
@@ -100,13 +108,15 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result) -> dict[str, Any]:
-    report = build_eval(env, config, teacher_result, student_result)
+def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result,
+               train_env=None) -> dict[str, Any]:
+    report = build_eval(env, config, teacher_result, student_result, train_env)
     (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     table = markdown_table(report)
     panel = report["panel"]
     (out / "eval.md").write_text(
-        f"# Evaluation on {len(panel['seeds'])} held-out seeds ({env.name})\n\n{table}\n"
+        f"# Evaluation on {len(panel['seeds'])} held-out seeds ({env.name}, {panel['distribution']} distribution"
+        f"{', ' + str(panel['env_overrides']) if panel['env_overrides'] else ''})\n\n{table}\n"
     )
     return {"table": table, "leak_passed": all(c["passed"] for c in report["leak_checks"].values()),
             "report": report}

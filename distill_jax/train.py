@@ -144,7 +144,9 @@ def open_target(args: argparse.Namespace):
         if changes:
             raise UsageError("changing settings of an existing run needs a new directory: add --out NEW_DIR")
         return source
-    return pipeline.fork_run(source, args.out, changes)
+    # A new student needs only the teacher; re-evaluating or exporting needs the student too.
+    copy = (pipeline.TEACHER_DIR,) if args.phase == "distill" else (pipeline.TEACHER_DIR, pipeline.STUDENT_DIR)
+    return pipeline.fork_run(source, args.out, changes, copy=copy)
 
 
 def teacher_step_of(source: pathlib.Path | None) -> int | None:

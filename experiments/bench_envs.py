@@ -244,7 +244,8 @@ def _fmt_mb(b: int | None) -> str:
 
 def write_markdown(path: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     lines = [
-        "# Environment throughput on CPU: wrapped batched envs vs raw `mjx.step`",
+        f"# Environment throughput on {meta.get('device_kind', meta['backend'])} (jax backend `{meta['backend']}`): "
+        "wrapped batched envs vs raw `mjx.step`",
         "",
         f"- command: `{meta['command']}`",
         f"- hardware: {meta['cpu_model']}, {meta['cpu_count']} cores visible to the process "
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_model": _cpu_model(),
         "cpu_count": len(os.sched_getaffinity(0)),
         "backend": jax.default_backend(),
+        "device_kind": f"{jax.device_count()} × {jax.devices()[0].device_kind}",
         "versions": _versions(),
         "steps": args.steps,
         "rounds": args.rounds,

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from distill_jax import checkpoint
+from distill_jax.config import ConfigError
 from distill_jax.report import EVAL_KEYS
 from distill_jax.train import main
 
@@ -56,6 +57,20 @@ def test_eval_and_export_phases_read_an_existing_run(smoke_run, capsys):
     assert json.loads((out / "eval.json").read_text())["student"] == json.loads(before)["student"]
     assert main(["--phase", "export", "--from", str(out / "checkpoints" / "student"), "--quiet"]) == 0
     assert "bit-identical to in-process: True" in capsys.readouterr().out
+    assert json.loads((out / "eval.json").read_text())["panel"]["distribution"] == "training"
+
+
+def test_eval_on_a_shifted_distribution_goes_to_a_new_directory(smoke_run, tmp_path):
+    out, _ = smoke_run
+    shifted = tmp_path / "noisy"
+    assert main(["--phase", "eval", "--from", str(out), "--out", str(shifted), "--quiet",
+                 "--set", 'eval_env_overrides=[["noise_std", 0.3]]']) == 0
+    report = json.loads((shifted / "eval.json").read_text())
+    assert report["panel"]["distribution"] == "shifted" and report["panel"]["env_overrides"] == {"noise_std": 0.3}
+    assert report["panel"]["env_fingerprint"] != report["env"]  # the training env is still recorded
+    original = json.loads((out / "eval.json").read_text())
+    assert report["student"] != original["student"]  # same seeds, noisier sensors
+    assert "shifted distribution" in (shifted / "eval.md").read_text()
 
 
 def test_distill_phase_forks_a_run_from_a_teacher_checkpoint(smoke_run, tmp_path):
@@ -125,3 +140,22 @@ def test_existing_nonempty_out_dir_is_refused(tmp_path, capsys):
     assert main(["--preset", "smoke", "--out", str(tmp_path)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_every_preset_and_config_file_resolves_to_a_valid_config():
+    import pathlib
+
+    from distill_jax.envs import list_envs
+    from distill_jax.presets import GPU, preset
+    from distill_jax.train import build_parser, resolve_config
+
+    for name, config in GPU.items():
+        assert name in list_envs() and config.env == name
+        assert preset("gpu", name) is config
+        config.validate()
+    files = sorted((pathlib.Path(__file__).parents[1] / "experiments" / "configs").glob("*.json"))
+    assert files
+    for path in files:
+        resolve_config(build_parser().parse_args(["--config", str(path)]))  # raises on an unknown field
+    with pytest.raises(ConfigError, match="no configuration for env 'moon_lander'"):
+        preset("gpu", "moon_lander")
