@@ -27,7 +27,6 @@ from typing import Any, Mapping
 import jax
 
 FORMAT_VERSION = 1
-TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
 class CheckpointError(RuntimeError):
@@ -62,8 +61,8 @@ def make_meta(phase: str, *, config: Mapping[str, Any], schema: Any, env_fingerp
     }
 
 
-def _dict_diff(a: Any, b: Any, path: str = "") -> list[str]:
-    """Human-readable paths where two JSON values differ (first few)."""
+def json_diff(a: Any, b: Any, path: str = "") -> list[str]:
+    """Human-readable paths where two JSON values differ (``a``: stored, ``b``: now)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in sorted(set(a) | set(b), key=str):
@@ -73,7 +72,7 @@ def _dict_diff(a: Any, b: Any, path: str = "") -> list[str]:
             elif key not in b:
                 out.append(f"{where}: {a[key]!r} in checkpoint, absent now")
             else:
-                out.extend(_dict_diff(a[key], b[key], where))
+                out.extend(json_diff(a[key], b[key], where))
         return out
     return [] if a == b else [f"{path or 'value'}: {a!r} in checkpoint, {b!r} now"]
 
@@ -95,10 +94,10 @@ def check_meta(stored: Mapping[str, Any], expected: Mapping[str, Any], directory
         diff = ObservationSchema.from_dict(stored["schema"]).diff(ObservationSchema.from_dict(expected["schema"]))
         raise CheckpointMismatchError(
             f"{directory}: observation schema differs from the one in force: {diff or 'mask rule/thresholds'}; "
-            f"details: {'; '.join(_dict_diff(stored['schema'], expected['schema'])[:5])}"
+            f"details: {'; '.join(json_diff(stored['schema'], expected['schema'])[:5])}"
         )
     if stored.get("env_fingerprint") != expected["env_fingerprint"]:
-        diffs = _dict_diff(stored.get("env_fingerprint"), expected["env_fingerprint"])
+        diffs = json_diff(stored.get("env_fingerprint"), expected["env_fingerprint"])
         raise CheckpointMismatchError(f"{directory}: env fingerprint differs: {'; '.join(diffs[:5])}")
 
 

@@ -232,7 +232,8 @@ class EncodedTeacher(nn.Module):
         self.head = GaussianHead(self.action_size, self.min_std, self.init_std)
 
     def encode(self, obs: Mapping[str, jax.Array]) -> jax.Array:
-        privileged = {name: obs[name] for name in self.schema.teacher_only}
+        readable = self.schema.select(obs, "teacher")  # MissingFieldError names any absent field
+        privileged = {name: readable[name] for name in self.schema.teacher_only}
         return self.to_latent(self.encoder(flatten_fields(self.schema, privileged)))
 
     def __call__(self, obs: Mapping[str, jax.Array]) -> TanhGaussian:

@@ -19,6 +19,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import shutil
@@ -32,7 +33,6 @@ from distill_jax.config import RunConfig, replace_fields, to_dict
 from distill_jax.envs.base import Env
 
 TEACHER_DIR, STUDENT_DIR, EXPORT_DIR = "checkpoints/teacher", "checkpoints/student", "export"
-IDENTITY_FILES = ("config.json", "schema.json", "env_fingerprint.json")
 STUDENT_SEED_OFFSET = 100  # students draw seeds disjoint from their teachers'
 
 
@@ -114,8 +114,8 @@ def find_run_dir(path: pathlib.Path) -> pathlib.Path:
     raise RunError(f"{path}: not inside a run directory (no config.json here or above)")
 
 
-def open_run(path: pathlib.Path, overrides: dict[str, Any] | None = None) -> Run:
-    """Opens an existing run directory; ``overrides`` (nested dict) change its config.
+def open_run(path: pathlib.Path) -> Run:
+    """Opens an existing run directory (or the one a checkpoint path lies in) with its recorded config.
 
     Raises:
       RunError: missing directory/config, or an env whose fingerprint no longer
@@ -126,14 +126,12 @@ def open_run(path: pathlib.Path, overrides: dict[str, Any] | None = None) -> Run
         config = replace_fields(RunConfig(), json.loads((path / "config.json").read_text()))
     except json.JSONDecodeError as e:
         raise RunError(f"{path / 'config.json'}: not valid JSON ({e})") from e
-    if overrides:
-        config = replace_fields(config, overrides)
     config.validate()
     env = make_env(config)
     recorded = path / "env_fingerprint.json"
     if recorded.is_file():
         now = json.loads(json.dumps(env.fingerprint(), default=str))
-        diffs = checkpoint._dict_diff(json.loads(recorded.read_text()), now)
+        diffs = checkpoint.json_diff(json.loads(recorded.read_text()), now)
         if diffs:
             raise RunError(f"{path}: the env no longer matches the run's env_fingerprint.json: {'; '.join(diffs[:5])}")
     return Run(path, config, env)
@@ -217,50 +215,70 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
         saver.close()
 
 
-def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False):
-    """Trains (or finishes training) the teacher; returns a ``TeacherResult``."""
+def _teacher_setup(run: Run):
+    """``(nets, template_fn)``: the teacher's networks and a function building its initial states."""
     from distill_jax.envs.wrappers import VmapAutoReset
-    from distill_jax.ppo.teacher import initial_teacher_states, make_teacher_networks, train_teacher
+    from distill_jax.ppo.teacher import initial_teacher_states, make_teacher_networks
 
     cfg = run.config
     batched = VmapAutoReset(run.env, cfg.ppo.num_envs)
     nets = make_teacher_networks(run.env.schema, run.env.action_size, cfg.ppo)
-    template = lambda: initial_teacher_states(batched, nets, cfg.ppo, cfg.seed, cfg.num_seeds)  # noqa: E731
+    return nets, lambda: initial_teacher_states(batched, nets, cfg.ppo, cfg.seed, cfg.num_seeds)
+
+
+def _student_setup(run: Run):
+    """``(student, seed, template_fn)``: the student, its base seed and a function building its initial states."""
+    from distill_jax.distill.phase import build_student, initial_student_states
+    from distill_jax.envs.wrappers import VmapAutoReset
+
+    cfg = run.config
+    batched = VmapAutoReset(run.env, cfg.distill.num_envs)
+    student = build_student(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
+    seed = cfg.seed + STUDENT_SEED_OFFSET
+    return student, seed, lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds)
+
+
+def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callable[[], Any], total_updates: int,
+                      step: int | None = None) -> Any:
+    """The state of ``phase`` from the run's checkpoints (newest, or ``step``); the newest must be finished."""
+    state, _ = checkpoint.restore(run.path / directory, jax.eval_shape(template_fn), run.meta(phase), step=step)
+    done = int(np.asarray(state.update_step)[0])
+    if step is None and done < total_updates:
+        raise RunError(f"{run.path / directory}: the {phase} phase stopped at update {done} of "
+                       f"{total_updates}; finish it with --resume first")
+    return state
+
+
+def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False):
+    """Trains (or finishes training) the teacher; returns a ``TeacherResult``."""
+    from distill_jax.ppo.teacher import train_teacher
+
+    cfg = run.config
+    _, template = _teacher_setup(run)
     train = lambda **kw: train_teacher(run.env, cfg.ppo, seed=cfg.seed, num_seeds=cfg.num_seeds,  # noqa: E731
                                        updates_per_call=cfg.updates_per_call or None, **kw)
     return _train_with_checkpoints(run, "teacher", TEACHER_DIR, cfg.ppo.num_updates, cfg.ppo.batch_size,
                                    template, train, resume, quiet)
 
 
-def restore_teacher(run: Run, step: int | None = None, *, require_finished: bool = True):
-    """The teacher from the run's checkpoints (newest, or ``step``) as a ``TeacherResult``."""
+def restore_teacher(run: Run, step: int | None = None):
+    """The teacher from the run's checkpoints (newest, which must be finished, or ``step``) as a ``TeacherResult``."""
     from distill_jax.envs.wrappers import VmapAutoReset
-    from distill_jax.ppo.teacher import TeacherResult, initial_teacher_states, make_teacher_networks
+    from distill_jax.ppo.teacher import TeacherResult
 
-    cfg = run.config
-    batched = VmapAutoReset(run.env, cfg.ppo.num_envs)
-    nets = make_teacher_networks(run.env.schema, run.env.action_size, cfg.ppo)
-    template = jax.eval_shape(lambda: initial_teacher_states(batched, nets, cfg.ppo, cfg.seed, cfg.num_seeds))
-    state, _ = checkpoint.restore(run.path / TEACHER_DIR, template, run.meta("teacher"), step=step)
-    done = int(np.asarray(state.update_step)[0])
-    if require_finished and step is None and done < cfg.ppo.num_updates:
-        raise RunError(f"{run.path / TEACHER_DIR}: the teacher stopped at update {done} of "
-                       f"{cfg.ppo.num_updates}; finish it with --resume first")
-    return TeacherResult(state=state, nets=nets, env=batched, history=[])
+    nets, template = _teacher_setup(run)
+    state = _restore_finished(run, "teacher", TEACHER_DIR, template, run.config.ppo.num_updates, step)
+    return TeacherResult(state=state, nets=nets, env=VmapAutoReset(run.env, run.config.ppo.num_envs), history=[])
 
 
 def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool = False):
     """Distils one student per teacher seed; returns a ``DistillResult``."""
-    from distill_jax.distill.phase import build_student, distill_student, initial_student_states
+    from distill_jax.distill.phase import distill_student
     from distill_jax.distill.update import FrozenTeacher
-    from distill_jax.envs.wrappers import VmapAutoReset
 
     cfg = run.config
     frozen = FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats)
-    seed = cfg.seed + STUDENT_SEED_OFFSET
-    batched = VmapAutoReset(run.env, cfg.distill.num_envs)
-    student = build_student(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
-    template = lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds)  # noqa: E731
+    _, seed, template = _student_setup(run)
     train = lambda **kw: distill_student(run.env, teacher.nets.actor, frozen, cfg.distill, seed=seed,  # noqa: E731
                                          updates_per_call=cfg.updates_per_call or None, **kw)
     return _train_with_checkpoints(run, "distill", STUDENT_DIR, cfg.distill.num_updates, cfg.distill.batch_size,
@@ -269,20 +287,13 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
 
 def restore_student(run: Run):
     """The finished student from the run's checkpoints as a ``DistillResult``."""
-    from distill_jax.distill.phase import DistillResult, build_student, initial_student_states
+    from distill_jax.distill.phase import DistillResult
     from distill_jax.envs.wrappers import VmapAutoReset
 
-    cfg = run.config
-    batched = VmapAutoReset(run.env, cfg.distill.num_envs)
-    student = build_student(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
-    seed = cfg.seed + STUDENT_SEED_OFFSET
-    template = jax.eval_shape(lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds))
-    state, _ = checkpoint.restore(run.path / STUDENT_DIR, template, run.meta("distill"))
-    done = int(np.asarray(state.update_step)[0])
-    if done < cfg.distill.num_updates:
-        raise RunError(f"{run.path / STUDENT_DIR}: the student stopped at update {done} of "
-                       f"{cfg.distill.num_updates}; finish it with --resume first")
-    return DistillResult(state=state, student=student, env=batched, history=[])
+    student, _, template = _student_setup(run)
+    state = _restore_finished(run, "distill", STUDENT_DIR, template, run.config.distill.num_updates)
+    return DistillResult(state=state, student=student, env=VmapAutoReset(run.env, run.config.distill.num_envs),
+                         history=[])
 
 
 def eval_phase(run: Run, teacher: Any, student: Any) -> dict[str, Any]:
@@ -303,9 +314,8 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
     loaded artifact and through the in-process evaluation wrapper: actions must
     be bit-identical, and a privileged field must be rejected.
     """
-    from distill_jax.evaluate import student_actor_only
     from distill_jax.export import export_student, load_student
-    from distill_jax.report import first_seed
+    from distill_jax.report import first_seed, student_actions
     from distill_jax.schema import PrivilegedFieldError
 
     params, stats = first_seed(student.state.params), first_seed(student.state.obs_stats)
@@ -316,12 +326,8 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
     deployable = {name: np.asarray(obs[name]) for name in student.student.schema.student_obs}
     exported_actions = np.asarray(deployed.step(None, deployable, np.ones(batch, np.float32))[1])
 
-    def in_process(p, s, o):
-        policy = student_actor_only(student.student, p, s, deterministic=True)
-        first = jax.numpy.ones((batch,), jax.numpy.float32)
-        return policy(student.student.initial_carry(batch), o, first, jax.random.PRNGKey(0))[1].action
-
-    reference = np.asarray(jax.jit(in_process)(params, stats, obs))
+    # Parameters as arguments, as in the exported program (closed-over constants would be folded differently).
+    reference = np.asarray(jax.jit(functools.partial(student_actions, student.student))(params, stats, obs))
     privileged = next(iter(run.env.schema.privileged), None)
     try:
         if privileged is not None:

@@ -37,15 +37,18 @@ def first_seed(tree: Any) -> Any:
     return jax.tree.map(lambda x: x[0], tree)
 
 
-def student_act_fn(student, params, obs_stats, batch: int):
-    """Deterministic actions of the student evaluation wrapper on a full obs dict ``[B, ...]``."""
+def student_actions(student, params, obs_stats, obs) -> jax.Array:
+    """Deterministic actions ``[B, A]`` of the student evaluation wrapper on a full obs dict ``[B, ...]``
+    (fresh memory for a recurrent student)."""
+    batch = jax.tree.leaves(obs)[0].shape[0]
     policy = student_actor_only(student, params, obs_stats, deterministic=True)
+    first = jnp.ones((batch,), jnp.float32)
+    return policy(student.initial_carry(batch), obs, first, jax.random.PRNGKey(0))[1].action
 
-    def act(obs):
-        first = jnp.ones((batch,), jnp.float32)
-        return policy(student.initial_carry(batch), obs, first, jax.random.PRNGKey(0))[1].action
 
-    return act
+def student_act_fn(student, params, obs_stats):
+    """``obs -> actions``: :func:`student_actions` with the student's parameters bound (for the leak audit)."""
+    return lambda obs: student_actions(student, params, obs_stats, obs)
 
 
 def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None) -> dict[str, Any]:
@@ -65,7 +68,7 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
         mask_rule=config.distill.mask_rule, mask_thresholds=dict(config.distill.mask_thresholds),
     )
     obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
-    act = student_act_fn(student, s_params, s_stats, 8)
+    act = student_act_fn(student, s_params, s_stats)
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
     schema = schema_in_force(env.schema, config)
     return {
