@@ -41,6 +41,18 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     return jnp.stack([jax.random.PRNGKey(seed + k) for k in range(num_seeds)])
 
 
+def init_per_seed(init: Callable[[jax.Array], Any], seed: int, num_seeds: int) -> Any:
+    """``init(key)`` for each of :func:`seed_keys`, stacked on a leading seed axis ``[K]``.
+
+    Seeds are initialised one after another (``lax.map``), not by ``vmap``: a vmapped
+    orthogonal initialiser becomes batched LAPACK QRs, and jaxlib 0.10's CPU QR kernel
+    blocks its thread-pool worker while it waits for sub-tasks on that same pool. With
+    several such QRs (one per layer) running at once on a 2-core machine every worker
+    waits and the program hangs. Unbatched QRs run inline; the result is unchanged.
+    """
+    return jax.jit(lambda keys: jax.lax.map(init, keys))(seed_keys(seed, num_seeds))
+
+
 def make_mesh(devices: list | None, num_envs: int) -> Mesh:
     devices = list(devices or jax.local_devices())
     if num_envs % len(devices):

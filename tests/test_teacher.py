@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,11 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax.config import ConfigError, PPOConfig
+from distill_jax.config import ConfigError, DistillConfig, PPOConfig
+from distill_jax.distill.phase import build_student, initial_student_states
 from distill_jax.envs import VmapAutoReset, get_env
 from distill_jax.envs.base import Wrapper
 from distill_jax.loop import NonFiniteError, check_finite
-from distill_jax.ppo.teacher import train_teacher
+from distill_jax.ppo.teacher import initial_teacher_states, train_teacher
+from distill_jax.ppo.update import make_teacher_networks
 from distill_jax.rollout import PolicyStep, unroll
 
 TINY = PPOConfig(
@@ -67,6 +70,23 @@ def test_seed_k_of_multi_seed_run_equals_single_run(env):
     assert len(multi.history[0]["episode_return"]) == 2
 
 
+def _qr_operand_ranks(fn) -> list[int]:
+    jaxpr = str(jax.make_jaxpr(fn)())
+    return [len(m.group(1).split(",")) for m in re.finditer(r"f32\[([0-9,]+)\] \S+ = qr\[", jaxpr)]
+
+
+def test_seeds_are_initialised_without_batched_lapack_qr(env):
+    """A vmapped orthogonal init is a batched CPU QR, which deadlocks jaxlib 0.10 on 2 cores (it hung CI)."""
+    batched = VmapAutoReset(env, TINY.num_envs)
+    nets = make_teacher_networks(batched.schema, batched.action_size, TINY)
+    config = DistillConfig(student_kind="gru", gru_size=8)
+    student = build_student(batched, config)
+    for init in (lambda: initial_teacher_states(batched, nets, TINY, 0, 4),
+                 lambda: initial_student_states(batched, student, config, 0, 4)):
+        ranks = _qr_operand_ranks(init)
+        assert ranks and set(ranks) == {2}, ranks  # one [rows, cols] matrix per QR, no seed axis
+
+
 def test_config_errors_name_field():
     with pytest.raises(ConfigError, match="ppo.num_minibatches=3"):
         PPOConfig(num_envs=16, unroll_length=8, num_minibatches=3).validate()
@@ -115,7 +135,8 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(
     import jax, numpy as np
     from distill_jax.config import PPOConfig
     from distill_jax.envs import get_env
-    from distill_jax.ppo.teacher import train_teacher
+    from distill_jax.ppo.teacher import initial_teacher_states, train_teacher
+from distill_jax.ppo.update import make_teacher_networks
     assert jax.device_count() == 8, jax.devices()
     env = get_env("cartpole")
     cfg = PPOConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2)

@@ -19,7 +19,7 @@ from distill_jax.distill.student import Student, make_student
 from distill_jax.distill.update import FrozenTeacher, StudentState, distill_step, init_student
 from distill_jax.envs.base import Env
 from distill_jax.envs.wrappers import VmapAutoReset
-from distill_jax.loop import run_phase, seed_keys
+from distill_jax.loop import init_per_seed, run_phase
 
 
 @dataclasses.dataclass
@@ -50,8 +50,8 @@ def initial_student_states(
     batched_env: Env, student: Student, config: DistillConfig, seed: int, num_seeds: int
 ) -> StudentState:
     """``num_seeds`` fresh :class:`StudentState`s stacked on a leading seed axis ``[K]``."""
-    init = jax.vmap(functools.partial(init_student, env=batched_env, student=student, config=config))
-    return jax.jit(init)(seed_keys(seed, num_seeds))
+    init = functools.partial(init_student, env=batched_env, student=student, config=config)
+    return init_per_seed(init, seed, num_seeds)
 
 
 def distill_student(

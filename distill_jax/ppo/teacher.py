@@ -13,12 +13,11 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-import jax
 
 from distill_jax.config import PPOConfig
 from distill_jax.envs.base import Env
 from distill_jax.envs.wrappers import VmapAutoReset
-from distill_jax.loop import run_phase, seed_keys
+from distill_jax.loop import init_per_seed, run_phase
 from distill_jax.ppo.update import TeacherNetworks, TeacherState, init_teacher, make_teacher_networks, train_step
 
 
@@ -46,8 +45,8 @@ def initial_teacher_states(
 
     Wrap in ``jax.eval_shape`` for a restore template without computing anything.
     """
-    init = jax.vmap(functools.partial(init_teacher, env=batched_env, nets=nets, config=config))
-    return jax.jit(init)(seed_keys(seed, num_seeds))
+    init = functools.partial(init_teacher, env=batched_env, nets=nets, config=config)
+    return init_per_seed(init, seed, num_seeds)
 
 
 def train_teacher(
