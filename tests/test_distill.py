@@ -115,6 +115,7 @@ def test_pure_distillation_reads_no_rewards(env, tiny_teacher):
     assert clean.state.critic is None
 
 
+@pytest.mark.slow  # three distillation programs of their own (~60 s on 2 cores)
 def test_ppo_term_trains_an_asymmetric_critic_from_rewards(env, tiny_teacher):
     actor, teacher = tiny_teacher
     config = dataclasses.replace(TINY, ppo_coef=0.5, critic_hidden=(32,))
@@ -137,6 +138,7 @@ def test_ppo_term_trains_an_asymmetric_critic_from_rewards(env, tiny_teacher):
         dataclasses.replace(config, behaviour="teacher").validate()
 
 
+@pytest.mark.slow  # an encoder teacher and a latent student of their own (~60 s on 2 cores)
 def test_latent_matching_regresses_the_teachers_privileged_latent(env):
     from distill_jax.config import NetworkConfig, RunConfig
 

@@ -14,6 +14,7 @@ import sys
 
 import jax
 import nbformat
+import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
@@ -104,6 +105,7 @@ def test_quickstart_runs_the_cli_pipeline_and_shows_its_artifacts(tmp_path):
     assert "eval.json" in printed and "metrics.jsonl" in printed
 
 
+@pytest.mark.slow  # compiles a Brax task's teacher, student and audit (~100 s on 2 cores)
 def test_custom_env_trains_distils_and_audits_a_brax_task():
     iters = 2
     nb = execute("custom_env.ipynb", kernel_env(DISTILL_JAX_NB_ITERS=str(iters), DISTILL_JAX_NB_NUM_ENVS="16"))

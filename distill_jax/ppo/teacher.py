@@ -13,7 +13,6 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-
 from distill_jax.config import PPOConfig
 from distill_jax.envs.base import Env
 from distill_jax.envs.wrappers import VmapAutoReset
