@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -42,30 +41,8 @@ import jax
 import jax.numpy as jnp
 from mujoco import mjx
 
+from benchlib import cpu_model, versions
 from distill_jax.envs import DomainRandomization, TimeLimit, VmapAutoReset, get_env
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "brax", "flax"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "absent"
-    return out
 
 
 def _memory_bytes(compiled) -> int | None:
@@ -308,11 +285,11 @@ def main(argv: list[str] | None = None) -> None:
 
     meta = {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]) if argv is None else str(argv),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": len(os.sched_getaffinity(0)),
         "backend": jax.default_backend(),
         "device_kind": f"{jax.device_count()} × {jax.devices()[0].device_kind}",
-        "versions": _versions(),
+        "versions": versions(),
         "steps": args.steps,
         "rounds": args.rounds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

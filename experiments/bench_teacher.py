@@ -27,12 +27,13 @@ import functools
 import json
 import pathlib
 import platform
-import subprocess
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from benchlib import commit, hardware, versions
 
 
 def install_brax_shim() -> None:
@@ -46,36 +47,6 @@ def install_brax_shim() -> None:
         return jax.tree.map(lambda a: jax.device_put(jnp.stack([jnp.asarray(a)] * len(devices)), sharding), x)
 
     jax.device_put_replicated = device_put_replicated
-
-
-def hardware() -> str:
-    dev = jax.devices()[0]
-    if dev.platform == "gpu":
-        return f"{dev.device_kind} (GPU)"
-    model = "unknown CPU"
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"{model}, {os.cpu_count()} cores (CPU)"
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    return {p: md.version(p) for p in ("jax", "jaxlib", "brax", "mujoco", "mujoco-mjx", "flax", "optax")}
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def first_reaching(points: list[tuple[int, float]], threshold: float) -> int | None:

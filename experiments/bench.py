@@ -1,0 +1,296 @@
+"""The pipeline's throughput against its physics limit and against Brax PPO, in one process and one run.
+
+For one task and several batch sizes B (environments per seed) this measures
+
+* ``raw``: B environments stepping raw ``mjx.step`` on the task's nominal model
+  with random actions, restarting every R steps (R = the wrapped env's mean
+  episode length under random actions): the physics limit (``bench_envs.make_raw``);
+* ``teacher``: our PPO teacher's training env-steps/s;
+* ``brax``: ``brax.training.agents.ppo.train`` with the same number of envs,
+  unroll length, minibatches, epochs, learning rate and network sizes (Brax tasks only);
+* ``distill``: distillation env-steps/s with the same sizes (DAgger collection,
+  MLP student, the teacher just trained frozen);
+
+A Brax task runs without randomisation, noise or history (the task Brax's trainer
+sees); any other task runs with the registry's default stack. And, at one batch size, the teacher with K = 1, 4, 16 seeds in one program
+(``vmap``), as total env-steps/s over all seeds. Training rates are the median
+over compiled calls after the first (which compiles); Brax's are its own
+``training/sps`` after its first epoch. Memory is the device's peak allocation
+on GPU and the process's peak RSS on CPU, read after each row (so it only grows).
+
+Writes ``OUT.md``, ``OUT.json`` and ``OUT_scaling.png`` (env-steps/s against B).
+
+Usage::
+
+    python experiments/bench.py --task brax_inverted_pendulum --num-envs 64,128,256,512,1024,2048 \\
+        --out experiments/results/bench_cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+import benchlib
+from bench_envs import make_raw, make_wrapped_runner
+
+CALLS = 3  # compiled calls per training measurement: the first compiles, the others are timed
+
+
+def build_env(task: str, plain: bool):
+    """``plain``: no randomisation, noise or history, i.e. the task Brax's trainer sees."""
+    from distill_jax.envs import get_env
+
+    return get_env(task, randomize=False, history_length=0, noise_std=0.0) if plain else get_env(task)
+
+
+def raw_sps(env, num_envs: int, steps: int = 100, repeats: int = 3) -> float:
+    """Env-steps/s of raw ``mjx.step`` physics (best of ``repeats`` compiled scans)."""
+    from distill_jax.envs import VmapAutoReset
+
+    key = jax.random.PRNGKey(0)
+    batched = VmapAutoReset(env, num_envs)
+    pilot = jax.jit(make_wrapped_runner(batched, steps))
+    _, episodes, length = jax.device_get(pilot(jax.jit(batched.reset)(key), key))
+    restart = max(1, int(round(length / episodes))) if episodes else None
+    init, run = make_raw(env.unwrapped, num_envs, steps, None, restart)
+    run = jax.jit(run)
+    state = jax.block_until_ready(jax.jit(init)(key))
+    jax.block_until_ready(run(state, key))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(state, key))
+        best = min(best, time.perf_counter() - t0)
+    return num_envs * steps / best
+
+
+def _timed_rate(rows: list[dict[str, Any]]) -> float:
+    rates = [row["env_steps_per_second"] for row in rows if "seconds" in row][1:]
+    return float(np.median(rates)) if rates else float("nan")
+
+
+def ppo_config(args, num_envs: int):
+    from distill_jax.config import NetworkConfig, PPOConfig
+
+    return PPOConfig(
+        num_envs=num_envs, unroll_length=args.unroll_length, num_minibatches=args.num_minibatches,
+        num_epochs=args.num_epochs, learning_rate=args.learning_rate, ent_coef=args.ent_coef,
+        total_env_steps=CALLS * args.updates_per_call * num_envs * args.unroll_length,
+        network=NetworkConfig(actor_hidden=args.policy_hidden, critic_hidden=args.value_hidden, activation="swish"),
+    )
+
+
+def teacher_sps(env, config, args, num_seeds: int = 1):
+    """``(total env-steps/s over all seeds, TeacherResult)``."""
+    from distill_jax.ppo.teacher import train_teacher
+
+    rows: list[dict[str, Any]] = []
+    result = train_teacher(env, config, seed=args.seed, num_seeds=num_seeds,
+                           updates_per_call=args.updates_per_call, log_fn=rows.append)
+    return _timed_rate(rows), result
+
+
+def distill_sps(env, teacher_result, config, args) -> float:
+    from distill_jax.config import DistillConfig
+    from distill_jax.distill.phase import distill_student
+    from distill_jax.distill.update import FrozenTeacher
+
+    distill = DistillConfig(num_envs=config.num_envs, unroll_length=config.unroll_length,
+                            num_minibatches=config.num_minibatches, num_epochs=config.num_epochs,
+                            learning_rate=config.learning_rate, total_env_steps=config.total_env_steps)
+    frozen = FrozenTeacher(teacher_result.state.params["actor"], teacher_result.state.obs_stats)
+    rows: list[dict[str, Any]] = []
+    distill_student(env, teacher_result.nets.actor, frozen, distill, seed=args.seed + 100,
+                    updates_per_call=args.updates_per_call, log_fn=rows.append)
+    return _timed_rate(rows)
+
+
+def brax_sps(task: str, config, args) -> float:
+    """Brax PPO's ``training/sps`` after its first (compiling) epoch, same sizes as ``config``."""
+    import functools
+
+    from bench_teacher import install_brax_shim
+
+    install_brax_shim()
+    from brax import envs
+    from brax.training.agents.ppo import networks as ppo_networks
+    from brax.training.agents.ppo import train as ppo
+
+    rates: list[float] = []
+    ppo.train(
+        environment=envs.get_environment(task.removeprefix("brax_"), backend="mjx"),
+        num_timesteps=config.total_env_steps, episode_length=1000, num_envs=config.num_envs,
+        batch_size=config.num_envs // config.num_minibatches, num_minibatches=config.num_minibatches,
+        unroll_length=config.unroll_length, num_updates_per_batch=config.num_epochs,
+        learning_rate=config.learning_rate, entropy_cost=config.ent_coef, discounting=config.gamma,
+        normalize_observations=True, num_evals=CALLS + 1, num_eval_envs=16, seed=args.seed,
+        progress_fn=lambda _, metrics: rates.append(float(metrics["training/sps"])) if "training/sps" in metrics else None,
+        network_factory=functools.partial(ppo_networks.make_ppo_networks,
+                                          policy_hidden_layer_sizes=config.network.actor_hidden,
+                                          value_hidden_layer_sizes=config.network.critic_hidden),
+    )
+    return float(np.median(rates[1:])) if len(rates) > 1 else float("nan")
+
+
+def measure(args) -> dict[str, Any]:
+    env = build_env(args.task, plain=args.task.startswith("brax_"))
+    rows = []
+    for num_envs in args.num_envs:
+        config = ppo_config(args, num_envs)
+        row: dict[str, Any] = {"num_envs": num_envs, "raw": raw_sps(env, num_envs)}
+        row["teacher"], result = teacher_sps(env, config, args)
+        row["brax"] = brax_sps(args.task, config, args) if args.task.startswith("brax_") and not args.no_brax else None
+        row["distill"] = distill_sps(env, result, config, args)
+        row["memory_bytes"], memory_kind = benchlib.peak_memory_bytes()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    multiseed_env = build_env(args.multiseed_task, plain=False)
+    multiseed = []
+    for k in args.seeds:
+        rate, _ = teacher_sps(multiseed_env, ppo_config(args, args.multiseed_envs), args, num_seeds=k)
+        multiseed.append({"num_seeds": k, "teacher": rate, "memory_bytes": benchlib.peak_memory_bytes()[0]})
+        print(json.dumps(multiseed[-1]), flush=True)
+    return {"rows": rows, "multiseed": multiseed, "memory_kind": memory_kind}
+
+
+def _ratio(a, b) -> str:
+    return "n/a" if a is None or b is None or not b else f"{a / b:.2f}"
+
+
+def _rate(x) -> str:
+    return "n/a" if x is None else f"{x:,.0f}"
+
+
+def markdown(results: dict[str, Any], meta: dict[str, Any], args) -> str:
+    rows, multiseed = results["rows"], results["multiseed"]
+    on_gpu = jax.default_backend() != "cpu"
+    lines = [
+        f"# Pipeline throughput on {meta['hardware']}: `{args.task}`",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; commit {meta['commit']}",
+        f"- PPO sizes (ours and Brax): unroll {args.unroll_length}, {args.num_minibatches} minibatches, "
+        f"{args.num_epochs} epochs, lr {args.learning_rate}, policy {args.policy_hidden}, value {args.value_hidden}; "
+        f"{args.updates_per_call} updates per compiled call, median of calls 2-{CALLS}",
+        f"- memory: {results['memory_kind']}, read after each row",
+        "",
+        "| envs | raw physics | teacher | teacher / raw | Brax PPO | teacher / Brax | distill | distill / teacher "
+        "| memory |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['num_envs']} | {_rate(r['raw'])} | {_rate(r['teacher'])} | {_ratio(r['teacher'], r['raw'])} "
+            f"| {_rate(r['brax'])} | {_ratio(r['teacher'], r['brax'])} | {_rate(r['distill'])} "
+            f"| {_ratio(r['distill'], r['teacher'])} | {r['memory_bytes'] / 2**20:,.0f} MiB |"
+        )
+    one = multiseed[0]["teacher"] if multiseed and multiseed[0]["num_seeds"] == 1 else None
+    lines += [
+        "",
+        f"Multi-seed teacher (`{args.multiseed_task}`, {args.multiseed_envs} envs per seed, one program):",
+        "",
+        "| seeds K | total env-steps/s | × one seed | memory |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for m in multiseed:
+        lines.append(f"| {m['num_seeds']} | {_rate(m['teacher'])} | {_ratio(m['teacher'], one)} "
+                     f"| {m['memory_bytes'] / 2**20:,.0f} MiB |")
+    largest = rows[-1]
+    raw_target = 0.8 if on_gpu else 0.6
+    k16 = next((m["teacher"] for m in multiseed if m["num_seeds"] == 16), None)
+    lines += [
+        "",
+        "Targets (issue 8), measured ratio:",
+        "",
+        "- teacher / Brax ≥ 1.2: " + ", ".join(f"{_ratio(r['teacher'], r['brax'])} at {r['num_envs']}" for r in rows),
+        f"- teacher / raw ≥ {raw_target} at the largest batch ({largest['num_envs']}): "
+        f"{_ratio(largest['teacher'], largest['raw'])}",
+        "- distill / teacher ≥ 0.9: " + ", ".join(f"{_ratio(r['distill'], r['teacher'])} at {r['num_envs']}"
+                                                 for r in rows),
+        f"- K = 16 ≥ 8 × one seed{'' if on_gpu else ' (a GPU target)'}: {_ratio(k16, one)}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: pathlib.Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for key, label in (("raw", "raw mjx.step (physics limit)"), ("teacher", "our PPO teacher"),
+                       ("brax", "Brax PPO"), ("distill", "our distillation")):
+        points = [(r["num_envs"], r[key]) for r in rows if r[key] is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("environments")
+    ax.set_ylabel("env-steps / s")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    def ints(text: str) -> list[int]:
+        return [int(x) for x in text.split(",")]
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", default="brax_inverted_pendulum", help="registry name (default: %(default)s)")
+    p.add_argument("--num-envs", type=ints, default=[64, 256, 1024], help="comma-separated (default: 64,256,1024)")
+    p.add_argument("--unroll-length", type=int, default=16)
+    p.add_argument("--num-minibatches", type=int, default=8)
+    p.add_argument("--num-epochs", type=int, default=4)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--ent-coef", type=float, default=1e-2)
+    p.add_argument("--policy-hidden", type=ints, default=(64, 64))
+    p.add_argument("--value-hidden", type=ints, default=(128, 128))
+    p.add_argument("--updates-per-call", type=int, default=4)
+    p.add_argument("--seeds", type=ints, default=[1, 4, 16], help="K for the multi-seed rows (default: 1,4,16)")
+    p.add_argument("--multiseed-task", default="cartpole")
+    p.add_argument("--multiseed-envs", type=int, default=256)
+    p.add_argument("--no-brax", action="store_true", help="skip the Brax PPO column")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=pathlib.Path, default=None, help="path prefix: OUT.md, OUT.json, OUT_scaling.png")
+    args = p.parse_args(argv)
+    args.policy_hidden, args.value_hidden = tuple(args.policy_hidden), tuple(args.value_hidden)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    results = measure(args)
+    meta = {"hardware": benchlib.hardware(), "versions": benchlib.versions(), "commit": benchlib.commit(),
+            "command": "python " + " ".join([os.path.relpath(sys.argv[0]), *(argv if argv is not None else sys.argv[1:])]),
+            "wall_seconds": time.perf_counter() - start}
+    text = markdown(results, meta, args)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".md").write_text(text)
+        args.out.with_suffix(".json").write_text(json.dumps({**meta, **results, "args": {
+            k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, pathlib.Path) else v)
+            for k, v in vars(args).items()}}, indent=2))
+        plot(results, args.out.parent / f"{args.out.name}_scaling.png", f"{args.task} on {meta['hardware']}")
+        print(f"wrote {args.out}.md, .json and _scaling.png")
+
+
+if __name__ == "__main__":
+    main()
