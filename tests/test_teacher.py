@@ -135,8 +135,7 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(
     import jax, numpy as np
     from distill_jax.config import PPOConfig
     from distill_jax.envs import get_env
-    from distill_jax.ppo.teacher import initial_teacher_states, train_teacher
-from distill_jax.ppo.update import make_teacher_networks
+    from distill_jax.ppo.teacher import train_teacher
     assert jax.device_count() == 8, jax.devices()
     env = get_env("cartpole")
     cfg = PPOConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2)
