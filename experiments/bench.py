@@ -11,9 +11,10 @@ For one task and several batch sizes B (environments per seed) this measures
 * ``distill``: distillation env-steps/s with the same sizes (DAgger collection,
   MLP student, the teacher just trained frozen);
 
-A Brax task runs without randomisation, noise or history (the task Brax's trainer
-sees); any other task runs with the registry's default stack. And, at one batch size, the teacher with K = 1, 4, 16 seeds in one program
-(``vmap``), as total env-steps/s over all seeds. Training rates are the median
+and, at one batch size, the teacher with K = 1, 4, 16 seeds in one program
+(``vmap``), as total env-steps/s over all seeds. A Brax task runs without
+randomisation, noise or history (the task Brax's trainer sees); any other task
+runs with the registry's default stack. Training rates are the median
 over compiled calls after the first (which compiles); Brax's are its own
 ``training/sps`` after its first epoch. Memory is the device's peak allocation
 on GPU and the process's peak RSS on CPU, read after each row (so it only grows).
@@ -40,7 +41,7 @@ import jax
 import numpy as np
 
 import benchlib
-from bench_envs import make_raw, make_wrapped_runner
+from bench_envs import make_raw, make_wrapped_runner, mean_episode_length
 
 CALLS = 3  # compiled calls per training measurement: the first compiles, the others are timed
 
@@ -58,9 +59,7 @@ def raw_sps(env, num_envs: int, steps: int = 100, repeats: int = 3) -> float:
 
     key = jax.random.PRNGKey(0)
     batched = VmapAutoReset(env, num_envs)
-    pilot = jax.jit(make_wrapped_runner(batched, steps))
-    _, episodes, length = jax.device_get(pilot(jax.jit(batched.reset)(key), key))
-    restart = max(1, int(round(length / episodes))) if episodes else None
+    restart = mean_episode_length(jax.jit(make_wrapped_runner(batched, steps)), jax.jit(batched.reset)(key), key)
     init, run = make_raw(env.unwrapped, num_envs, steps, None, restart)
     run = jax.jit(run)
     state = jax.block_until_ready(jax.jit(init)(key))

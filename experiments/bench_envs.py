@@ -80,6 +80,12 @@ def _find_dr(env):
     return env
 
 
+def mean_episode_length(compiled_runner, state, key) -> int | None:
+    """Mean episode length (control steps) in one run of a wrapped runner; the raw restart period."""
+    _, n_done, total = jax.device_get(compiled_runner(state, key))
+    return max(1, int(round(total / n_done))) if n_done > 0 else None
+
+
 def make_raw(task, batch: int, steps: int, randomizer=None, restart_every: int | None = None):
     """Initial batched ``mjx.Data`` and a runner stepping it like the task does.
 
@@ -160,9 +166,7 @@ def bench_case(task_name: str, batch: int, steps: int, rounds: int, ablation: bo
         runners[name] = (compiled, state)
         memory[name] = _memory_bytes(compiled)
     # Pilot run of the wrapped env: its mean episode length sets the raw restart period.
-    fn, state = runners["wrapped"]
-    _, n_done, total = jax.device_get(fn(state, key))
-    restart = max(1, int(round(total / n_done))) if n_done > 0 else None
+    restart = mean_episode_length(*runners["wrapped"], key)
 
     raws = {"raw": None}
     if dr is not None:
