@@ -15,6 +15,7 @@ the student actor's input.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -29,6 +30,7 @@ from distill_jax.envs.base import Env
 from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.policy import action_distribution, policy_step
 from distill_jax.rollout import Policy, Transition, unroll
+from distill_jax.xla_options import compiler_options
 
 EVAL_SEED_OFFSET = 1_000_000  # panel seeds start here; training seeds are small integers
 
@@ -104,7 +106,7 @@ def make_teacher_evaluator(env: Env, teacher_actor: Any, panel: Panel):
     """A function ``FrozenTeacher -> panel metrics`` compiled once (params are arguments)."""
     keys = jnp.stack([jax.random.PRNGKey(s) for s in panel.seeds])
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options())
     def scores(teacher: FrozenTeacher):
         policy = teacher_policy(teacher_actor, teacher, deterministic=panel.deterministic)
         return rollout_first_episodes(env, policy, None, keys, env.episode_length)
@@ -145,7 +147,7 @@ def evaluate_panel(
     batched = VmapAutoReset(env, len(panel.seeds))
     keys = jnp.stack([jax.random.PRNGKey(s) for s in panel.seeds])
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options())
     def run(keys):
         start = batched.reset_with_keys(keys)
         act_key = jax.random.PRNGKey(0)

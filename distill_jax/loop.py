@@ -26,6 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from distill_jax.config import ConfigError
+from distill_jax.xla_options import compiler_options
 
 ENV_AXIS = "envs"
 
@@ -119,6 +120,31 @@ def host_rows(metrics: dict[str, Any], first_update: int, batch_size: int) -> li
     return rows
 
 
+def chunk_program(
+    step: Callable[[Any, Any], tuple[Any, dict[str, Any]]],
+    sharding: Any,
+    mesh: Mesh,
+    iterations: int,
+    *,
+    vmap_frozen: bool,
+) -> Callable[[Any, Any], tuple[Any, dict[str, Any]]]:
+    """The compiled call of :func:`run_phase`: ``iterations`` of ``step`` vmapped over seeds.
+
+    ``(state [K], frozen [K] or None) -> (state, metrics [iterations, K])``; the state
+    is donated and comes back with ``sharding``. Compiled with
+    :func:`distill_jax.xla_options.compiler_options` for the mesh's devices.
+    """
+    vstep = jax.vmap(step, in_axes=(0, 0 if vmap_frozen else None))
+
+    @functools.partial(jax.jit, out_shardings=(sharding, None), donate_argnums=0,
+                       compiler_options=compiler_options(list(mesh.devices.flat)))
+    def run(s, f):
+        s, metrics = jax.lax.scan(lambda c, _: vstep(c, f), s, None, length=iterations)
+        return strong_types(s), metrics
+
+    return run
+
+
 def run_phase(
     state: Any,
     step: Callable[[Any, Any], tuple[Any, dict[str, Any]]],
@@ -168,13 +194,8 @@ def run_phase(
     per_call = iterations_per_call(total_updates, updates_per_call or max(1, total_updates // 10))
     if (total_updates - done) % per_call:
         per_call = iterations_per_call(total_updates - done, per_call)
-    vstep = jax.vmap(step, in_axes=(0, None if frozen is None else 0))
+    run = chunk_program(step, sharding, mesh, per_call, vmap_frozen=frozen is not None)
     frozen = jax.device_put(frozen, NamedSharding(mesh, PartitionSpec()))
-
-    @functools.partial(jax.jit, out_shardings=(sharding, None), donate_argnums=0)
-    def run(s, f):
-        s, metrics = jax.lax.scan(lambda c, _: vstep(c, f), s, None, length=per_call)
-        return strong_types(s), metrics
 
     history: list[dict[str, Any]] = []
     while done < total_updates:

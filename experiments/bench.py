@@ -178,6 +178,7 @@ def markdown(results: dict[str, Any], meta: dict[str, Any], args) -> str:
         "",
         f"- command: `{meta['command']}`",
         f"- versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; commit {meta['commit']}",
+        f"- XLA_FLAGS (every program of the run, Brax's and raw physics' included): `{meta['xla_flags'] or '(none)'}`",
         f"- PPO sizes (ours and Brax): unroll {args.unroll_length}, {args.num_minibatches} minibatches, "
         f"{args.num_epochs} epochs, lr {args.learning_rate}, policy {args.policy_hidden}, value {args.value_hidden}; "
         f"{args.updates_per_call} updates per compiled call, median of calls 2-{CALLS}",
@@ -267,6 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-brax", action="store_true", help="skip the Brax PPO column")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=pathlib.Path, default=None, help="path prefix: OUT.md, OUT.json, OUT_scaling.png")
+    benchlib.add_argument_xla_default(p)
     args = p.parse_args(argv)
     args.policy_hidden, args.value_hidden = tuple(args.policy_hidden), tuple(args.value_hidden)
     return args
@@ -274,9 +276,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    xla_flags = benchlib.set_process_xla_options(args.xla_default)
     start = time.perf_counter()
     results = measure(args)
     meta = {"hardware": benchlib.hardware(), "versions": benchlib.versions(), "commit": benchlib.commit(),
+            "xla_flags": xla_flags,
             "command": "python " + " ".join([os.path.relpath(sys.argv[0]), *(argv if argv is not None else sys.argv[1:])]),
             "wall_seconds": time.perf_counter() - start}
     text = markdown(results, meta, args)

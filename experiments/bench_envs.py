@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from mujoco import mjx
 
-from benchlib import cpu_model, versions
+from benchlib import add_argument_xla_default, cpu_model, set_process_xla_options, versions
 from distill_jax.envs import DomainRandomization, TimeLimit, VmapAutoReset, get_env
 
 
@@ -232,6 +232,7 @@ def write_markdown(path: str, rows: list[dict[str, Any]], meta: dict[str, Any]) 
         f"- hardware: {meta['cpu_model']}, {meta['cpu_count']} cores visible to the process "
         f"(`os.sched_getaffinity`), jax backend `{meta['backend']}`",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        f"- XLA_FLAGS: `{meta.get('xla_flags') or '(none)'}`",
         f"- {meta['steps']} control steps per timed scan, best of {meta['rounds']} interleaved rounds, compile excluded",
         f"- peak RSS of the benchmark process: {meta['peak_rss_mib']:.0f} MiB",
         "",
@@ -278,7 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--ablation", default="", help="comma-separated batch sizes at which to add ablation variants")
     p.add_argument("--out", default=None, help="path prefix: writes PREFIX.md and PREFIX.json")
+    add_argument_xla_default(p)
     args = p.parse_args(argv)
+    xla_flags = set_process_xla_options(args.xla_default)
 
     rows: list[dict[str, Any]] = []
     per_task = dict(item.split("=", 1) for item in args.task_batch_sizes)
@@ -294,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         "backend": jax.default_backend(),
         "device_kind": f"{jax.device_count()} × {jax.devices()[0].device_kind}",
         "versions": versions(),
+        "xla_flags": xla_flags,
         "steps": args.steps,
         "rounds": args.rounds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchlib import commit, hardware, versions
+from benchlib import add_argument_xla_default, commit, hardware, set_process_xla_options, versions
 
 
 def install_brax_shim() -> None:
@@ -189,7 +189,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["ours", "brax"], default=None)
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write OUT.md and OUT.json")
+    add_argument_xla_default(parser)
     args = parser.parse_args()
+    xla_flags = set_process_xla_options(args.xla_default)
     args.policy_hidden, args.value_hidden = tuple(args.policy_hidden), tuple(args.value_hidden)
 
     results = {}
@@ -201,9 +203,10 @@ def main() -> None:
         print("brax", json.dumps({k: v for k, v in results["brax"].items() if k != "curve"}), flush=True)
 
     meta = {"hardware": hardware(), "versions": versions(), "commit": commit(), "platform": platform.platform(),
+            "xla_flags": xla_flags,
             "command": "python experiments/bench_teacher.py " + " ".join(
                 f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, tuple) else v}"
-                for k, v in vars(args).items() if v is not None and k not in ("out", "only")),
+                for k, v in vars(args).items() if v is not None and k not in ("out", "only", "xla_default")),
             "args": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, pathlib.Path) else v)
                      for k, v in vars(args).items()}}
     lines = [
@@ -211,6 +214,7 @@ def main() -> None:
         f"Hardware: {meta['hardware']}  ",
         f"Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}  ",
         f"Commit: {meta['commit']}  ",
+        f"XLA_FLAGS: `{meta['xla_flags'] or '(none)'}`  ",
         f"Command: `{meta['command']}`\n",
         "| trainer | training env-steps/s | env steps to return 950 | final eval return | wall (s, incl. compile) |",
         "|---|---|---|---|---|",

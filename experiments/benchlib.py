@@ -57,3 +57,28 @@ def peak_memory_bytes() -> tuple[int, str]:
     if "peak_bytes_in_use" in stats:
         return int(stats["peak_bytes_in_use"]), "device peak"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
+
+
+def add_argument_xla_default(parser) -> None:
+    parser.add_argument(
+        "--xla-default", action="store_true",
+        help="compile every program with XLA's default CPU options instead of distill_jax's "
+             "(which turn off YNNPACK fusions; see distill_jax/xla_options.py)",
+    )
+
+
+def set_process_xla_options(xla_default: bool) -> str:
+    """Makes every program of this process (ours, Brax's, raw physics) compile with the same XLA options.
+
+    Unless ``xla_default``, appends distill_jax's CPU options to ``XLA_FLAGS``, so that a
+    side-by-side comparison does not credit our trainer with a compiler setting that
+    Brax's trainer and the raw-physics loop could have as well. Call it before the first
+    computation (XLA reads the variable once). Returns the effective ``XLA_FLAGS``.
+    """
+    from distill_jax.xla_options import CPU_OPTIONS
+
+    if not xla_default:
+        flags = os.environ.get("XLA_FLAGS", "").split()
+        flags += [f"--{name}={value}" for name, value in CPU_OPTIONS.items() if f"--{name}=" not in " ".join(flags)]
+        os.environ["XLA_FLAGS"] = " ".join(flags)
+    return os.environ.get("XLA_FLAGS", "")

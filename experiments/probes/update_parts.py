@@ -1,0 +1,86 @@
+"""Seconds per teacher-update part at B envs (bench.py sizes), each part its own jitted function.
+
+Usage: python experiments/probes/update_parts.py 1024 [--vmap-parts]
+(XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= for the figures without YNNPACK fusions: the
+parts are plain ``jax.jit``s, which do not get distill_jax's compiler options.)
+"""
+import sys, time, functools
+import jax
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+import bench
+from distill_jax import normalization
+from distill_jax.envs import VmapAutoReset
+from distill_jax.rollout import unroll, flatten_time
+from distill_jax.ppo.teacher import initial_teacher_states
+from distill_jax.ppo.update import make_teacher_networks, make_policy, train_step, _values
+from distill_jax.ppo.gae import compute_gae
+from distill_jax.ppo.loss import PPOBatch, ppo_loss
+from distill_jax.sgd import sgd_epochs, make_optimizer
+
+B = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
+env = bench.build_env("brax_inverted_pendulum", plain=True)
+cfg = bench.ppo_config(bench.parse_args([]), B)
+T = cfg.unroll_length
+batched = VmapAutoReset(env, B)
+nets = make_teacher_networks(env.schema, env.action_size, cfg)
+st = jax.tree.map(lambda x: x[0], initial_teacher_states(batched, nets, cfg, 0, 1))
+
+
+def timed(name, f, *args, repeats=5):
+    jax.block_until_ready(f(*args))
+    best = 1e9
+    for _ in range(repeats):
+        t0 = time.perf_counter(); jax.block_until_ready(f(*args)); best = min(best, time.perf_counter() - t0)
+    print(f"{name:28s} {best*1e3:9.1f} ms   ({B*T/best:,.0f} env-steps/s)", flush=True)
+    return best
+
+
+def rollout(s):
+    policy = make_policy(nets.actor.apply, s.params["actor"], s.obs_stats)
+    return unroll(batched, s.env_state, policy, None, s.key, T)
+
+
+def collect(s):
+    _, _, tr = rollout(s)
+    stats = normalization.update_stats(s.obs_stats, tr.obs)
+    v = _values(nets, s.params, stats, tr.obs)
+    nv = _values(nets, s.params, stats, tr.next_obs)
+    adv, ret = compute_gae(tr.reward, v, nv, tr.terminated, tr.truncated, cfg.gamma, cfg.gae_lambda)
+    return flatten_time(PPOBatch(obs=normalization.normalize(stats, tr.obs), raw_actions=tr.policy.raw_action,
+                                 old_log_probs=tr.policy.log_prob, advantages=adv, returns=ret, old_values=v))
+
+
+def sgd(s, batch):
+    loss_fn = functools.partial(ppo_loss, apply_actor=nets.actor.apply, apply_critic=nets.critic.apply,
+                                clip_eps=cfg.clip_eps, vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef)
+    return sgd_epochs(s.params, s.opt_state, batch, s.key, loss_fn=loss_fn,
+                      optimizer=make_optimizer(cfg.learning_rate, cfg.max_grad_norm),
+                      num_epochs=cfg.num_epochs, num_minibatches=cfg.num_minibatches)
+
+
+def one_grad_step(s, batch):
+    mb = jax.tree.map(lambda x: x[: x.shape[0] // cfg.num_minibatches], batch)
+    loss_fn = functools.partial(ppo_loss, apply_actor=nets.actor.apply, apply_critic=nets.critic.apply)
+    return jax.grad(lambda p: loss_fn(p, mb)[0])(s.params)
+
+
+def vmapped_parts():
+    st1 = jax.tree.map(lambda x: x[None], st)
+    b1 = jax.tree.map(lambda x: x[None], batch)
+    timed("rollout vmap K=1", jax.jit(jax.vmap(rollout)), st1)
+    timed("collect vmap K=1", jax.jit(jax.vmap(collect)), st1)
+    timed("sgd epochs vmap K=1", jax.jit(jax.vmap(sgd)), st1, b1)
+
+
+step = functools.partial(train_step, env=batched, nets=nets, config=cfg)
+batch = jax.jit(collect)(st)
+print({k: v.shape for k, v in batch.obs.items()}, "B", B, "T", T, "samples", B * T)
+if "--vmap-parts" in sys.argv:
+    vmapped_parts()
+else:
+    timed("rollout", jax.jit(rollout), st)
+    timed("collect", jax.jit(collect), st)
+    timed("sgd epochs", jax.jit(sgd), st, batch)
+    timed("one grad step", jax.jit(one_grad_step), st, batch)
+    timed("train_step", jax.jit(step), st)
+    timed("train_step vmap K=1", jax.jit(jax.vmap(step)), jax.tree.map(lambda x: x[None], st))
