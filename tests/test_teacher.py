@@ -143,8 +143,16 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(
     one = train_teacher(env, cfg, seed=5, devices=jax.devices()[:1])
     sh = jax.tree.leaves(many.state.env_state)[1].sharding
     assert len(sh.device_set) == 8, sh
-    for a, b in zip(jax.tree.leaves(many.state.params), jax.tree.leaves(one.state.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    # Sharded and unsharded programs sum gradients in different orders. Adam divides by the
+    # gradient's running RMS, so for a parameter whose gradient is near zero that rounding can
+    # move it by up to one learning rate (3e-4) per step (8 steps here). Elsewhere the two
+    # runs must agree closely: a real difference between the programs (other data, other
+    # gradients) would move most parameters by far more than 1e-5.
+    a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(many.state.params)])
+    b = np.concatenate([np.ravel(x) for x in jax.tree.leaves(one.state.params)])
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=cfg.learning_rate)
+    close = np.isclose(a, b, rtol=1e-4, atol=1e-5)
+    assert close.mean() > 0.999, f"{(~close).sum()} of {close.size} parameters differ"
     print("MULTI_DEVICE_OK")
     """
 )
