@@ -11,7 +11,9 @@ control steps with uniform random actions of
 
 Timings are the minimum over ``--rounds`` interleaved repetitions (raw and
 wrapped alternate, so background load hits both alike), of wall-clock time and
-separately of process CPU time; compile time is excluded. ``overhead = t_wrapped / t_raw - 1``. Memory is XLA's own estimate
+separately of process CPU time; compile time is excluded. ``overhead = t_wrapped / t_raw - 1``,
+also reported as the median over rounds of the per-round ratio (robust to load
+that drifts during a run). Memory is XLA's own estimate
 for the compiled scan (arguments + outputs + temporaries; CPU has no device
 memory counters) and the process's peak RSS at the end.
 
@@ -22,7 +24,8 @@ Usage::
 
 ``--ablation 1024`` adds, at that batch size, variants that locate the
 overhead: the bare task with TimeLimit and auto-reset only, and auto-reset
-with a single reset chunk of B envs. ``raw, per-env randomised models``
+with a single reset chunk of B envs, and for Brax tasks Brax's own env stepped
+alone with Brax-style stored-state restarts. ``raw, per-env randomised models``
 steps raw MJX with each env's own domain-randomised model: the share of the
 overhead that is the cost of randomised physics rather than of the wrappers.
 """
@@ -39,6 +42,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from mujoco import mjx
 
 from benchlib import add_argument_xla_default, cpu_model, set_process_xla_options, versions
@@ -140,6 +144,37 @@ def make_raw(task, batch: int, steps: int, randomizer=None, restart_every: int |
     return init, run
 
 
+def make_brax_cached(task, batch: int, steps: int):
+    """Brax's own env on the nominal model, restarted as Brax's auto-reset does.
+
+    ``vmap(brax_env.step)`` with random actions; a finished env goes back to
+    its first state (``jnp.where``, no reset computed), as in Brax's
+    ``AutoResetWrapper``. The reference for a Brax task's own step code (its
+    pipeline state, observation and reward) with free restarts: the gap
+    between this row and ``raw`` is Brax's, the gap to ``wrapped`` is ours.
+    """
+    brax_env, action_size = task.brax_env, task.action_size
+
+    def init(key):
+        first = jax.vmap(brax_env.reset)(jax.random.split(key, batch))
+        return first, first
+
+    def run(carry, key):
+        def body(c, k):
+            state, first = c
+            act = jax.random.uniform(k, (batch, action_size), minval=-1.0, maxval=1.0)
+            state = jax.vmap(brax_env.step)(state, act)
+            done = state.done > 0
+            state = jax.tree_util.tree_map(
+                lambda x, x0: jnp.where(done.reshape(done.shape + (1,) * (x.ndim - 1)), x0, x), state, first
+            )
+            return (state, first), None
+
+        return jax.lax.scan(body, carry, jax.random.split(key, steps))[0]
+
+    return init, run
+
+
 def _compile(fn, *args):
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
@@ -171,16 +206,18 @@ def bench_case(task_name: str, batch: int, steps: int, rounds: int, ablation: bo
     raws = {"raw": None}
     if dr is not None:
         raws["raw, per-env randomised models"] = dr.randomizer
-    for name, randomizer in raws.items():
-        init, raw_run = make_raw(task, batch, steps, randomizer, restart)
+    references = {name: make_raw(task, batch, steps, randomizer, restart) for name, randomizer in raws.items()}
+    if ablation and hasattr(task, "brax_env"):
+        references["Brax env alone, stored-state restarts"] = make_brax_cached(task, batch, steps)
+    for name, (init, raw_run) in references.items():
         raw_state = jax.block_until_ready(jax.jit(init)(key))
         compiled, compile_s[name] = _compile(raw_run, raw_state, key)
         runners[name] = (compiled, raw_state)
         memory[name] = _memory_bytes(compiled)
-    runners = {n: runners[n] for n in [*raws, *variants]}
+    runners = {n: runners[n] for n in [*references, *variants]}
 
-    best = {name: float("inf") for name in runners}
-    best_cpu = {name: float("inf") for name in runners}
+    wall: dict[str, list[float]] = {name: [] for name in runners}
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
     for r in range(rounds + 1):  # round 0 warms up
         for name, (fn, state) in runners.items():
             k = jax.random.PRNGKey(r + 1)
@@ -188,8 +225,13 @@ def bench_case(task_name: str, batch: int, steps: int, rounds: int, ablation: bo
             jax.block_until_ready(fn(state, k))
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if r > 0:
-                best[name] = min(best[name], dt)
-                best_cpu[name] = min(best_cpu[name], dc)
+                wall[name].append(dt)
+                cpu[name].append(dc)
+    best = {name: min(ts) for name, ts in wall.items()}
+    best_cpu = {name: min(ts) for name, ts in cpu.items()}
+    # Each round times raw and every variant back to back, so the per-round
+    # ratio cancels slow changes in machine load that best-of-N does not.
+    median_ratio = {name: float(np.median(np.asarray(wall[name]) / np.asarray(wall["raw"]))) for name in runners}
 
     rows = []
     for name in runners:
@@ -205,6 +247,7 @@ def bench_case(task_name: str, batch: int, steps: int, rounds: int, ablation: bo
                 "cpu_seconds": best_cpu[name],
                 "overhead_pct": 100.0 * (best[name] / best["raw"] - 1.0),
                 "cpu_overhead_pct": 100.0 * (best_cpu[name] / best_cpu["raw"] - 1.0),
+                "median_round_overhead_pct": 100.0 * (median_ratio[name] - 1.0),
                 "xla_memory_bytes": memory[name],
                 "compile_s": compile_s[name],
                 "raw_restart_every": restart,
@@ -212,7 +255,8 @@ def bench_case(task_name: str, batch: int, steps: int, rounds: int, ablation: bo
         )
         print(
             f"{task_name:24s} B={batch:5d} {name:32s} {sps:11.0f} env-steps/s "
-            f"overhead {rows[-1]['overhead_pct']:6.1f}% (cpu-time {rows[-1]['cpu_overhead_pct']:6.1f}%)  mem {_fmt_mb(memory[name])}  compile {compile_s[name]:.1f}s"
+            f"overhead {rows[-1]['overhead_pct']:6.1f}% (cpu-time {rows[-1]['cpu_overhead_pct']:6.1f}%, "
+            f"median of rounds {rows[-1]['median_round_overhead_pct']:6.1f}%)  mem {_fmt_mb(memory[name])}  compile {compile_s[name]:.1f}s"
             f"  (raw restarts every {restart} steps)",
             flush=True,
         )
@@ -244,18 +288,21 @@ def write_markdown(path: str, rows: list[dict[str, Any]], meta: dict[str, Any]) 
         "`raw, per-env randomised models` is the same with each env simulating its own "
         "domain-randomised model: the part of the overhead that is randomised physics, not wrapper code. "
         "`wrapped` = `VmapAutoReset(get_env(task), B)` with the registry's default stack. "
-        "overhead = wrapped time / raw time - 1, from wall-clock time and from the process's CPU time "
-        "(the latter is less sensitive to other processes sharing the cores). Memory = XLA's estimate "
+        "overhead = wrapped time / raw time - 1: from the best wall-clock time of each, from the best CPU "
+        "time of the process (less sensitive to other processes sharing the cores), and the median over "
+        "rounds of the ratio within a round (raw and wrapped run back to back in every round, so slow "
+        "changes in machine load cancel). Memory = XLA's estimate "
         "for the compiled scan (arguments + outputs + temporaries).",
         "",
         "| task | B | variant | env-steps/s | physics steps/s | overhead (wall) | overhead (CPU time) "
-        "| XLA memory | compile | R |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| overhead (median of rounds) | XLA memory | compile | R |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['task']} | {r['batch']} | {r['variant']} | {r['env_steps_per_s']:,.0f} | "
             f"{r['physics_steps_per_s']:,.0f} | {r['overhead_pct']:+.1f}% | {r['cpu_overhead_pct']:+.1f}% | "
+            f"{r['median_round_overhead_pct']:+.1f}% | "
             f"{_fmt_mb(r['xla_memory_bytes'])} | "
             f"{r['compile_s']:.0f} s | {r['raw_restart_every'] or '-'} |"
         )

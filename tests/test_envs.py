@@ -255,6 +255,60 @@ def test_cartpole_velocities_matter():
     assert history <= 2
 
 
+# ------------------------------------------------------- pooled restarts
+def _pooled_rollout(num_envs: int, reset_chunk: int, steps: int = 24):
+    """Random-action rollout of a 3-step cart-pole with pooled restarts: every env
+    finishes every third step, so most steps restart more envs than the budget."""
+    env = get_env("cartpole", episode_length=3)
+    venv = VmapAutoReset(env, num_envs, reset_chunk=reset_chunk, reset_pool=True)
+
+    def rollout(key):
+        def body(s, k):
+            nxt = venv.step(s, jax.random.uniform(k, (num_envs, 1), minval=-1.0, maxval=1.0))
+            return nxt, nxt.replace(physics=None)
+
+        state = venv.reset(key)
+        _, traj = jax.lax.scan(body, state, jax.random.split(jax.random.fold_in(key, 1), steps))
+        return state.replace(physics=None), traj
+
+    return venv, jax.device_get(jax.jit(rollout)(jax.random.PRNGKey(0)))
+
+
+def test_pooled_restarts_start_from_the_slot_with_a_new_key():
+    venv, (init, tr) = _pooled_rollout(num_envs=8, reset_chunk=2)
+    assert venv.fingerprint()["wrappers"][-1] == {"type": "VmapAutoReset", "reset_pool": True,
+                                                  "fresh_resets_per_step": 2}
+    pools = [init.info["reset_pool"]] + [jax.tree_util.tree_map(lambda x, t=t: x[t], tr.info["reset_pool"])
+                                         for t in range(tr.reward.shape[0])]
+    n_restarts = 0
+    for t in range(tr.reward.shape[0]):
+        done = np.maximum(tr.terminated[t], tr.truncated[t]) > 0
+        np.testing.assert_array_equal(tr.first[t] > 0, done)
+        slot = pools[t]  # the pool before step t
+        for name, value in tr.obs.items():
+            np.testing.assert_array_equal(value[t][done], slot.obs[name][done], err_msg=name)
+        for name, value in tr.params.items():
+            np.testing.assert_array_equal(value[t][done], slot.params[name][done], err_msg=name)
+        assert not np.any(np.all(tr.rng[t][done] == slot.rng[done], axis=-1)), "restart kept the slot's key"
+        # At most reset_chunk slots refilled per step, only slots of envs that just finished.
+        changed = ~np.all(pools[t + 1].rng == pools[t].rng, axis=-1)
+        assert not np.any(changed & ~done)
+        assert changed.sum() == min(2, done.sum())
+        n_restarts += done.sum()
+    assert n_restarts >= 50
+
+
+def test_pooled_restarts_with_full_budget_never_reuse_an_initial_state():
+    _, (init, tr) = _pooled_rollout(num_envs=4, reset_chunk=4)
+    starts = np.concatenate([init.params["pole_mass"], tr.params["pole_mass"][tr.first > 0]])
+    assert len(starts) >= 30
+    assert len(np.unique(starts)) == len(starts)
+    # A budget of one refill per step must reuse slots in the same rollout.
+    _, (init, tr) = _pooled_rollout(num_envs=4, reset_chunk=1)
+    starts = tr.params["pole_mass"][tr.first > 0]
+    assert len(np.unique(starts)) < len(starts)
+
+
 # ---------------------------------------------------------------- brax
 @pytest.mark.slow
 def test_brax_ant_scan():

@@ -84,6 +84,21 @@ def hash_normal(rng: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
     return next_rng, z
 
 
+def hash_fold(rng: jax.Array, salt: int) -> jax.Array:
+    """A new key from ``rng`` and an integer ``salt`` by the counter hash of :func:`hash_normal`.
+
+    Like ``jax.random.fold_in``, but a few integer ops instead of threefry
+    rounds; for raw ``uint32[..., 2]`` keys or typed keys, batched or not.
+    """
+    typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+    raw = jax.random.key_data(rng) if typed else rng
+    if raw.shape[-1:] != (2,) or raw.dtype != jnp.uint32:
+        raise TypeError(f"hash_fold needs threefry keys (uint32[..., 2]), got {raw.dtype}{list(raw.shape)}")
+    a = raw[..., 0] * jnp.uint32(0x9E3779B9) ^ raw[..., 1]
+    words = jnp.stack([_mix32(_mix32(a ^ jnp.uint32(2 * salt + i)) + raw[..., 1]) for i in (0, 1)], axis=-1)
+    return jax.random.wrap_key_data(words, impl=jax.random.key_impl(rng)) if typed else words
+
+
 # ----------------------------------------------------------------- TimeLimit
 class TimeLimit(Wrapper):
     """Truncates episodes after ``episode_length`` control steps.
@@ -405,6 +420,7 @@ AUTORESET_INFO_KEYS = (
     "episode_return_completed",
     "episode_length_completed",
     "episode_completed",
+    "reset_pool",
 )
 
 
@@ -436,15 +452,31 @@ class VmapAutoReset(Wrapper):
     loop whose trip count is ``ceil(n_done / reset_chunk)`` (zero on most
     steps), then scattered back. Resetting every env and selecting would cost
     a full reset per step, which for small models is as dear as the physics.
+
+    ``reset_pool=True`` bounds the reset cost per step instead, for tasks whose
+    short episodes make resets a visible share of a step. Env ``i`` then
+    restarts from the initial state kept in slot ``i`` of ``info["reset_pool"]``
+    (made by the task's own ``reset``), with a new ``rng`` derived from its
+    own, so noise and later randomness differ even when a slot is used twice.
+    Each step the slots of at most ``reset_chunk`` just-finished envs (default
+    ``max(1, num_envs // 64)``; chosen from a random offset) are refilled by
+    fresh resets, the others kept for those envs' next restart. While fewer
+    than ``reset_chunk`` envs finish per step, every episode starts from an
+    initial state never used before; Brax's own auto-reset is the other
+    extreme (one initial state per env, never refilled). The pool doubles the
+    env state's memory, and results depend on ``reset_chunk``.
     """
 
-    def __init__(self, env: Env, num_envs: int, reset_chunk: int | None = None):
+    def __init__(self, env: Env, num_envs: int, reset_chunk: int | None = None, reset_pool: bool = False):
         super().__init__(env)
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if reset_chunk is not None and int(reset_chunk) < 1:
+            raise ValueError(f"reset_chunk must be >= 1, got {reset_chunk}")
         self.num_envs = int(num_envs)
-        chunk = max(1, self.num_envs // 16) if reset_chunk is None else int(reset_chunk)
-        self.reset_chunk = min(max(chunk, 1), self.num_envs)
+        self.reset_pool = bool(reset_pool)
+        default_chunk = self.num_envs // (64 if self.reset_pool else 16)
+        self.reset_chunk = min(max(1, default_chunk if reset_chunk is None else int(reset_chunk)), self.num_envs)
 
     @property
     def batch_size(self) -> int:
@@ -467,6 +499,10 @@ class VmapAutoReset(Wrapper):
             "episode_length_completed": zeros_i,
             "episode_completed": zeros_f,
         }
+        if self.reset_pool:
+            # fold_in(k, 1) differs from the keys reset(k) derives (it splits k).
+            pool_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+            info["reset_pool"] = jax.vmap(self.env.reset)(pool_keys).replace(metrics={})
         return state.replace(info=info)
 
     def step(self, state: EnvState, actions: jax.Array) -> EnvState:
@@ -475,7 +511,10 @@ class VmapAutoReset(Wrapper):
         inner = state.replace(info={k: v for k, v in state.info.items() if k not in AUTORESET_INFO_KEYS})
         nxt = jax.vmap(self.env.step)(inner, actions)
         done = nxt.done > 0
-        after = self._reset_finished(nxt, done)
+        if self.reset_pool:
+            after, pool = self._restart_from_pool(nxt, done, state.info["reset_pool"])
+        else:
+            after, pool = self._reset_finished(nxt, done), None
 
         ret = state.info["episode_return"] + nxt.reward
         length = state.info["episode_length"] + 1
@@ -488,6 +527,8 @@ class VmapAutoReset(Wrapper):
             "episode_length_completed": jnp.where(done, length, 0),
             "episode_completed": done.astype(jnp.float32),
         }
+        if pool is not None:
+            info["reset_pool"] = pool
         return after.replace(info=info)
 
     def _reset_finished(self, stepped: EnvState, done: jax.Array) -> EnvState:
@@ -506,6 +547,34 @@ class VmapAutoReset(Wrapper):
             return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b, mode="drop"), s, fresh)
 
         merged = jax.lax.fori_loop(0, n_chunks, reset_chunk, stepped.replace(metrics={}))
+        return self._with_outcome(merged, stepped)
+
+    def _restart_from_pool(self, stepped: EnvState, done: jax.Array, pool: EnvState) -> tuple[EnvState, EnvState]:
+        n, k = self.num_envs, self.reset_chunk
+        # Keys from the counter hash: threefry over every env's key would cost
+        # a good part of the resets the pool saves.
+        starts = pool.replace(rng=hash_fold(stepped.rng, 1))
+        merged = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(done.reshape(done.shape + (1,) * (old.ndim - 1)), new, old),
+            starts, stepped.replace(metrics={}),
+        )
+
+        def refill(_, p: EnvState) -> EnvState:
+            # The slots of the first k finished envs, counted from a random offset.
+            offset = jax.random.randint(hash_fold(stepped.rng[0], 3), (), 0, n)
+            rotated = jnp.nonzero(jnp.roll(done, -offset), size=k, fill_value=n)[0]
+            idx = jnp.where(rotated < n, (rotated + offset) % n, n)
+            keys = hash_fold(stepped.rng[jnp.minimum(idx, n - 1)], 2)
+            fresh = jax.vmap(self.env.reset)(keys).replace(metrics={})
+            return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b, mode="drop"), p, fresh)
+
+        # A trip count of 0 or 1 rather than lax.cond: under an outer vmap (seeds)
+        # a cond runs both branches on every step, a loop only when some env is done.
+        pool = jax.lax.fori_loop(0, jnp.any(done).astype(jnp.int32), refill, pool)
+        return self._with_outcome(merged, stepped), pool
+
+    @staticmethod
+    def _with_outcome(merged: EnvState, stepped: EnvState) -> EnvState:
         # The transition's outcome is what the step produced, whatever was reset.
         return merged.replace(
             reward=stepped.reward,
@@ -515,4 +584,7 @@ class VmapAutoReset(Wrapper):
         )
 
     def fingerprint(self) -> dict[str, Any]:
-        return _add_wrapper_entry(self.env.fingerprint(), {"type": "VmapAutoReset"})
+        entry: dict[str, Any] = {"type": "VmapAutoReset"}
+        if self.reset_pool:
+            entry.update(reset_pool=True, fresh_resets_per_step=self.reset_chunk)
+        return _add_wrapper_entry(self.env.fingerprint(), entry)
