@@ -61,6 +61,31 @@ def _mix32(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
+def _threefry_words(rng: jax.Array, caller: str) -> jax.Array:
+    """The raw ``uint32[..., 2]`` words of a raw or typed threefry key (batched or not)."""
+    raw = jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
+    if raw.shape[-1:] != (2,) or raw.dtype != jnp.uint32:
+        raise TypeError(f"{caller} needs threefry keys (uint32[..., 2]), got {raw.dtype}{list(raw.shape)}")
+    return raw
+
+
+def _hash_words(raw: jax.Array, counters: jax.Array) -> jax.Array:
+    """Word ``mix(mix(counter ^ a) + b)`` per counter, ``(a, b)`` derived from the key words ``raw[..., :2]``.
+
+    ``counters`` broadcasts against ``raw[..., 0]`` (a vector of counters for one
+    key, or one counter for a batch of keys).
+    """
+    a = raw[..., 0] * jnp.uint32(0x9E3779B9) ^ raw[..., 1]
+    return _mix32(_mix32(counters ^ a) + raw[..., 1])
+
+
+def _like_key(words: jax.Array, like: jax.Array) -> jax.Array:
+    """``words`` (``uint32[..., 2]``) as a key of the same kind (raw or typed) as ``like``."""
+    if jnp.issubdtype(like.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(words, impl=jax.random.key_impl(like))
+    return words
+
+
 def hash_normal(rng: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
     """``(next_rng, z[n])``: standard normals and a new key, from one raw ``uint32[2]`` key.
 
@@ -68,14 +93,11 @@ def hash_normal(rng: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
     from the key; the first two words form the next key, the rest feed
     Box-Muller. Cheap on CPU (no threefry rounds); see :class:`SensorNoise`.
     """
-    typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
-    raw = jax.random.key_data(rng) if typed else rng
-    if raw.shape != (2,) or raw.dtype != jnp.uint32:
-        raise TypeError(f"hash_normal needs a threefry key (uint32[2]), got {raw.dtype}{list(raw.shape)}")
-    words = 2 + 2 * ((n + 1) // 2)
-    a = raw[0] * jnp.uint32(0x9E3779B9) ^ raw[1]
-    bits = _mix32(_mix32(jnp.arange(words, dtype=jnp.uint32) ^ a) + raw[1])
-    next_rng = jax.random.wrap_key_data(bits[:2], impl=jax.random.key_impl(rng)) if typed else bits[:2]
+    raw = _threefry_words(rng, "hash_normal")
+    if raw.shape != (2,):
+        raise TypeError(f"hash_normal needs one threefry key (uint32[2]), got {raw.dtype}{list(raw.shape)}")
+    bits = _hash_words(raw, jnp.arange(2 + 2 * ((n + 1) // 2), dtype=jnp.uint32))
+    next_rng = _like_key(bits[:2], rng)
     u = ((bits[2:] >> 8).astype(jnp.float32) + 0.5) * (1.0 / 16777216.0)  # in (0, 1)
     u1, u2 = u[0::2], u[1::2]
     radius = jnp.sqrt(-2.0 * jnp.log(u1))
@@ -90,13 +112,9 @@ def hash_fold(rng: jax.Array, salt: int) -> jax.Array:
     Like ``jax.random.fold_in``, but a few integer ops instead of threefry
     rounds; for raw ``uint32[..., 2]`` keys or typed keys, batched or not.
     """
-    typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
-    raw = jax.random.key_data(rng) if typed else rng
-    if raw.shape[-1:] != (2,) or raw.dtype != jnp.uint32:
-        raise TypeError(f"hash_fold needs threefry keys (uint32[..., 2]), got {raw.dtype}{list(raw.shape)}")
-    a = raw[..., 0] * jnp.uint32(0x9E3779B9) ^ raw[..., 1]
-    words = jnp.stack([_mix32(_mix32(a ^ jnp.uint32(2 * salt + i)) + raw[..., 1]) for i in (0, 1)], axis=-1)
-    return jax.random.wrap_key_data(words, impl=jax.random.key_impl(rng)) if typed else words
+    raw = _threefry_words(rng, "hash_fold")
+    words = jnp.stack([_hash_words(raw, jnp.uint32(2 * salt + i)) for i in (0, 1)], axis=-1)
+    return _like_key(words, rng)
 
 
 # ----------------------------------------------------------------- TimeLimit
