@@ -216,26 +216,27 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
 
 
 def _teacher_setup(run: Run):
-    """``(nets, template_fn)``: the teacher's networks and a function building its initial states."""
+    """``(nets, batched_env, template_fn)``: the teacher's networks, batched env and initial-state builder."""
     from distill_jax.envs.wrappers import VmapAutoReset
     from distill_jax.ppo.teacher import initial_teacher_states, make_teacher_networks
 
     cfg = run.config
-    batched = VmapAutoReset(run.env, cfg.ppo.num_envs)
+    batched = VmapAutoReset(run.env, cfg.ppo.num_envs, reset_pool=cfg.ppo.reset_pool)
     nets = make_teacher_networks(run.env.schema, run.env.action_size, cfg.ppo)
-    return nets, lambda: initial_teacher_states(batched, nets, cfg.ppo, cfg.seed, cfg.num_seeds)
+    return nets, batched, lambda: initial_teacher_states(batched, nets, cfg.ppo, cfg.seed, cfg.num_seeds)
 
 
 def _student_setup(run: Run):
-    """``(student, seed, template_fn)``: the student, its base seed and a function building its initial states."""
+    """``(student, seed, batched_env, template_fn)``: the student, its base seed, batched env and
+    initial-state builder."""
     from distill_jax.distill.phase import build_student, initial_student_states
     from distill_jax.envs.wrappers import VmapAutoReset
 
     cfg = run.config
-    batched = VmapAutoReset(run.env, cfg.distill.num_envs)
+    batched = VmapAutoReset(run.env, cfg.distill.num_envs, reset_pool=cfg.distill.reset_pool)
     student = build_student(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
     seed = cfg.seed + STUDENT_SEED_OFFSET
-    return student, seed, lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds)
+    return student, seed, batched, lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds)
 
 
 def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callable[[], Any], total_updates: int,
@@ -254,7 +255,7 @@ def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False):
     from distill_jax.ppo.teacher import train_teacher
 
     cfg = run.config
-    _, template = _teacher_setup(run)
+    _, _, template = _teacher_setup(run)
     train = lambda **kw: train_teacher(run.env, cfg.ppo, seed=cfg.seed, num_seeds=cfg.num_seeds,  # noqa: E731
                                        updates_per_call=cfg.updates_per_call or None, **kw)
     return _train_with_checkpoints(run, "teacher", TEACHER_DIR, cfg.ppo.num_updates, cfg.ppo.batch_size,
@@ -263,12 +264,11 @@ def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False):
 
 def restore_teacher(run: Run, step: int | None = None):
     """The teacher from the run's checkpoints (newest, which must be finished, or ``step``) as a ``TeacherResult``."""
-    from distill_jax.envs.wrappers import VmapAutoReset
     from distill_jax.ppo.teacher import TeacherResult
 
-    nets, template = _teacher_setup(run)
+    nets, batched, template = _teacher_setup(run)
     state = _restore_finished(run, "teacher", TEACHER_DIR, template, run.config.ppo.num_updates, step)
-    return TeacherResult(state=state, nets=nets, env=VmapAutoReset(run.env, run.config.ppo.num_envs), history=[])
+    return TeacherResult(state=state, nets=nets, env=batched, history=[])
 
 
 def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool = False):
@@ -278,7 +278,7 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
 
     cfg = run.config
     frozen = FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats)
-    _, seed, template = _student_setup(run)
+    _, seed, _, template = _student_setup(run)
     train = lambda **kw: distill_student(run.env, teacher.nets.actor, frozen, cfg.distill, seed=seed,  # noqa: E731
                                          updates_per_call=cfg.updates_per_call or None, **kw)
     return _train_with_checkpoints(run, "distill", STUDENT_DIR, cfg.distill.num_updates, cfg.distill.batch_size,
@@ -288,12 +288,10 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
 def restore_student(run: Run):
     """The finished student from the run's checkpoints as a ``DistillResult``."""
     from distill_jax.distill.phase import DistillResult
-    from distill_jax.envs.wrappers import VmapAutoReset
 
-    student, _, template = _student_setup(run)
+    student, _, batched, template = _student_setup(run)
     state = _restore_finished(run, "distill", STUDENT_DIR, template, run.config.distill.num_updates)
-    return DistillResult(state=state, student=student, env=VmapAutoReset(run.env, run.config.distill.num_envs),
-                         history=[])
+    return DistillResult(state=state, student=student, env=batched, history=[])
 
 
 def eval_phase(run: Run, teacher: Any, student: Any) -> dict[str, Any]:

@@ -5,6 +5,8 @@ control steps with uniform random actions of
 
 * ``wrapped``: ``VmapAutoReset(get_env(task), B)`` (task + domain randomisation
   + sensor noise + history + TimeLimit + auto-reset with episode bookkeeping);
+* ``wrapped, pooled restarts``: the same with ``reset_pool=True`` (finished envs
+  restart from stored initial states, ``B // 64`` fresh resets per step on average);
 * ``raw``: ``vmap`` over B copies of ``n_substeps`` ``mjx.step`` calls of the
   task's nominal model, i.e. the same number of physics steps per control step,
   with the same random-action generation and nothing else.
@@ -47,6 +49,7 @@ from mujoco import mjx
 
 from benchlib import add_argument_xla_default, cpu_model, set_process_xla_options, versions
 from distill_jax.envs import DomainRandomization, TimeLimit, VmapAutoReset, get_env
+from distill_jax.treeops import select_rows
 
 
 def _memory_bytes(compiled) -> int | None:
@@ -165,9 +168,7 @@ def make_brax_cached(task, batch: int, steps: int):
             act = jax.random.uniform(k, (batch, action_size), minval=-1.0, maxval=1.0)
             state = jax.vmap(brax_env.step)(state, act)
             done = state.done > 0
-            state = jax.tree_util.tree_map(
-                lambda x, x0: jnp.where(done.reshape(done.shape + (1,) * (x.ndim - 1)), x0, x), state, first
-            )
+            state = select_rows(done, first, state)
             return (state, first), None
 
         return jax.lax.scan(body, carry, jax.random.split(key, steps))[0]
@@ -185,7 +186,10 @@ def bench_case(task_name: str, batch: int, steps: int, rounds: int, ablation: bo
     env = get_env(task_name)
     task = env.unwrapped
     dr = _find_dr(env)
-    variants: dict[str, Any] = {"wrapped": VmapAutoReset(env, batch)}
+    variants: dict[str, Any] = {
+        "wrapped": VmapAutoReset(env, batch),
+        "wrapped, pooled restarts": VmapAutoReset(env, batch, reset_pool=True),
+    }
     if ablation:
         variants["wrapped, reset_chunk=B"] = VmapAutoReset(env, batch, reset_chunk=batch)
         variants["task + TimeLimit + auto-reset"] = VmapAutoReset(TimeLimit(task, env.episode_length), batch)
@@ -287,7 +291,10 @@ def write_markdown(path: str, rows: list[dict[str, Any]], meta: dict[str, Any]) 
         "(with joint limits or contacts MJX's solver iterates until converged, so state matters). "
         "`raw, per-env randomised models` is the same with each env simulating its own "
         "domain-randomised model: the part of the overhead that is randomised physics, not wrapper code. "
-        "`wrapped` = `VmapAutoReset(get_env(task), B)` with the registry's default stack. "
+        "`wrapped` = `VmapAutoReset(get_env(task), B)` with the registry's default stack, every finished env "
+        "reset afresh; `wrapped, pooled restarts` = the same with `reset_pool=True` (finished envs restart "
+        "from stored initial states with new keys; every 4 steps up to B/16 used states are replaced by "
+        "fresh resets in one call). "
         "overhead = wrapped time / raw time - 1: from the best wall-clock time of each, from the best CPU "
         "time of the process (less sensitive to other processes sharing the cores), and the median over "
         "rounds of the ratio within a round (raw and wrapped run back to back in every round, so slow "

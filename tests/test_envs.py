@@ -256,11 +256,18 @@ def test_cartpole_velocities_matter():
 
 
 # ------------------------------------------------------- pooled restarts
-def _pooled_rollout(num_envs: int, reset_chunk: int, steps: int = 24):
+@pytest.fixture(scope="module")
+def pooled_two_seeds():
+    return _pooled_rollout(num_envs=8, reset_chunk=2, refill_every=3, seeds=2)
+
+
+def _pooled_rollout(num_envs: int, reset_chunk: int, refill_every: int, steps: int = 24, seeds: int = 0):
     """Random-action rollout of a 3-step cart-pole with pooled restarts: every env
-    finishes every third step, so most steps restart more envs than the budget."""
+    finishes every third step, so most refills find more used slots than the budget.
+    With ``seeds > 0``, that many independent rollouts under one ``vmap`` (as
+    multi-seed training runs them), with a leading seed axis."""
     env = get_env("cartpole", episode_length=3)
-    venv = VmapAutoReset(env, num_envs, reset_chunk=reset_chunk, reset_pool=True)
+    venv = VmapAutoReset(env, num_envs, reset_chunk=reset_chunk, reset_pool=True, refill_every=refill_every)
 
     def rollout(key):
         def body(s, k):
@@ -271,16 +278,22 @@ def _pooled_rollout(num_envs: int, reset_chunk: int, steps: int = 24):
         _, traj = jax.lax.scan(body, state, jax.random.split(jax.random.fold_in(key, 1), steps))
         return state.replace(physics=None), traj
 
+    if seeds:
+        return venv, jax.device_get(jax.jit(jax.vmap(rollout))(jax.random.split(jax.random.PRNGKey(0), seeds)))
     return venv, jax.device_get(jax.jit(rollout)(jax.random.PRNGKey(0)))
 
 
-def test_pooled_restarts_start_from_the_slot_with_a_new_key():
-    venv, (init, tr) = _pooled_rollout(num_envs=8, reset_chunk=2)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pooled_restarts_start_from_the_slot_with_a_new_key(pooled_two_seeds, seed):
+    # Two seeds under one vmap: the 0-or-1-trip refill loop then has a batched trip count.
+    venv, batched = pooled_two_seeds
+    init, tr = jax.tree_util.tree_map(lambda x: x[seed], batched)
     assert venv.fingerprint()["wrappers"][-1] == {"type": "VmapAutoReset", "reset_pool": True,
-                                                  "fresh_resets_per_step": 2}
+                                                  "refill_chunk": 2, "refill_every": 3}
     pools = [init.info["reset_pool"]] + [jax.tree_util.tree_map(lambda x, t=t: x[t], tr.info["reset_pool"])
                                          for t in range(tr.reward.shape[0])]
-    n_restarts = 0
+    used = np.zeros(8, bool)  # slots restarted from since their last refill, tracked here independently
+    n_restarts = n_refilled = 0
     for t in range(tr.reward.shape[0]):
         done = np.maximum(tr.terminated[t], tr.truncated[t]) > 0
         np.testing.assert_array_equal(tr.first[t] > 0, done)
@@ -290,23 +303,29 @@ def test_pooled_restarts_start_from_the_slot_with_a_new_key():
         for name, value in tr.params.items():
             np.testing.assert_array_equal(value[t][done], slot.params[name][done], err_msg=name)
         assert not np.any(np.all(tr.rng[t][done] == slot.rng[done], axis=-1)), "restart kept the slot's key"
-        # At most reset_chunk slots refilled per step, only slots of envs that just finished.
+        # Every third step, at most reset_chunk slots are refilled, only used ones.
+        used |= done
         changed = ~np.all(pools[t + 1].rng == pools[t].rng, axis=-1)
-        assert not np.any(changed & ~done)
-        assert changed.sum() == min(2, done.sum())
+        assert not np.any(changed & ~used)
+        assert changed.sum() == (min(2, used.sum()) if (t + 1) % 3 == 0 else 0)
+        used &= ~changed
+        np.testing.assert_array_equal(tr.info["reset_pool_used"][t] > 0, used)
         n_restarts += done.sum()
-    assert n_restarts >= 50
+        n_refilled += changed.sum()
+    assert n_restarts >= 50 and n_refilled == 16
 
 
 def test_pooled_restarts_with_full_budget_never_reuse_an_initial_state():
-    _, (init, tr) = _pooled_rollout(num_envs=4, reset_chunk=4)
+    _, (init, tr) = _pooled_rollout(num_envs=4, reset_chunk=4, refill_every=1)
     starts = np.concatenate([init.params["pole_mass"], tr.params["pole_mass"][tr.first > 0]])
     assert len(starts) >= 30
     assert len(np.unique(starts)) == len(starts)
-    # A budget of one refill per step must reuse slots in the same rollout.
-    _, (init, tr) = _pooled_rollout(num_envs=4, reset_chunk=1)
+    # A budget of one refill every other step must reuse slots in the same rollout.
+    _, (init, tr) = _pooled_rollout(num_envs=4, reset_chunk=1, refill_every=2)
     starts = tr.params["pole_mass"][tr.first > 0]
     assert len(np.unique(starts)) < len(starts)
+    with pytest.raises(ValueError, match="refill_every needs reset_pool=True"):
+        VmapAutoReset(get_env("cartpole"), 4, refill_every=2)
 
 
 # ---------------------------------------------------------------- brax

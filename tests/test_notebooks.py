@@ -84,6 +84,9 @@ def test_notebooks_start_with_a_colab_only_install_cell():
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name}: strip outputs"
 
 
+# Slow: ~55 s on 2 cores, and the same smoke pipeline runs in the default suite through the CLI
+# (tests/test_train_cli.py); this checks what the notebook shows. CI runs it with the slow tests.
+@pytest.mark.slow
 def test_quickstart_runs_the_cli_pipeline_and_shows_its_artifacts(tmp_path):
     run_dir = tmp_path / "quickstart"
     nb = execute("quickstart.ipynb", kernel_env(DISTILL_JAX_NB_PRESET="smoke", DISTILL_JAX_NB_RUN_DIR=str(run_dir)))

@@ -159,3 +159,19 @@ def test_every_preset_and_config_file_resolves_to_a_valid_config():
         resolve_config(build_parser().parse_args(["--config", str(path)]))  # raises on an unknown field
     with pytest.raises(ConfigError, match="no configuration for env 'moon_lander'"):
         preset("gpu", "moon_lander")
+
+
+def test_reset_pool_options_reach_both_phases_batched_envs(tmp_path):
+    import jax
+
+    from distill_jax import pipeline
+    from distill_jax.config import RunConfig, apply_override
+
+    config = apply_override(RunConfig(), "ppo.reset_pool=true")
+    run = pipeline.create_run(tmp_path / "run", config)
+    _, teacher_env, teacher_template = pipeline._teacher_setup(run)
+    _, _, student_env, student_template = pipeline._student_setup(run)
+    assert teacher_env.reset_pool and not student_env.reset_pool
+    assert "reset_pool" in jax.eval_shape(teacher_template).env_state.info
+    assert "reset_pool" not in jax.eval_shape(student_template).env_state.info
+    assert json.loads((run.path / "config.json").read_text())["ppo"]["reset_pool"] is True

@@ -32,6 +32,7 @@ from distill_jax.ppo.gae import compute_gae
 from distill_jax.ppo.loss import PPOBatch, ppo_loss
 from distill_jax.ppo.update import episode_metrics, finiteness
 from distill_jax.rollout import PolicyStep, unroll
+from distill_jax.treeops import select_rows
 from distill_jax.sgd import make_optimizer, sgd_epochs
 
 
@@ -138,8 +139,7 @@ def collection_policy(teacher_actor, teacher: FrozenTeacher, student: Student, s
         teacher_step = policy_step(teacher_dist, act_key, deterministic=False)
         student_step = policy_step(student_dist, act_key, deterministic=False)
         teacher_acts = jax.random.bernoulli(mix_key, beta, first.shape)
-        pick = lambda t, s: jnp.where(teacher_acts.reshape(t.shape[:1] + (1,) * (t.ndim - 1)), t, s)  # noqa: E731
-        out = jax.tree.map(pick, teacher_step, student_step)
+        out = select_rows(teacher_acts, teacher_step, student_step)
         extras = {
             "teacher_loc": teacher_dist.loc,
             "teacher_scale": teacher_dist.scale,

@@ -34,6 +34,7 @@ import numpy as np
 from distill_jax.envs.base import Env, EnvState, Wrapper
 from distill_jax.envs.randomization import ModelRandomizer, ParamRange
 from distill_jax.schema import FieldSpec, ObservationSchema
+from distill_jax.treeops import select_rows
 
 
 def _add_wrapper_entry(fp: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
@@ -439,6 +440,8 @@ AUTORESET_INFO_KEYS = (
     "episode_length_completed",
     "episode_completed",
     "reset_pool",
+    "reset_pool_used",
+    "reset_pool_clock",
 )
 
 
@@ -476,25 +479,40 @@ class VmapAutoReset(Wrapper):
     restarts from the initial state kept in slot ``i`` of ``info["reset_pool"]``
     (made by the task's own ``reset``), with a new ``rng`` derived from its
     own, so noise and later randomness differ even when a slot is used twice.
-    Each step the slots of at most ``reset_chunk`` just-finished envs (default
-    ``max(1, num_envs // 64)``; chosen from a random offset) are refilled by
-    fresh resets, the others kept for those envs' next restart. While fewer
-    than ``reset_chunk`` envs finish per step, every episode starts from an
-    initial state never used before; Brax's own auto-reset is the other
-    extreme (one initial state per env, never refilled). The pool doubles the
-    env state's memory, and results depend on ``reset_chunk``.
+    A slot is marked used (``info["reset_pool_used"]``) when its env restarts
+    from it. Every ``refill_every`` steps (default 4) at most ``reset_chunk``
+    used slots (default ``max(1, num_envs // 16)``, chosen from a random
+    offset) are refilled by fresh resets in one batched call: on average
+    ``reset_chunk / refill_every`` new initial states per step (``num_envs //
+    64`` by default). Refills are batched across steps because a reset call
+    has a fixed cost (the task's ``reset``, e.g. an ``mjx.forward``, is many
+    small ops) that on CPU outweighs its per-env cost at these sizes. While
+    fewer envs restart than that budget, every episode starts from a never
+    used initial state; Brax's own auto-reset is the other extreme (one
+    initial state per env, never refilled). The pool doubles the env state's
+    memory, and results depend on ``reset_chunk`` and ``refill_every``.
     """
 
-    def __init__(self, env: Env, num_envs: int, reset_chunk: int | None = None, reset_pool: bool = False):
+    def __init__(
+        self,
+        env: Env,
+        num_envs: int,
+        reset_chunk: int | None = None,
+        reset_pool: bool = False,
+        refill_every: int | None = None,
+    ):
         super().__init__(env)
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if reset_chunk is not None and int(reset_chunk) < 1:
             raise ValueError(f"reset_chunk must be >= 1, got {reset_chunk}")
+        if refill_every is not None and (not reset_pool or int(refill_every) < 1):
+            raise ValueError(f"refill_every needs reset_pool=True and must be >= 1, got {refill_every}")
         self.num_envs = int(num_envs)
         self.reset_pool = bool(reset_pool)
-        default_chunk = self.num_envs // (64 if self.reset_pool else 16)
-        self.reset_chunk = min(max(1, default_chunk if reset_chunk is None else int(reset_chunk)), self.num_envs)
+        self.refill_every = (4 if refill_every is None else int(refill_every)) if self.reset_pool else 1
+        default_chunk = max(1, self.num_envs // 16)
+        self.reset_chunk = min(default_chunk if reset_chunk is None else int(reset_chunk), self.num_envs)
 
     @property
     def batch_size(self) -> int:
@@ -521,6 +539,8 @@ class VmapAutoReset(Wrapper):
             # fold_in(k, 1) differs from the keys reset(k) derives (it splits k).
             pool_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
             info["reset_pool"] = jax.vmap(self.env.reset)(pool_keys).replace(metrics={})
+            info["reset_pool_used"] = zeros_f
+            info["reset_pool_clock"] = zeros_i
         return state.replace(info=info)
 
     def step(self, state: EnvState, actions: jax.Array) -> EnvState:
@@ -529,10 +549,11 @@ class VmapAutoReset(Wrapper):
         inner = state.replace(info={k: v for k, v in state.info.items() if k not in AUTORESET_INFO_KEYS})
         nxt = jax.vmap(self.env.step)(inner, actions)
         done = nxt.done > 0
+        pool_info = {}
         if self.reset_pool:
-            after, pool = self._restart_from_pool(nxt, done, state.info["reset_pool"])
+            after, pool_info = self._restart_from_pool(nxt, done, state.info)
         else:
-            after, pool = self._reset_finished(nxt, done), None
+            after = self._reset_finished(nxt, done)
 
         ret = state.info["episode_return"] + nxt.reward
         length = state.info["episode_length"] + 1
@@ -544,9 +565,8 @@ class VmapAutoReset(Wrapper):
             "episode_return_completed": jnp.where(done, ret, 0.0),
             "episode_length_completed": jnp.where(done, length, 0),
             "episode_completed": done.astype(jnp.float32),
+            **pool_info,
         }
-        if pool is not None:
-            info["reset_pool"] = pool
         return after.replace(info=info)
 
     def _reset_finished(self, stepped: EnvState, done: jax.Array) -> EnvState:
@@ -567,29 +587,40 @@ class VmapAutoReset(Wrapper):
         merged = jax.lax.fori_loop(0, n_chunks, reset_chunk, stepped.replace(metrics={}))
         return self._with_outcome(merged, stepped)
 
-    def _restart_from_pool(self, stepped: EnvState, done: jax.Array, pool: EnvState) -> tuple[EnvState, EnvState]:
+    def _restart_from_pool(
+        self, stepped: EnvState, done: jax.Array, info: Mapping[str, Any]
+    ) -> tuple[EnvState, dict[str, jax.Array | EnvState]]:
         n, k = self.num_envs, self.reset_chunk
-        # Keys from the counter hash: threefry over every env's key would cost
-        # a good part of the resets the pool saves.
+        pool = info["reset_pool"]
+        # A select over the batch, not the chunked scatter of fresh resets: with
+        # many envs finishing per step (the case the pool is for) one select
+        # beats several scatter passes over every leaf of the state (measured on
+        # the inverted pendulum, experiments/results/envs_cpu.md). Keys come from
+        # the counter hash: threefry over every env's key would cost a good part
+        # of the resets the pool saves.
         starts = pool.replace(rng=hash_fold(stepped.rng, 1))
-        merged = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(done.reshape(done.shape + (1,) * (old.ndim - 1)), new, old),
-            starts, stepped.replace(metrics={}),
-        )
+        merged = select_rows(done, starts, stepped.replace(metrics={}))
+        used = jnp.maximum(info["reset_pool_used"], done.astype(jnp.float32))
+        clock = info["reset_pool_clock"] + 1
+        due = clock[0] >= self.refill_every
 
-        def refill(_, p: EnvState) -> EnvState:
-            # The slots of the first k finished envs, counted from a random offset.
+        def refill(_, carry: tuple[EnvState, jax.Array]) -> tuple[EnvState, jax.Array]:
+            p, u = carry
+            # The first k used slots, counted from a random offset.
             offset = jax.random.randint(hash_fold(stepped.rng[0], 3), (), 0, n)
-            rotated = jnp.nonzero(jnp.roll(done, -offset), size=k, fill_value=n)[0]
+            rotated = jnp.nonzero(jnp.roll(u > 0, -offset), size=k, fill_value=n)[0]
             idx = jnp.where(rotated < n, (rotated + offset) % n, n)
             keys = hash_fold(stepped.rng[jnp.minimum(idx, n - 1)], 2)
             fresh = jax.vmap(self.env.reset)(keys).replace(metrics={})
-            return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b, mode="drop"), p, fresh)
+            p = jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b, mode="drop"), p, fresh)
+            return p, u.at[idx].set(0.0, mode="drop")
 
         # A trip count of 0 or 1 rather than lax.cond: under an outer vmap (seeds)
-        # a cond runs both branches on every step, a loop only when some env is done.
-        pool = jax.lax.fori_loop(0, jnp.any(done).astype(jnp.int32), refill, pool)
-        return self._with_outcome(merged, stepped), pool
+        # a cond runs both branches on every step, a loop only when a refill is due.
+        trips = (due & jnp.any(used > 0)).astype(jnp.int32)
+        pool, used = jax.lax.fori_loop(0, trips, refill, (pool, used))
+        pool_info = {"reset_pool": pool, "reset_pool_used": used, "reset_pool_clock": jnp.where(due, 0, clock)}
+        return self._with_outcome(merged, stepped), pool_info
 
     @staticmethod
     def _with_outcome(merged: EnvState, stepped: EnvState) -> EnvState:
@@ -604,5 +635,5 @@ class VmapAutoReset(Wrapper):
     def fingerprint(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"type": "VmapAutoReset"}
         if self.reset_pool:
-            entry.update(reset_pool=True, fresh_resets_per_step=self.reset_chunk)
+            entry.update(reset_pool=True, refill_chunk=self.reset_chunk, refill_every=self.refill_every)
         return _add_wrapper_entry(self.env.fingerprint(), entry)
