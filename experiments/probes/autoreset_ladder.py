@@ -5,8 +5,10 @@ each variant against raw ``mjx.step`` restarted every 6 steps (as
 ``bench_envs.py`` does), interleaved for ``ROUNDS`` rounds (env var, default
 15). Prints the overhead from the best times, the median per-round ratio and
 the median per-round CPU-time ratio. Variants: the bare Brax adapter with
-fresh resets, the registry stack with fresh and with pooled restarts (default
-and one refill per step), and Brax's own env with stored-state restarts.
+fresh resets, the registry stack with fresh and with pooled restarts (the
+default, B/16 fresh states every 4 steps; B/64 every step, one refill call
+per step; never refilled, the floor of the pool), and Brax's own env with
+stored-state restarts.
 The figures quoted in ``experiments/results/envs_cpu.md`` come from this script.
 
 Usage: python experiments/probes/autoreset_ladder.py [B]
@@ -33,7 +35,9 @@ variants = {
     "adapter, fresh resets": VmapAutoReset(task, B),
     "stack, fresh resets": VmapAutoReset(full, B),
     "stack, pooled": VmapAutoReset(full, B, reset_pool=True),
-    "stack, pooled, 1 refill": VmapAutoReset(full, B, reset_pool=True, reset_chunk=1),
+    "stack, pooled, B/64 every step": VmapAutoReset(full, B, reset_pool=True, reset_chunk=max(1, B // 64),
+                                                    refill_every=1),
+    "stack, pooled, never refilled": VmapAutoReset(full, B, reset_pool=True, refill_every=10**9),
 }
 key = jax.random.PRNGKey(1)
 runs = {}
