@@ -2,7 +2,9 @@
 
 ``train_step(state, *, env, nets, config) -> (state, metrics)`` is the unit
 that the teacher phase scans (several iterations per compiled call), vmaps
-(independent seeds) and shards (environments over devices).
+(independent seeds) and shards (environments over devices). Its two halves,
+:func:`collect` and :func:`ppo_epochs`, are public so that they can be timed
+or reused on their own.
 """
 
 from __future__ import annotations
@@ -112,17 +114,25 @@ def finiteness(tree: Any, prefix: str) -> dict[str, jax.Array]:
     return {f"{prefix}{jax.tree_util.keystr(path)}": jnp.all(jnp.isfinite(leaf)) for path, leaf in flat}
 
 
-def train_step(
-    state: TeacherState, *, env: Env, nets: TeacherNetworks, config: PPOConfig
-) -> tuple[TeacherState, dict[str, Any]]:
-    """One PPO iteration for one seed (vmap over seeds, scan over iterations).
+class Collected(NamedTuple):
+    """What one PPO iteration's collection half produces (see :func:`collect`)."""
 
-    Returns ``(state, metrics)``; ``metrics["finite"]`` maps each checked
-    field (observations, reward, loss, parameters) to a bool.
+    env_state: EnvState  # [num_envs] batched env state after the rollout
+    obs_stats: Any  # observation normaliser updated with this rollout (unchanged if disabled)
+    batch: PPOBatch  # [unroll_length * num_envs] flattened, observations normalised
+    transitions: Transition  # [unroll_length, num_envs] the raw rollout, for metrics and guards
+
+
+def collect(
+    state: TeacherState, key: jax.Array, *, env: Env, nets: TeacherNetworks, config: PPOConfig
+) -> Collected:
+    """The collection half of a PPO iteration: rollout -> normaliser -> GAE -> flat batch.
+
+    Rewards are multiplied by ``config.reward_scale`` before GAE; advantages
+    bootstrap on truncation but not on termination.
     """
-    key, rollout_key, sgd_key = jax.random.split(state.key, 3)
     policy = make_policy(nets.actor.apply, state.params["actor"], state.obs_stats)
-    env_state, _, transitions = unroll(env, state.env_state, policy, None, rollout_key, config.unroll_length)
+    env_state, _, transitions = unroll(env, state.env_state, policy, None, key, config.unroll_length)
 
     obs_stats = state.obs_stats
     if config.normalize_observations:
@@ -149,6 +159,16 @@ def train_step(
             old_values=values,
         )
     )
+    return Collected(env_state, obs_stats, batch, transitions)
+
+
+def ppo_epochs(
+    params: Any, opt_state: Any, batch: PPOBatch, key: jax.Array, *, nets: TeacherNetworks, config: PPOConfig
+) -> tuple[Any, Any, dict[str, jax.Array]]:
+    """The SGD half of a PPO iteration: ``num_epochs`` x ``num_minibatches`` clipped-PPO steps.
+
+    Returns ``(params, opt_state, metrics)`` (metrics averaged over minibatches).
+    """
 
     def loss_fn(params, minibatch):
         return ppo_loss(
@@ -162,16 +182,31 @@ def train_step(
             normalize_advantages=config.normalize_advantages,
         )
 
-    params, opt_state, sgd_metrics = sgd_epochs(
-        state.params,
-        state.opt_state,
+    return sgd_epochs(
+        params,
+        opt_state,
         batch,
-        sgd_key,
+        key,
         loss_fn=loss_fn,
         optimizer=make_optimizer(config.learning_rate, config.max_grad_norm),
         num_epochs=config.num_epochs,
         num_minibatches=config.num_minibatches,
     )
+
+
+def train_step(
+    state: TeacherState, *, env: Env, nets: TeacherNetworks, config: PPOConfig
+) -> tuple[TeacherState, dict[str, Any]]:
+    """One PPO iteration for one seed (vmap over seeds, scan over iterations):
+    :func:`collect` then :func:`ppo_epochs`.
+
+    Returns ``(state, metrics)``; ``metrics["finite"]`` maps each checked
+    field (observations, reward, loss, parameters) to a bool.
+    """
+    key, rollout_key, sgd_key = jax.random.split(state.key, 3)
+    env_state, obs_stats, batch, transitions = collect(state, rollout_key, env=env, nets=nets, config=config)
+    params, opt_state, sgd_metrics = ppo_epochs(state.params, state.opt_state, batch, sgd_key, nets=nets,
+                                                config=config)
     finite = {
         **finiteness(transitions.obs, "obs"),
         "reward": jnp.all(jnp.isfinite(transitions.reward)),

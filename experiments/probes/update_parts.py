@@ -8,14 +8,12 @@ import sys, time, functools
 import jax
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import bench
-from distill_jax import normalization
 from distill_jax.envs import VmapAutoReset
-from distill_jax.rollout import unroll, flatten_time
+from distill_jax.rollout import unroll
+from distill_jax.ppo import update as ppo_update
 from distill_jax.ppo.teacher import initial_teacher_states
-from distill_jax.ppo.update import make_teacher_networks, make_policy, train_step, _values
-from distill_jax.ppo.gae import compute_gae
-from distill_jax.ppo.loss import PPOBatch, ppo_loss
-from distill_jax.sgd import sgd_epochs, make_optimizer
+from distill_jax.ppo.update import make_teacher_networks, make_policy, train_step
+from distill_jax.ppo.loss import ppo_loss
 
 B = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
 env = bench.build_env("brax_inverted_pendulum", plain=True)
@@ -41,21 +39,11 @@ def rollout(s):
 
 
 def collect(s):
-    _, _, tr = rollout(s)
-    stats = normalization.update_stats(s.obs_stats, tr.obs)
-    v = _values(nets, s.params, stats, tr.obs)
-    nv = _values(nets, s.params, stats, tr.next_obs)
-    adv, ret = compute_gae(tr.reward, v, nv, tr.terminated, tr.truncated, cfg.gamma, cfg.gae_lambda)
-    return flatten_time(PPOBatch(obs=normalization.normalize(stats, tr.obs), raw_actions=tr.policy.raw_action,
-                                 old_log_probs=tr.policy.log_prob, advantages=adv, returns=ret, old_values=v))
+    return ppo_update.collect(s, s.key, env=batched, nets=nets, config=cfg).batch
 
 
 def sgd(s, batch):
-    loss_fn = functools.partial(ppo_loss, apply_actor=nets.actor.apply, apply_critic=nets.critic.apply,
-                                clip_eps=cfg.clip_eps, vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef)
-    return sgd_epochs(s.params, s.opt_state, batch, s.key, loss_fn=loss_fn,
-                      optimizer=make_optimizer(cfg.learning_rate, cfg.max_grad_norm),
-                      num_epochs=cfg.num_epochs, num_minibatches=cfg.num_minibatches)
+    return ppo_update.ppo_epochs(s.params, s.opt_state, batch, s.key, nets=nets, config=cfg)
 
 
 def one_grad_step(s, batch):
