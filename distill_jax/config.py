@@ -65,7 +65,7 @@ class PPOConfig:
     normalize_observations: bool = True
     normalize_advantages: bool = True
     total_env_steps: int = 1_000_000
-    # Restart finished envs from a pool of stored initial states, refilled a few per step
+    # Restart finished envs from a pool of stored initial states, refilled in batches every few steps
     # (VmapAutoReset(reset_pool=True)): cheaper when episodes are short, at the price of reusing states.
     reset_pool: bool = False
     network: NetworkConfig = NetworkConfig()
@@ -153,7 +153,7 @@ class DistillConfig:
     # privileged latent by the student (needs ppo.network.privileged_latent > 0, an MLP student).
     latent_coef: float = 0.0
     total_env_steps: int = 200_000
-    # Restart finished envs from a pool of stored initial states, refilled a few per step
+    # Restart finished envs from a pool of stored initial states, refilled in batches every few steps
     # (VmapAutoReset(reset_pool=True)): cheaper when episodes are short, at the price of reusing states.
     reset_pool: bool = False
 

@@ -32,8 +32,8 @@ from distill_jax.ppo.gae import compute_gae
 from distill_jax.ppo.loss import PPOBatch, ppo_loss
 from distill_jax.ppo.update import episode_metrics, finiteness
 from distill_jax.rollout import PolicyStep, unroll
-from distill_jax.treeops import select_rows
 from distill_jax.sgd import make_optimizer, sgd_epochs
+from distill_jax.treeops import select_rows
 
 
 class FrozenTeacher(NamedTuple):

@@ -540,6 +540,8 @@ class VmapAutoReset(Wrapper):
             pool_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
             info["reset_pool"] = jax.vmap(self.env.reset)(pool_keys).replace(metrics={})
             info["reset_pool_used"] = zeros_f
+            # Steps since the last refill, kept per env (all equal) rather than as a scalar:
+            # every info leaf has the env axis, which the training loop shards over devices.
             info["reset_pool_clock"] = zeros_i
         return state.replace(info=info)
 
@@ -580,9 +582,7 @@ class VmapAutoReset(Wrapper):
         def reset_chunk(i, s: EnvState) -> EnvState:
             idx = jax.lax.dynamic_slice(padded, (i * k,), (k,))
             rngs = s.rng[jnp.minimum(idx, n - 1)]
-            keys = jax.vmap(lambda r: jax.random.split(r)[1])(rngs)
-            fresh = jax.vmap(self.env.reset)(keys).replace(metrics={})
-            return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b, mode="drop"), s, fresh)
+            return self._reset_rows(s, idx, jax.vmap(lambda r: jax.random.split(r)[1])(rngs))
 
         merged = jax.lax.fori_loop(0, n_chunks, reset_chunk, stepped.replace(metrics={}))
         return self._with_outcome(merged, stepped)
@@ -610,9 +610,7 @@ class VmapAutoReset(Wrapper):
             offset = jax.random.randint(hash_fold(stepped.rng[0], 3), (), 0, n)
             rotated = jnp.nonzero(jnp.roll(u > 0, -offset), size=k, fill_value=n)[0]
             idx = jnp.where(rotated < n, (rotated + offset) % n, n)
-            keys = hash_fold(stepped.rng[jnp.minimum(idx, n - 1)], 2)
-            fresh = jax.vmap(self.env.reset)(keys).replace(metrics={})
-            p = jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b, mode="drop"), p, fresh)
+            p = self._reset_rows(p, idx, hash_fold(stepped.rng[jnp.minimum(idx, n - 1)], 2))
             return p, u.at[idx].set(0.0, mode="drop")
 
         # A trip count of 0 or 1 rather than lax.cond: under an outer vmap (seeds)
@@ -621,6 +619,14 @@ class VmapAutoReset(Wrapper):
         pool, used = jax.lax.fori_loop(0, trips, refill, (pool, used))
         pool_info = {"reset_pool": pool, "reset_pool_used": used, "reset_pool_clock": jnp.where(due, 0, clock)}
         return self._with_outcome(merged, stepped), pool_info
+
+    def _reset_rows(self, target: EnvState, idx: jax.Array, keys: jax.Array) -> EnvState:
+        """``target`` with row ``idx[j]`` replaced by a fresh reset from ``keys[j]``.
+
+        Out-of-range indices (the padding ``num_envs``) are dropped by the scatter.
+        """
+        fresh = jax.vmap(self.env.reset)(keys).replace(metrics={})
+        return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b, mode="drop"), target, fresh)
 
     @staticmethod
     def _with_outcome(merged: EnvState, stepped: EnvState) -> EnvState:
