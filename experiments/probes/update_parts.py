@@ -1,6 +1,8 @@
 """Seconds per teacher-update part at B envs (bench.py sizes), each part its own jitted function.
 
-Usage: python experiments/probes/update_parts.py 1024 [--vmap-parts]
+Usage: python experiments/probes/update_parts.py 1024 [--vmap-parts] [bench.py options: --task, PPO sizes]
+e.g. the quadruped at the GPU preset's sizes: ``4096 --task quadruped_rough --unroll-length 24
+--num-minibatches 4 --num-epochs 5 --policy-hidden 512,256,128 --value-hidden 512,256,128``.
 (XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= for the figures without YNNPACK fusions: the
 parts are plain ``jax.jit``s, which do not get distill_jax's compiler options.)
 """
@@ -15,9 +17,11 @@ from distill_jax.ppo.teacher import initial_teacher_states
 from distill_jax.ppo.update import make_teacher_networks, make_policy, train_step
 from distill_jax.ppo.loss import ppo_loss
 
-B = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
-env = bench.build_env("brax_inverted_pendulum", plain=True)
-cfg = bench.ppo_config(bench.parse_args([]), B)
+positional = len(sys.argv) > 1 and sys.argv[1].isdigit()
+B = int(sys.argv[1]) if positional else 1024
+args = bench.parse_args([a for a in sys.argv[1 + positional:] if a != "--vmap-parts"])
+env = bench.build_env(args.task, plain=args.task.startswith("brax_"))  # as bench.py builds it
+cfg = bench.ppo_config(args, B)
 T = cfg.unroll_length
 batched = VmapAutoReset(env, B)
 nets = make_teacher_networks(env.schema, env.action_size, cfg)

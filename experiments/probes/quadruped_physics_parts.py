@@ -1,0 +1,108 @@
+"""Where the rough-terrain quadruped's physics step spends its time, on this machine.
+
+Times a jitted ``scan`` of ``vmap(mjx.step)`` (20 physics steps of B envs,
+best of 5) for model variants of ``quadruped_rough``'s MJCF, and MJX's
+collision stage alone (``collision_driver.collision`` on the same states):
+
+* colliders: ``feet + trunk`` (version 1: 4 feet and 2 trunk spheres against
+  the height field) or ``feet only`` (version 2);
+* solver: ``4/8`` (version 1: 4 Newton iterations, 8 line-search steps) or
+  ``1/5`` (version 2, MuJoCo Playground's Go1 setting);
+* ``plane`` instead of ``hfield``: the same robot on a flat plane, what the
+  height field itself costs.
+
+MJX collides a sphere with a height field by building the triangular prisms
+of every grid cell its bounding box can touch and running a convex collision
+per prism; the trunk spheres (radius 0.08 m on a 0.1 m grid) cover 3x3 cells
+(18 prisms each) against 2x2 (8 prisms) for a foot. States are taken after
+0.4 s of standing so the feet are in contact. Quoted in
+``experiments/results/quadruped_physics_cpu.md``.
+
+Usage: python experiments/probes/quadruped_physics_parts.py [B ...]   (default 256)
+"""
+
+import os
+import sys
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+
+import jax  # noqa: E402
+import mujoco  # noqa: E402
+from mujoco import mjx  # noqa: E402
+from mujoco.mjx._src import collision_driver  # noqa: E402
+
+from distill_jax.envs.quadruped import QuadrupedConfig, RoughTerrainQuadruped  # noqa: E402
+
+SUBSTEPS = 20
+
+
+def variant(task: RoughTerrainQuadruped, trunk_collides: bool, plane: bool, solver: tuple[int, int]) -> mujoco.MjModel:
+    m = mujoco.MjModel.from_xml_string(task.xml)
+    m.hfield_data[:] = task.mj_model.hfield_data
+    m.opt.iterations, m.opt.ls_iterations = solver
+    for name in ("trunk_front", "trunk_rear"):
+        m.geom_conaffinity[m.geom(name).id] = 1 if trunk_collides else 0
+    if plane:
+        floor = m.geom("floor").id
+        m.geom_type[floor] = mujoco.mjtGeom.mjGEOM_PLANE
+        m.geom_size[floor] = (10.0, 10.0, 0.1)
+        m.geom_dataid[floor] = -1
+    return m
+
+
+def best_s(fn, *args, repeats: int = 5) -> float:
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure(task: RoughTerrainQuadruped, m: mujoco.MjModel, batch: int, plane: bool) -> tuple[float, float, int]:
+    mx = mjx.put_model(m)
+    states = jax.vmap(task.reset)(jax.random.split(jax.random.PRNGKey(0), batch))
+    d = states.physics
+    if plane:  # stand on the plane: drop the spawn height to the flat-floor one
+        d = d.replace(qpos=d.qpos.at[:, 2].set(0.33))
+    d = jax.vmap(lambda dd: mjx.make_data(mx).replace(qpos=dd.qpos, qvel=dd.qvel, ctrl=dd.ctrl))(d)
+
+    @jax.jit
+    def run(d):
+        def body(d, _):
+            return jax.vmap(lambda dd: mjx.step(mx, dd))(d), None
+
+        return jax.lax.scan(body, d, None, length=SUBSTEPS)[0]
+
+    settle = jax.jit(lambda d: jax.lax.fori_loop(0, 100, lambda _, x: jax.vmap(lambda dd: mjx.step(mx, dd))(x), d))
+    d = jax.block_until_ready(settle(d))
+    collide = jax.jit(jax.vmap(lambda dd: collision_driver.collision(mx, dd)))
+    ncon = int(d._impl.contact.dist.shape[-1])
+    return best_s(run, d) / SUBSTEPS, best_s(collide, d), ncon
+
+
+def main() -> None:
+    batches = [int(b) for b in sys.argv[1:]] or [256]
+    task = RoughTerrainQuadruped(QuadrupedConfig())
+    print(f"devices: {jax.devices()}; {SUBSTEPS} physics steps per timed call, best of 5")
+    cases = {
+        "hfield, feet + trunk, solver 4/8": (True, False, (4, 8)),
+        "hfield, feet only, solver 4/8": (False, False, (4, 8)),
+        "hfield, feet + trunk, solver 1/5": (True, False, (1, 5)),
+        "hfield, feet only, solver 1/5": (False, False, (1, 5)),
+        "plane, feet only, solver 1/5": (False, True, (1, 5)),
+    }
+    for batch in batches:
+        base = None
+        for name, (trunk, plane, solver) in cases.items():
+            step_s, coll_s, ncon = measure(task, variant(task, trunk, plane, solver), batch, plane)
+            base = base or step_s
+            print(f"B={batch:5d} {name:34s} contacts {ncon:3d}  mjx.step {1e3 * step_s:8.2f} ms "
+                  f"({batch / step_s:9.0f} physics steps/s, {base / step_s:4.2f}x)  "
+                  f"collision alone {1e3 * coll_s:7.2f} ms ({100 * coll_s / step_s:4.1f} % of a step)")
+
+
+if __name__ == "__main__":
+    main()
