@@ -221,7 +221,7 @@ def _teacher_setup(run: Run):
     from distill_jax.ppo.teacher import initial_teacher_states, make_teacher_networks
 
     cfg = run.config
-    batched = VmapAutoReset(run.env, cfg.ppo.num_envs, reset_pool=cfg.ppo.reset_pool)
+    batched = VmapAutoReset.for_phase(run.env, cfg.ppo)
     nets = make_teacher_networks(run.env.schema, run.env.action_size, cfg.ppo)
     return nets, batched, lambda: initial_teacher_states(batched, nets, cfg.ppo, cfg.seed, cfg.num_seeds)
 
@@ -233,7 +233,7 @@ def _student_setup(run: Run):
     from distill_jax.envs.wrappers import VmapAutoReset
 
     cfg = run.config
-    batched = VmapAutoReset(run.env, cfg.distill.num_envs, reset_pool=cfg.distill.reset_pool)
+    batched = VmapAutoReset.for_phase(run.env, cfg.distill)
     student = build_student(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
     seed = cfg.seed + STUDENT_SEED_OFFSET
     return student, seed, batched, lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds)

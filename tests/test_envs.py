@@ -328,6 +328,17 @@ def test_pooled_restarts_with_full_budget_never_reuse_an_initial_state():
         VmapAutoReset(get_env("cartpole"), 4, refill_every=2)
 
 
+def test_stepping_a_state_from_the_other_restart_mode_is_refused():
+    env = get_env("cartpole")
+    fresh, pooled = VmapAutoReset(env, 4), VmapAutoReset(env, 4, reset_pool=True)
+    key = jax.random.PRNGKey(0)
+    actions = jnp.zeros((4, env.action_size))
+    with pytest.raises(ValueError, match="lacks 'reset_pool' but this VmapAutoReset has reset_pool=True"):
+        pooled.step(fresh.reset(key), actions)
+    with pytest.raises(ValueError, match="has 'reset_pool' but this VmapAutoReset has reset_pool=False"):
+        fresh.step(pooled.reset(key), actions)
+
+
 # ---------------------------------------------------------------- brax
 @pytest.mark.slow
 def test_brax_ant_scan():

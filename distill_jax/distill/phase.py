@@ -80,7 +80,7 @@ def distill_student(
     """
     config.validate()
     num_seeds = int(jax.tree.leaves(teacher.params)[0].shape[0])
-    batched_env = VmapAutoReset(env, config.num_envs, reset_pool=config.reset_pool)
+    batched_env = VmapAutoReset.for_phase(env, config)
     student = build_student(env, config, latent_size=getattr(teacher_actor, "latent_size", 0))
     if config.latent_coef > 0 and student.sequence_with_latent is None:
         raise ConfigError("distill.latent_coef > 0 needs a teacher with a privileged latent (EncodedTeacher)")

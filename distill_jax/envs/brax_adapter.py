@@ -117,15 +117,23 @@ class BraxEnvAdapter(Env):
             "brax_kwargs": {k: v for k, v in sorted(self.brax_kwargs.items())},
         }
 
+    def observe(self, bstate) -> dict[str, jax.Array]:
+        """The named observation fields of a Brax state (float32, no batch axis).
+
+        The default is Brax's flat ``obs`` under ``obs_field``. Override it (with
+        ``schema``) to split Brax's vector into named fields that the schema can
+        assign to roles; ``bstate.metrics`` is there for critic-only terms.
+        """
+        return {self.obs_field: jnp.asarray(bstate.obs, jnp.float32)}
+
     def _wrap(self, bstate, rng, first) -> EnvState:
         done = jnp.asarray(bstate.done, jnp.float32)
-        obs = jnp.asarray(bstate.obs, jnp.float32)
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in bstate.metrics.items()}
         metrics["fall"] = done
         metrics["success"] = 1.0 - done
         return EnvState(
             physics=bstate,
-            obs={self.obs_field: obs},
+            obs=self.observe(bstate),
             reward=jnp.asarray(bstate.reward, jnp.float32),
             terminated=done,
             truncated=jnp.zeros((), jnp.float32),

@@ -514,6 +514,16 @@ class VmapAutoReset(Wrapper):
         default_chunk = max(1, self.num_envs // 16)
         self.reset_chunk = min(default_chunk if reset_chunk is None else int(reset_chunk), self.num_envs)
 
+    @classmethod
+    def for_phase(cls, env: Env, config: Any) -> "VmapAutoReset":
+        """The batched env a training phase's config asks for (its ``num_envs`` and ``reset_pool``).
+
+        ``config`` is a :class:`~distill_jax.config.PPOConfig` or
+        :class:`~distill_jax.config.DistillConfig`; one builder so that a phase
+        and a checkpoint restore of it always batch the env the same way.
+        """
+        return cls(env, config.num_envs, reset_pool=config.reset_pool)
+
     @property
     def batch_size(self) -> int:
         return self.num_envs
@@ -548,6 +558,14 @@ class VmapAutoReset(Wrapper):
     def step(self, state: EnvState, actions: jax.Array) -> EnvState:
         if actions.shape[0] != self.num_envs:
             raise ValueError(f"actions must have leading axis {self.num_envs}, got shape {actions.shape}")
+        has_pool = "reset_pool" in state.info
+        if has_pool != self.reset_pool:
+            # A state from the other restart mode would otherwise fail deep inside
+            # the step (pool mode) or silently drop its pool (fresh mode).
+            raise ValueError(
+                f"state.info {'has' if has_pool else 'lacks'} 'reset_pool' but this VmapAutoReset has "
+                f"reset_pool={self.reset_pool}: step a state made by this wrapper's reset()"
+            )
         inner = state.replace(info={k: v for k, v in state.info.items() if k not in AUTORESET_INFO_KEYS})
         nxt = jax.vmap(self.env.step)(inner, actions)
         done = nxt.done > 0

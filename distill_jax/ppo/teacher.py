@@ -75,7 +75,7 @@ def train_teacher(
       NonFiniteError: NaN/Inf in observations, rewards, loss or parameters.
     """
     config.validate()
-    batched_env = VmapAutoReset(env, config.num_envs, reset_pool=config.reset_pool)
+    batched_env = VmapAutoReset.for_phase(env, config)
     nets = make_teacher_networks(env.schema, env.action_size, config)
     if initial_state is None:
         initial_state = initial_teacher_states(batched_env, nets, config, seed, num_seeds)
