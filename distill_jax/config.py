@@ -61,6 +61,10 @@ class PPOConfig:
     clip_eps: float = 0.2
     vf_coef: float = 0.5
     ent_coef: float = 0.0
+    # Penalty on mean actions beyond |tanh(loc)| = action_bound (ppo.loss): keeps the teacher's
+    # targets below the distillation mask's saturation threshold (0.99). 0 = off.
+    bound_coef: float = 0.0
+    action_bound: float = 0.95
     reward_scale: float = 1.0
     normalize_observations: bool = True
     normalize_advantages: bool = True
@@ -96,9 +100,10 @@ class PPOConfig:
         for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"{prefix}.{name}", value, "must be in [0, 1]")
-        for name in ("vf_coef", "ent_coef"):
+        for name in ("vf_coef", "ent_coef", "bound_coef"):
             value = getattr(self, name)
             _require(value >= 0, f"{prefix}.{name}", value, "must be >= 0")
+        _require(0.0 < self.action_bound < 1.0, f"{prefix}.action_bound", self.action_bound, "must be in (0, 1)")
         self.network.validate(f"{prefix}.network")
 
 

@@ -138,3 +138,27 @@ def test_time_major_batch_shape():
     l_flat, _ = ppo_loss(params, batch, **kw)
     l_tb, _ = ppo_loss(params, tb, **kw)
     np.testing.assert_allclose(float(l_tb), float(l_flat), rtol=1e-5)
+
+
+def test_action_bound_penalty_matches_closed_form_and_only_acts_past_the_bound():
+    params, batch = make_case()
+    kw = dict(apply_actor=apply_actor, apply_critic=apply_critic, clip_eps=0.2, vf_coef=0.5)
+    loc = np.asarray(batch.obs["x"], np.float64) @ params.actor["w"] + params.actor["b"]
+    for bound in (0.5, 0.95):
+        excess = np.maximum(np.abs(loc) - np.arctanh(bound), 0.0)
+        expected = np.mean(np.sum(excess**2, axis=-1))
+        base, _ = ppo_loss(params, batch, **kw)
+        total, metrics = ppo_loss(params, batch, bound_coef=2.0, action_bound=bound, **kw)
+        np.testing.assert_allclose(float(metrics["bound_loss"]), expected, rtol=1e-5)
+        np.testing.assert_allclose(float(total - base), 2.0 * expected, rtol=1e-4, atol=1e-6)
+    assert float(ppo_loss(params, batch, bound_coef=2.0, action_bound=0.5, **kw)[1]["bound_loss"]) > 0
+    # Gradient w.r.t. the mean's bias: 2 coef excess sign(loc) / N per dimension; zero inside the bound.
+    bound = 0.5
+    g0 = jax.grad(lambda p: ppo_loss(p, batch, **kw)[0])(params)
+    g1 = jax.grad(lambda p: ppo_loss(p, batch, bound_coef=1.0, action_bound=bound, **kw)[0])(params)
+    excess = np.maximum(np.abs(loc) - np.arctanh(bound), 0.0)
+    expected_b = np.sum(2.0 * excess * np.sign(loc), axis=0) / N
+    np.testing.assert_allclose(g1.actor["b"] - g0.actor["b"], expected_b, rtol=1e-4, atol=1e-6)
+    inside = {**params.actor, "b": params.actor["b"] * 0.0, "w": params.actor["w"] * 0.0}
+    inside_params = ActorCriticParams(inside, params.critic)
+    assert float(ppo_loss(inside_params, batch, bound_coef=5.0, **kw)[1]["bound_loss"]) == 0.0

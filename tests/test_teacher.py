@@ -70,6 +70,22 @@ def test_seed_k_of_multi_seed_run_equals_single_run(env):
     assert len(multi.history[0]["episode_return"]) == 2
 
 
+@pytest.mark.parametrize("bias, expected", [(5.0, 1.0), (1.0, 0.0)])
+def test_saturated_steps_metric_counts_mean_actions_at_the_bound(env, bias, expected):
+    """A constant mean action tanh(bias): tanh(5) = 0.9999 is saturated, tanh(1) = 0.76 is not."""
+    one_update = dataclasses.replace(TINY, total_env_steps=TINY.batch_size)
+    batched = VmapAutoReset(env, one_update.num_envs)
+    nets = make_teacher_networks(env.schema, env.action_size, one_update)
+    state = initial_teacher_states(batched, nets, one_update, 0, 1)
+    head = state.params["actor"]["params"]["head"]["loc"]
+    head = {"bias": jnp.full_like(head["bias"], bias), "kernel": jnp.zeros_like(head["kernel"])}
+    actor = {"params": {**state.params["actor"]["params"], "head": {**state.params["actor"]["params"]["head"],
+                                                                     "loc": head}}}
+    state = state.replace(params={**state.params, "actor": actor})
+    result = train_teacher(env, one_update, initial_state=state)
+    assert result.history[-1]["policy/saturated_steps"][0] == expected
+
+
 def _qr_operand_ranks(fn) -> list[int]:
     jaxpr = str(jax.make_jaxpr(fn)())
     return [len(m.group(1).split(",")) for m in re.finditer(r"f32\[([0-9,]+)\] \S+ = qr\[", jaxpr)]
@@ -94,6 +110,10 @@ def test_config_errors_name_field():
         PPOConfig(num_envs=-4).validate()
     with pytest.raises(ConfigError, match="ppo.gamma=1.5"):
         PPOConfig(gamma=1.5).validate()
+    with pytest.raises(ConfigError, match=r"ppo.action_bound=1.0.*\(0, 1\)"):
+        PPOConfig(action_bound=1.0).validate()
+    with pytest.raises(ConfigError, match="ppo.bound_coef=-1"):
+        PPOConfig(bound_coef=-1.0).validate()
 
 
 def test_non_finite_guard_names_update_and_field():

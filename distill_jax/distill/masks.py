@@ -68,10 +68,13 @@ def resets(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
     return 1.0 - inputs.first
 
 
+def saturated(loc: jax.Array, limit: float = DEFAULT_THRESHOLDS["saturation"]) -> jax.Array:
+    """1.0 where any dimension of the mean action ``tanh(loc)`` (``[..., A]``) is at or beyond ``limit``."""
+    return jnp.any(jnp.abs(jnp.tanh(loc)) >= limit, axis=-1).astype(jnp.float32)
+
+
 def saturated_actions(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
-    limit = thresholds.get("saturation", DEFAULT_THRESHOLDS["saturation"])
-    saturated = jnp.any(jnp.abs(jnp.tanh(inputs.teacher_loc)) >= limit, axis=-1)
-    return 1.0 - saturated.astype(jnp.float32)
+    return 1.0 - saturated(inputs.teacher_loc, thresholds.get("saturation", DEFAULT_THRESHOLDS["saturation"]))
 
 
 def nonfinite_teacher(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:

@@ -16,6 +16,14 @@ of the stored *pre-squash* ``raw_actions``. The tanh Jacobian depends only on
 be ``gaussian_log_prob(dist_old, raw_actions)`` as well (not ``log_prob``).
 
 Entropy bonus: the pre-squash Gaussian entropy (:func:`distill_jax.distributions.entropy`).
+
+Action-bound penalty (optional, ``bound_coef > 0``): nothing in the surrogate
+stops the pre-squash mean ``loc`` from running far past the point where
+``tanh`` saturates, and once it does the mean action says nothing (and the
+distillation mask drops the step as a target). The penalty is zero while
+``|tanh(loc)| <= action_bound`` and quadratic in ``|loc| - atanh(action_bound)``
+beyond it, in the spirit of rl_games' ``bounds_loss``; exploration noise still
+reaches the bounds.
 """
 
 from __future__ import annotations
@@ -81,8 +89,11 @@ def ppo_loss(
     ent_coef: float | jax.Array = 0.0,
     normalize_advantages: bool = True,
     value_clip: float | jax.Array | None = None,
+    bound_coef: float | jax.Array = 0.0,
+    action_bound: float = 0.95,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """PPO loss: clipped surrogate + ``vf_coef`` * value loss - ``ent_coef`` * entropy.
+    """PPO loss: clipped surrogate + ``vf_coef`` * value loss - ``ent_coef`` * entropy
+    + ``bound_coef`` * action-bound penalty.
 
     * ``ratio = exp(gaussian_log_prob(pi, raw) - old_log_probs)``
     * ``policy_loss = -mean(min(ratio A, clip(ratio, 1 - eps, 1 + eps) A))``
@@ -91,6 +102,7 @@ def ppo_loss(
       ``V_c = old_V + clip(V - old_V, -c, c)`` and
       ``value_loss = 0.5 mean(max((V - R)², (V_c - R)²))``.
     * ``entropy = mean(H[pi])`` (pre-squash Gaussian entropy).
+    * ``bound_loss = mean(sum_A relu(|loc| - atanh(action_bound))²)``.
 
     Args:
       params: :class:`ActorCriticParams` (or a mapping with keys ``"actor"`` and
@@ -104,10 +116,13 @@ def ppo_loss(
       normalize_advantages: standardise advantages (mean 0, std 1) over the batch.
       value_clip: clipping range for the value prediction around ``old_values``
         (``None``: no clipping). Requires ``batch.old_values``.
+      bound_coef: weight of the action-bound penalty (0: off).
+      action_bound: mean-action magnitude ``|tanh(loc)|`` in (0, 1) above which
+        the penalty starts.
 
     Returns:
       ``(loss, metrics)``: scalar loss and scalar metrics ``total_loss``,
-      ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl`` (the
+      ``policy_loss``, ``value_loss``, ``entropy``, ``bound_loss``, ``approx_kl`` (the
       ``mean((ratio - 1) - log ratio)`` estimator of KL(old || new)),
       ``clip_fraction`` (fraction with ``|ratio - 1| > clip_eps``).
     """
@@ -134,7 +149,9 @@ def ppo_loss(
     value_loss = 0.5 * jnp.mean(sq_err)
 
     entropy = jnp.mean(dists.entropy(dist))
-    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+    excess = jax.nn.relu(jnp.abs(dist.loc) - jnp.arctanh(action_bound))
+    bound_loss = jnp.mean(jnp.sum(jnp.square(excess), axis=-1))
+    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy + bound_coef * bound_loss
 
     approx_kl = jnp.mean((ratio - 1.0) - log_ratio)
     clip_fraction = jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32))
@@ -143,6 +160,7 @@ def ppo_loss(
         "policy_loss": policy_loss,
         "value_loss": value_loss,
         "entropy": entropy,
+        "bound_loss": bound_loss,
         "approx_kl": jax.lax.stop_gradient(approx_kl),
         "clip_fraction": jax.lax.stop_gradient(clip_fraction),
     }

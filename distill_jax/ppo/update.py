@@ -18,6 +18,7 @@ from flax import struct
 
 from distill_jax import normalization
 from distill_jax.config import PPOConfig
+from distill_jax.distill.masks import saturated
 from distill_jax.envs.base import Env, EnvState
 from distill_jax.networks import EncodedTeacher, make_actor, make_critic
 from distill_jax.policy import make_policy
@@ -180,6 +181,8 @@ def ppo_epochs(
             vf_coef=config.vf_coef,
             ent_coef=config.ent_coef,
             normalize_advantages=config.normalize_advantages,
+            bound_coef=config.bound_coef,
+            action_bound=config.action_bound,
         )
 
     return sgd_epochs(
@@ -226,6 +229,9 @@ def train_step(
         **sgd_metrics,
         **episode_metrics(transitions),
         "reward_mean": jnp.mean(transitions.reward),
+        # Share of steps distillation's default saturated_actions rule would mask:
+        # a teacher that lives at the action bounds leaves the student few targets.
+        "policy/saturated_steps": jnp.mean(saturated(transitions.policy.loc)),
         **{f"env/{k}": jnp.mean(v) for k, v in transitions.metrics.items()},
         "finite": finite,
     }
