@@ -46,6 +46,9 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
 
 DEFAULT_MIN_STD = 1e-3
+# |tanh(loc)| at or beyond this is "saturated": the mean action sits at the bound and its
+# pre-squash mean can be arbitrarily large (the distillation mask's default threshold).
+SATURATION_LIMIT = 0.99
 
 
 class TanhGaussian(NamedTuple):
@@ -211,3 +214,11 @@ __all__ = [
     "sample",
     "scale_from_raw",
 ]
+
+
+def saturated(loc: jax.Array, limit: float = SATURATION_LIMIT) -> jax.Array:
+    """1.0 where any dimension of the mean action ``tanh(loc)`` (``[..., A]``) is at or beyond ``limit``.
+
+    Returns ``[...]`` float32.
+    """
+    return jnp.any(jnp.abs(jnp.tanh(loc)) >= limit, axis=-1).astype(jnp.float32)

@@ -27,6 +27,8 @@ from typing import Callable, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from distill_jax.distributions import SATURATION_LIMIT, saturated
+
 
 class MaskInputs(NamedTuple):
     """What the rules read, leaves ``[T, B]`` (teacher params ``[T, B, A]``)."""
@@ -38,7 +40,7 @@ class MaskInputs(NamedTuple):
     teacher_scale: jax.Array
 
 
-DEFAULT_THRESHOLDS: dict[str, float] = {"saturation": 0.99, "fall_horizon": 1.0}
+DEFAULT_THRESHOLDS: dict[str, float] = {"saturation": SATURATION_LIMIT, "fall_horizon": 1.0}
 
 
 def _steps_before_termination(terminated: jax.Array, horizon: jax.Array) -> jax.Array:
@@ -66,11 +68,6 @@ def timeouts(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
 def resets(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
     del thresholds
     return 1.0 - inputs.first
-
-
-def saturated(loc: jax.Array, limit: float = DEFAULT_THRESHOLDS["saturation"]) -> jax.Array:
-    """1.0 where any dimension of the mean action ``tanh(loc)`` (``[..., A]``) is at or beyond ``limit``."""
-    return jnp.any(jnp.abs(jnp.tanh(loc)) >= limit, axis=-1).astype(jnp.float32)
 
 
 def saturated_actions(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:

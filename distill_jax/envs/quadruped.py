@@ -92,6 +92,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
+from distill_jax.distributions import SATURATION_LIMIT
 from distill_jax.envs import terrain as terrain_lib
 from distill_jax.envs.base import Env, EnvState, fingerprint_hash, with_inferred_specs
 from distill_jax.envs.mjx_env import MjxEnv, load_asset, mjcf_hash
@@ -402,7 +403,7 @@ class RoughTerrainQuadruped(MjxEnv):
             teacher_only=TEACHER_FIELDS,
             critic_only=CRITIC_FIELDS,
             mask_rule=("falls", "timeouts", "resets", "saturated_actions"),
-            mask_thresholds=(("saturation", 0.99),),
+            mask_thresholds=(("saturation", SATURATION_LIMIT),),
         )
         return with_inferred_specs(base, self.reset)
 
@@ -534,13 +535,9 @@ class RoughTerrainQuadruped(MjxEnv):
         air_time = air_time * (1.0 - contact_filt)
 
         # Falls.
-        if cfg.trunk_collision:
-            trunk_contact = k["trunk_force"] > cfg.contact_force_threshold
-        else:
-            trunk_contact = jnp.any(self.trunk_clearance(data) < 0.0)
         tilted = k["projected_gravity"][2] > -math.cos(cfg.max_tilt)
         low = k["base_height"] < cfg.min_base_height
-        terminated = (trunk_contact | tilted | low).astype(jnp.float32)
+        terminated = (k["trunk_touch"] | tilted | low).astype(jnp.float32)
 
         v, w, g = k["base_lin_vel"], k["base_ang_vel"], k["projected_gravity"]
         lin_err2 = jnp.sum(jnp.square(command[:2] - v[:2]))
@@ -603,7 +600,7 @@ class RoughTerrainQuadruped(MjxEnv):
         return centres[:, 2] - self._trunk_radius - ground
 
     def _kinematics(self, model: mjx.Model, data: mjx.Data) -> dict[str, jax.Array]:
-        """Body-frame trunk state, foot/knee positions and contact forces."""
+        """Body-frame trunk state, foot/knee positions, contact forces and the trunk-touch (fall) test."""
         rot = data.xmat[self._trunk_id]
         base = data.xpos[self._trunk_id]
         impl = data._impl
@@ -614,6 +611,10 @@ class RoughTerrainQuadruped(MjxEnv):
             hit = (g1[None] == geoms[:, None]) | (g2[None] == geoms[:, None])  # [n, ncon]
             return jnp.sum(hit * normal[None], axis=-1)
 
+        if self.config.trunk_collision:  # version 1: the spheres collide; a touch is a contact force
+            trunk_touch = jnp.sum(force_on(self._trunk_geoms)) > self.config.contact_force_threshold
+        else:  # version 2: no trunk contacts in the solver; test the spheres against the terrain
+            trunk_touch = jnp.any(self.trunk_clearance(data) < 0.0)
         return {
             "rot": rot,
             "base_lin_vel": rot.T @ data.qvel[:3],
@@ -623,8 +624,7 @@ class RoughTerrainQuadruped(MjxEnv):
             "foot_pos": data.geom_xpos[self._foot_geoms],
             "knee_pos": data.xpos[self._knee_bodies],
             "foot_forces": force_on(self._foot_geoms),
-            # Zero unless the trunk spheres collide (trunk_collision, version 1).
-            "trunk_force": jnp.sum(force_on(self._trunk_geoms)) if self.config.trunk_collision else jnp.zeros(()),
+            "trunk_touch": trunk_touch,  # bool: a trunk sphere touches the terrain (a fall)
         }
 
     def _observe(self, model, data, k, info, reward_vec, push_body) -> dict[str, jax.Array]:

@@ -16,9 +16,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from distill_jax import normalization
+from distill_jax import distributions, normalization
 from distill_jax.config import PPOConfig
-from distill_jax.distill.masks import saturated
 from distill_jax.envs.base import Env, EnvState
 from distill_jax.networks import EncodedTeacher, make_actor, make_critic
 from distill_jax.policy import make_policy
@@ -231,7 +230,7 @@ def train_step(
         "reward_mean": jnp.mean(transitions.reward),
         # Share of steps distillation's default saturated_actions rule would mask:
         # a teacher that lives at the action bounds leaves the student few targets.
-        "policy/saturated_steps": jnp.mean(saturated(transitions.policy.loc)),
+        "policy/saturated_steps": jnp.mean(distributions.saturated(transitions.policy.loc)),
         **{f"env/{k}": jnp.mean(v) for k, v in transitions.metrics.items()},
         "finite": finite,
     }
