@@ -1,9 +1,11 @@
 """One distillation iteration as a pure function: collect → mask → SGD epochs.
 
 ``distill_step(state, teacher, *, env, teacher_actor, student, config) ->
-(state, metrics)``. The teacher arrives as an argument (:class:`FrozenTeacher`)
-and never enters the optimiser: only ``state.params`` (the student's) receive
-gradients, and the losses stop gradients through the teacher's outputs.
+(state, metrics)``, made of two halves that profile separately: :func:`collect`
+(rollout, normaliser, mask) and :func:`distill_epochs` (SGD). The teacher
+arrives as an argument (:class:`FrozenTeacher`) and never enters the
+optimiser: only ``state.params`` (the student's) receive gradients, and the
+losses stop gradients through the teacher's outputs.
 
 Collection uses the shared :func:`~distill_jax.rollout.unroll`. At every step
 both policies see the *same* observation dict: the teacher reads its
@@ -31,7 +33,7 @@ from distill_jax.policy import action_distribution, policy_step
 from distill_jax.ppo.gae import compute_gae
 from distill_jax.ppo.loss import PPOBatch, ppo_loss
 from distill_jax.ppo.update import episode_metrics, finiteness
-from distill_jax.rollout import PolicyStep, unroll
+from distill_jax.rollout import PolicyStep, Transition, unroll
 from distill_jax.sgd import make_optimizer, sgd_epochs
 from distill_jax.treeops import select_rows
 
@@ -210,22 +212,34 @@ def ppo_targets(tr, critic_module, critic_params, teacher: FrozenTeacher, config
                     advantages=advantages, returns=returns)
 
 
-def distill_step(
+class DistillCollected(NamedTuple):
+    """What one distillation iteration's collection half produces (see :func:`collect`)."""
+
+    env_state: EnvState  # [num_envs] batched env state after the rollout
+    carry: Any  # [num_envs, H] student memory after the rollout (None for MLPs)
+    obs_stats: normalization.RunningStats  # student normaliser updated with this rollout
+    batch: DistillBatch  # [num_envs, T] sequences, targets masked
+    transitions: Transition  # [T, num_envs] the raw rollout, for metrics and guards
+    mask_metrics: dict[str, jax.Array]  # fraction each mask rule dropped
+    beta: jax.Array  # probability the teacher acted in this rollout
+
+
+def collect(
     state: StudentState,
     teacher: FrozenTeacher,
+    key: jax.Array,
     *,
     env: Env,
     teacher_actor: Any,
     student: Student,
     config: DistillConfig,
-) -> tuple[StudentState, dict[str, Any]]:
-    """One distillation iteration for one seed (vmap over seeds, scan over iterations)."""
-    key, rollout_key, sgd_key = jax.random.split(state.key, 3)
+) -> DistillCollected:
+    """The collection half of a distillation iteration: rollout under the behaviour policy ->
+    student normaliser -> mask -> env-major sequences (+ GAE targets with the λ·PPO term)."""
     beta = teacher_probability(config, state.update_step)
     policy = collection_policy(teacher_actor, teacher, student, state.params, state.obs_stats, beta,
                                record_latent=config.latent_coef > 0)
-    carry0 = state.carry
-    env_state, carry, tr = unroll(env, state.env_state, policy, carry0, rollout_key, config.unroll_length)
+    env_state, carry, tr = unroll(env, state.env_state, policy, state.carry, key, config.unroll_length)
 
     student_obs = student.schema.select(tr.obs, "student")
     obs_stats = state.obs_stats
@@ -248,34 +262,64 @@ def distill_step(
         teacher_loc=env_major(safe_loc),
         teacher_scale=env_major(safe_scale),
         valid=env_major(valid),
-        carry=carry0,
+        carry=state.carry,
         teacher_latent=env_major(tr.policy.extras["teacher_latent"]) if config.latent_coef > 0 else None,
     )
-    critic = None
     if config.ppo_coef > 0:  # only here are rewards read
-        critic = student_critic(env, config)
-        batch = batch._replace(ppo=jax.tree.map(env_major, ppo_targets(tr, critic, state.critic, teacher, config)))
+        targets = ppo_targets(tr, student_critic(env, config), state.critic, teacher, config)
+        batch = batch._replace(ppo=jax.tree.map(env_major, targets))
+    return DistillCollected(env_state, carry, obs_stats, batch, tr, mask_metrics, beta)
+
+
+def distill_epochs(
+    state: StudentState, batch: DistillBatch, key: jax.Array, *, env: Env, student: Student, config: DistillConfig
+) -> tuple[Any, Any, Any, dict[str, jax.Array]]:
+    """The SGD half: ``num_epochs`` x ``num_minibatches`` steps of :func:`distill_loss` on ``batch``.
+
+    Returns ``(student params, critic params or None, opt_state, metrics)``.
+    """
+    critic = student_critic(env, config) if config.ppo_coef > 0 else None
 
     def loss_fn(params, minibatch):
         return distill_loss(params, minibatch, student=student, config=config, critic=critic)
 
-    optimised, opt_state, sgd_metrics = sgd_epochs(
+    optimised, opt_state, metrics = sgd_epochs(
         _optimised(state.params, state.critic, config),
         state.opt_state,
         batch,
-        sgd_key,
+        key,
         loss_fn=loss_fn,
         optimizer=make_optimizer(config.learning_rate, config.max_grad_norm),
         num_epochs=config.num_epochs,
         num_minibatches=config.num_minibatches,
     )
-    params, critic_params = (optimised, None) if config.ppo_coef == 0 else (optimised["student"], optimised["critic"])
+    if config.ppo_coef == 0:
+        return optimised, None, opt_state, metrics
+    return optimised["student"], optimised["critic"], opt_state, metrics
+
+
+def distill_step(
+    state: StudentState,
+    teacher: FrozenTeacher,
+    *,
+    env: Env,
+    teacher_actor: Any,
+    student: Student,
+    config: DistillConfig,
+) -> tuple[StudentState, dict[str, Any]]:
+    """One distillation iteration for one seed (vmap over seeds, scan over iterations):
+    :func:`collect` then :func:`distill_epochs`."""
+    key, rollout_key, sgd_key = jax.random.split(state.key, 3)
+    got = collect(state, teacher, rollout_key, env=env, teacher_actor=teacher_actor, student=student, config=config)
+    params, critic_params, opt_state, sgd_metrics = distill_epochs(
+        state, got.batch, sgd_key, env=env, student=student, config=config)
+    tr = got.transitions
     new_state = state.replace(
         params=params,
         opt_state=opt_state,
-        obs_stats=obs_stats,
-        env_state=env_state,
-        carry=carry,
+        obs_stats=got.obs_stats,
+        env_state=got.env_state,
+        carry=got.carry,
         key=key,
         update_step=state.update_step + 1,
         env_steps=state.env_steps + config.batch_size,
@@ -283,16 +327,16 @@ def distill_step(
     )
     metrics = {
         **sgd_metrics,
-        **mask_metrics,
+        **got.mask_metrics,
         **episode_metrics(tr),
-        "beta": beta,
+        "beta": got.beta,
         "teacher_acted": jnp.mean(tr.policy.extras["teacher_acted"]),
         **{f"env/{k}": jnp.mean(v) for k, v in tr.metrics.items()},
         "finite": {
-            **finiteness(student_obs, "obs"),
+            **finiteness(student.schema.select(tr.obs, "student"), "obs"),
             **({"reward": jnp.all(jnp.isfinite(tr.reward))} if config.ppo_coef > 0 else {}),
             "loss": jnp.isfinite(sgd_metrics["loss"]),
-            **finiteness(optimised, "params"),
+            **finiteness(params if config.ppo_coef == 0 else {"student": params, "critic": critic_params}, "params"),
         },
     }
     return new_state, metrics
