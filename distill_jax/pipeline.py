@@ -4,6 +4,7 @@ A run directory holds everything needed to reproduce and inspect a run::
 
     config.json  schema.json  env_fingerprint.json     identity (written first)
     checkpoints/teacher/<update>/  checkpoints/student/<update>/   Orbax, keep-N
+    teacher_step.json                                  the teacher update the student learns from
     metrics.jsonl                                      one row per iteration
     eval.json  eval.md                                 the held-out panel
     export/                                            the deployable student
@@ -33,6 +34,9 @@ from distill_jax.config import RunConfig, replace_fields, to_dict
 from distill_jax.envs.base import Env
 
 TEACHER_DIR, STUDENT_DIR, EXPORT_DIR = "checkpoints/teacher", "checkpoints/student", "export"
+# Written when distillation starts: evaluation, export and --resume must pair the student with the
+# teacher it imitates, which need not be the newest (--from RUN/checkpoints/teacher/<update>).
+TEACHER_STEP_FILE = "teacher_step.json"
 STUDENT_SEED_OFFSET = 100  # students draw seeds disjoint from their teachers'
 
 
@@ -51,6 +55,17 @@ class Run:
     @property
     def metrics_path(self) -> pathlib.Path:
         return self.path / "metrics.jsonl"
+
+    @property
+    def teacher_step(self) -> int | None:
+        """The teacher update this run's student was distilled from (``None`` before distillation)."""
+        path = self.path / TEACHER_STEP_FILE
+        if not path.is_file():
+            return None
+        try:
+            return int(json.loads(path.read_text())["update"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise RunError(f"{path}: unreadable ({e!r}); expected {{\"update\": <int>}}") from e
 
     def meta(self, phase: str) -> dict[str, Any]:
         """Checkpoint identity. The teacher's schema excludes the mask rule: that is a
@@ -149,6 +164,8 @@ def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None,
     for directory in copy:
         if (source.path / directory).is_dir():
             shutil.copytree(source.path / directory, path / directory)
+    if STUDENT_DIR in copy and (source.path / TEACHER_STEP_FILE).is_file():  # the student keeps its teacher
+        shutil.copy2(source.path / TEACHER_STEP_FILE, path / TEACHER_STEP_FILE)
     (path / "source.json").write_text(json.dumps({"run_dir": str(source.path.resolve()), "copied": list(copy)}))
     return run
 
@@ -263,9 +280,12 @@ def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False):
 
 
 def restore_teacher(run: Run, step: int | None = None):
-    """The teacher from the run's checkpoints (newest, which must be finished, or ``step``) as a ``TeacherResult``."""
+    """The teacher from the run's checkpoints as a ``TeacherResult``: update ``step``, else the
+    one the run's student was distilled from (``teacher_step.json``), else the newest, which must
+    be finished."""
     from distill_jax.ppo.teacher import TeacherResult
 
+    step = run.teacher_step if step is None else step
     nets, batched, template = _teacher_setup(run)
     state = _restore_finished(run, "teacher", TEACHER_DIR, template, run.config.ppo.num_updates, step)
     return TeacherResult(state=state, nets=nets, env=batched, history=[])
@@ -277,6 +297,11 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
     from distill_jax.distill.update import FrozenTeacher
 
     cfg = run.config
+    used = int(np.asarray(teacher.state.update_step).reshape(-1)[0])
+    if run.teacher_step not in (None, used):
+        raise RunError(f"{run.path}: its student was distilled from teacher update {run.teacher_step} "
+                       f"({TEACHER_STEP_FILE}), not {used}; distil from another teacher in a new --out directory")
+    (run.path / TEACHER_STEP_FILE).write_text(json.dumps({"update": used}))
     frozen = FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats)
     _, seed, _, template = _student_setup(run)
     train = lambda **kw: distill_student(run.env, teacher.nets.actor, frozen, cfg.distill, seed=seed,  # noqa: E731

@@ -86,6 +86,23 @@ def test_distill_phase_forks_a_run_from_a_teacher_checkpoint(smoke_run, tmp_path
     assert main(["--phase", "distill", "--from", str(fork), "--quiet"]) == 2
 
 
+def test_a_student_from_an_older_teacher_checkpoint_is_evaluated_against_that_teacher(smoke_run, tmp_path):
+    """Distilled from teacher update 0 of a run whose newest teacher is update 2: the panel (in a
+    later, separate eval call, and in a fork of it) must pair the student with update 0."""
+    out, _ = smoke_run
+    assert 0 in checkpoint.complete_steps(out / "checkpoints" / "teacher")
+    fork = tmp_path / "from0"
+    assert main(["--phase", "distill", "--from", str(out / "checkpoints" / "teacher" / "0"), "--out", str(fork),
+                 "--quiet"]) == 0
+    assert json.loads((fork / "teacher_step.json").read_text()) == {"update": 0}
+    assert main(["--phase", "eval", "--from", str(fork), "--quiet"]) == 0
+    newest = json.loads((out / "eval.json").read_text())["teacher"]  # update 2 on the same panel seeds
+    assert json.loads((fork / "eval.json").read_text())["teacher"] != newest
+    again = tmp_path / "again"
+    assert main(["--phase", "eval", "--from", str(fork), "--out", str(again), "--quiet"]) == 0
+    assert json.loads((again / "eval.json").read_text())["teacher"] == json.loads((fork / "eval.json").read_text())["teacher"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
