@@ -61,6 +61,9 @@ class PPOConfig:
     clip_eps: float = 0.2
     vf_coef: float = 0.5
     ent_coef: float = 0.0
+    # Which entropy the bonus raises (distributions.ENTROPIES): "gaussian" (pre-squash, unbounded in
+    # the scale) or "squashed" (of tanh(raw), bounded; stops a small-batch scale runaway).
+    entropy: str = "gaussian"
     # Penalty on mean actions beyond |tanh(loc)| = action_bound (ppo.loss): keeps the teacher's
     # targets below the distillation mask's saturation threshold (0.99). 0 = off.
     bound_coef: float = 0.0
@@ -104,10 +107,12 @@ class PPOConfig:
             value = getattr(self, name)
             _require(value >= 0, f"{prefix}.{name}", value, "must be >= 0")
         _require(0.0 < self.action_bound < 1.0, f"{prefix}.action_bound", self.action_bound, "must be in (0, 1)")
+        _require(self.entropy in ENTROPY_KINDS, f"{prefix}.entropy", self.entropy, f"must be one of {ENTROPY_KINDS}")
         self.network.validate(f"{prefix}.network")
 
 
 BEHAVIOURS = ("teacher", "student", "mixture")
+ENTROPY_KINDS = ("gaussian", "squashed")  # the keys of distributions.ENTROPIES (config stays jax-free)
 OBJECTIVES = ("kl", "mse")
 STUDENT_KINDS = ("mlp", "gru")
 

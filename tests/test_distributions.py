@@ -79,6 +79,50 @@ def test_entropy_closed_form_and_monte_carlo():
     assert abs(mc - closed) < 0.03
 
 
+def test_squashed_entropy_matches_monte_carlo_of_the_squashed_density():
+    """Independent estimate: -E[log p(tanh(raw))] over samples, with log_prob's own Jacobian."""
+    loc = jnp.array([0.0, 0.5, -2.0, 1.0, 0.0])
+    scale = jnp.array([0.05, 0.3, 1.0, 3.0, 10.0])
+    dist = D.TanhGaussian(loc, scale)
+    raw = loc + scale * jax.random.normal(jax.random.PRNGKey(7), (400_000, 5))
+    per_dim_logp = jax.vmap(lambda r: D.log_prob(D.TanhGaussian(loc[:, None], scale[:, None]), r[:, None]))(raw)
+    mc = -np.mean(np.asarray(per_dim_logp, np.float64), axis=0)  # [5]
+    sem = np.std(np.asarray(per_dim_logp, np.float64), axis=0) / np.sqrt(raw.shape[0])
+    quad = np.array([float(D.squashed_entropy(D.TanhGaussian(loc[i:i + 1], scale[i:i + 1]))) for i in range(5)])
+    # Exact where the scale is <= 1; 16 nodes lose a little on the narrow bend of wider Gaussians.
+    np.testing.assert_allclose(quad[:3], mc[:3], atol=5 * sem[:3].max() + 2e-3)
+    np.testing.assert_allclose(quad[3:], mc[3:], rtol=0.03, atol=5 * sem[3:].max())
+    np.testing.assert_allclose(float(D.squashed_entropy(dist)), quad.sum(), rtol=1e-5)  # sums over A
+
+
+def test_squashed_entropy_is_bounded_and_pulls_a_large_scale_back():
+    """Uniform on [-1, 1] (log 2 per dimension) bounds it; its gradient in the scale turns negative
+    past the peak, where the Gaussian entropy's gradient stays 1/scale > 0 at every scale."""
+    scales = jnp.geomspace(0.01, 1000.0, 200)
+    h = jax.vmap(lambda s: D.squashed_entropy(D.TanhGaussian(jnp.zeros(3), jnp.full(3, s))))(scales)
+    assert float(jnp.max(h)) < 3 * math.log(2.0)
+    peak = float(scales[int(jnp.argmax(h))])
+    assert 0.7 < peak < 1.0  # the peak at loc 0 is near scale 0.87
+    slope = jax.vmap(jax.grad(lambda s: D.squashed_entropy(D.TanhGaussian(jnp.zeros(1), s[None]))))(scales)
+    assert np.all(np.asarray(slope)[np.asarray(scales) > 1.2] < 0)
+    gaussian_slope = jax.vmap(jax.grad(lambda s: D.entropy(D.TanhGaussian(jnp.zeros(1), s[None]))))(scales)
+    assert np.all(np.asarray(gaussian_slope) > 0)
+    # Gradient ascent on the squashed entropy alone settles the scale; on the Gaussian one it runs away.
+    def ascend(entropy_fn):
+        log_s = jnp.log(3.0)
+        for _ in range(300):
+            log_s = log_s + 0.1 * jax.grad(lambda ls: entropy_fn(D.TanhGaussian(jnp.zeros(1), jnp.exp(ls)[None])))(log_s)
+        return float(jnp.exp(log_s))
+    assert 0.7 < ascend(D.squashed_entropy) < 1.0
+    assert ascend(D.entropy) > 3.0 * math.exp(29.0)
+
+
+def test_config_entropy_kinds_are_the_distribution_table():
+    from distill_jax.config import ENTROPY_KINDS
+
+    assert set(ENTROPY_KINDS) == set(D.ENTROPIES)
+
+
 def test_mode_is_tanh_loc():
     dist = make_dist(jax.random.PRNGKey(7))
     np.testing.assert_allclose(D.mode(dist), np.tanh(np.asarray(dist.loc)), rtol=1e-6)

@@ -114,6 +114,8 @@ def test_config_errors_name_field():
         PPOConfig(action_bound=1.0).validate()
     with pytest.raises(ConfigError, match="ppo.bound_coef=-1"):
         PPOConfig(bound_coef=-1.0).validate()
+    with pytest.raises(ConfigError, match=r"ppo.entropy='tanh'.*'squashed'"):
+        PPOConfig(entropy="tanh").validate()
 
 
 def test_non_finite_guard_names_update_and_field():
