@@ -98,14 +98,20 @@ def teacher_sps(env, config, args, num_seeds: int = 1):
     return _timed_rate(rows), result
 
 
-def distill_sps(env, teacher_result, config, args) -> float:
+def distill_config(config):
+    """The distillation settings bench.py measures beside PPO ``config``: the same sizes, an MLP student."""
     from distill_jax.config import DistillConfig
+
+    return DistillConfig(num_envs=config.num_envs, unroll_length=config.unroll_length,
+                         num_minibatches=config.num_minibatches, num_epochs=config.num_epochs,
+                         learning_rate=config.learning_rate, total_env_steps=config.total_env_steps)
+
+
+def distill_sps(env, teacher_result, config, args) -> float:
     from distill_jax.distill.phase import distill_student
     from distill_jax.distill.update import FrozenTeacher
 
-    distill = DistillConfig(num_envs=config.num_envs, unroll_length=config.unroll_length,
-                            num_minibatches=config.num_minibatches, num_epochs=config.num_epochs,
-                            learning_rate=config.learning_rate, total_env_steps=config.total_env_steps)
+    distill = distill_config(config)
     frozen = FrozenTeacher(teacher_result.state.params["actor"], teacher_result.state.obs_stats)
     rows: list[dict[str, Any]] = []
     distill_student(env, teacher_result.nets.actor, frozen, distill, seed=args.seed + 100,

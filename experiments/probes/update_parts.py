@@ -1,6 +1,8 @@
 """Seconds per teacher-update part at B envs (bench.py sizes), each part its own jitted function.
 
-Usage: python experiments/probes/update_parts.py 1024 [--vmap-parts] [bench.py options: --task, PPO sizes]
+Usage: python experiments/probes/update_parts.py 1024 [--vmap-parts | --distill] [bench.py options: --task, PPO sizes]
+(``--distill``: the distillation iteration's halves instead, at bench.py's distillation sizes,
+an MLP student and the untrained teacher; their cost does not depend on what the teacher learned.)
 e.g. the quadruped at the GPU preset's sizes: ``4096 --task quadruped_rough --unroll-length 24
 --num-minibatches 4 --num-epochs 5 --policy-hidden 512,256,128 --value-hidden 512,256,128``.
 (XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= for the figures without YNNPACK fusions: the
@@ -19,7 +21,7 @@ from distill_jax.ppo.loss import ppo_loss
 
 positional = len(sys.argv) > 1 and sys.argv[1].isdigit()
 B = int(sys.argv[1]) if positional else 1024
-args = bench.parse_args([a for a in sys.argv[1 + positional:] if a != "--vmap-parts"])
+args = bench.parse_args([a for a in sys.argv[1 + positional:] if a not in ("--vmap-parts", "--distill")])
 env = bench.build_env(args.task, plain=args.task.startswith("brax_"))  # as bench.py builds it
 cfg = bench.ppo_config(args, B)
 T = cfg.unroll_length
@@ -64,10 +66,28 @@ def vmapped_parts():
     timed("sgd epochs vmap K=1", jax.jit(jax.vmap(sgd)), st1, b1)
 
 
+def distill_parts():
+    from distill_jax.distill import update as distill_update
+    from distill_jax.distill.phase import build_student
+
+    config = bench.distill_config(cfg)
+    student = build_student(env, config)
+    teacher = distill_update.FrozenTeacher(st.params["actor"], st.obs_stats)
+    ds = distill_update.init_student(jax.random.PRNGKey(1), batched, student, config)
+    kw = dict(env=batched, student=student, config=config)
+    collect_d = lambda s: distill_update.collect(s, teacher, s.key, teacher_actor=nets.actor, **kw).batch  # noqa: E731
+    dbatch = jax.jit(collect_d)(ds)
+    timed("distill collect", jax.jit(collect_d), ds)
+    timed("distill epochs", jax.jit(lambda s, b: distill_update.distill_epochs(s, b, s.key, **kw)), ds, dbatch)
+    timed("distill_step", jax.jit(lambda s: distill_update.distill_step(s, teacher, teacher_actor=nets.actor, **kw)), ds)
+
+
 step = functools.partial(train_step, env=batched, nets=nets, config=cfg)
 batch = jax.jit(collect)(st)
 print({k: v.shape for k, v in batch.obs.items()}, "B", B, "T", T, "samples", B * T)
-if "--vmap-parts" in sys.argv:
+if "--distill" in sys.argv:
+    distill_parts()
+elif "--vmap-parts" in sys.argv:
     vmapped_parts()
 else:
     timed("rollout", jax.jit(rollout), st)
