@@ -103,6 +103,16 @@ def test_a_student_from_an_older_teacher_checkpoint_is_evaluated_against_that_te
     assert json.loads((again / "eval.json").read_text())["teacher"] == json.loads((fork / "eval.json").read_text())["teacher"]
 
 
+def test_unreadable_teacher_step_file_is_named(tmp_path):
+    from distill_jax.pipeline import Run, RunError
+
+    run = Run(tmp_path, config=None, env=None)  # teacher_step reads only the directory
+    assert run.teacher_step is None
+    (tmp_path / "teacher_step.json").write_text('{"update": "latest"}')
+    with pytest.raises(RunError, match=r"teacher_step.json: unreadable.*\{\"update\": <int>\}"):
+        run.teacher_step
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
