@@ -136,16 +136,16 @@ def test_squashed_entropy_bonus_pulls_a_wide_policy_back_and_unknown_kind_fails(
     loss_fn = functools.partial(ppo_loss, apply_actor=apply_actor, apply_critic=apply_critic,
                                 clip_eps=0.2, vf_coef=0.5)
     wide = params._replace(actor={**params.actor, "log_s": params.actor["log_s"] + jnp.log(20.0)})
-    g0 = jax.grad(lambda p: loss_fn(p, batch, ent_coef=0.0, entropy="squashed")[0])(wide)
-    g1 = jax.grad(lambda p: loss_fn(p, batch, ent_coef=1.0, entropy="squashed")[0])(wide)
+    g0 = jax.grad(lambda p: loss_fn(p, batch, ent_coef=0.0, entropy_kind="squashed")[0])(wide)
+    g1 = jax.grad(lambda p: loss_fn(p, batch, ent_coef=1.0, entropy_kind="squashed")[0])(wide)
     # At scale >= 20 the squashed entropy falls with the scale: minimising -H shrinks log_s.
     assert np.all(np.asarray(g1.actor["log_s"] - g0.actor["log_s"]) > 0)
-    _, m = loss_fn(wide, batch, ent_coef=1.0, entropy="squashed")
+    _, m = loss_fn(wide, batch, ent_coef=1.0, entropy_kind="squashed")
     expected = np.mean(D.squashed_entropy(apply_actor(wide.actor, batch.obs)))
     np.testing.assert_allclose(float(m["entropy"]), expected, rtol=1e-6)
     np.testing.assert_allclose(float(m["scale"]), np.mean(apply_actor(wide.actor, batch.obs).scale), rtol=1e-6)
-    with pytest.raises(ValueError, match="entropy='shannon'"):
-        loss_fn(params, batch, entropy="shannon")
+    with pytest.raises(ValueError, match="entropy_kind='shannon'"):
+        loss_fn(params, batch, entropy_kind="shannon")
 
 
 def test_time_major_batch_shape():

@@ -15,9 +15,9 @@ of the stored *pre-squash* ``raw_actions``. The tanh Jacobian depends only on
 ``raw_actions`` and cancels in ``p_new / p_old``, so ``old_log_probs`` **must**
 be ``gaussian_log_prob(dist_old, raw_actions)`` as well (not ``log_prob``).
 
-Entropy bonus: the pre-squash Gaussian entropy (``entropy="gaussian"``,
+Entropy bonus: the pre-squash Gaussian entropy (``entropy_kind="gaussian"``,
 :func:`distill_jax.distributions.entropy`) or the squashed action's
-(``entropy="squashed"``, :func:`distill_jax.distributions.squashed_entropy`).
+(``entropy_kind="squashed"``, :func:`distill_jax.distributions.squashed_entropy`).
 The first rewards any growth of the scale, even where the squashed action is
 already a coin flip between the bounds; the second is bounded and peaks at a
 scale near 0.87, so it cannot drive the scale away on its own.
@@ -96,7 +96,7 @@ def ppo_loss(
     value_clip: float | jax.Array | None = None,
     bound_coef: float | jax.Array = 0.0,
     action_bound: float = 0.95,
-    entropy: str = "gaussian",
+    entropy_kind: str = "gaussian",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """PPO loss: clipped surrogate + ``vf_coef`` * value loss - ``ent_coef`` * entropy
     + ``bound_coef`` * action-bound penalty.
@@ -107,7 +107,7 @@ def ppo_loss(
     * ``value_loss = 0.5 mean((V - R)²)``; with ``value_clip = c``,
       ``V_c = old_V + clip(V - old_V, -c, c)`` and
       ``value_loss = 0.5 mean(max((V - R)², (V_c - R)²))``.
-    * ``entropy = mean(H[pi])`` (pre-squash Gaussian, or squashed, see ``entropy``).
+    * ``entropy = mean(H[pi])`` (pre-squash Gaussian, or squashed, see ``entropy_kind``).
     * ``bound_loss = mean(sum_A relu(|loc| - atanh(action_bound))²)``.
 
     Args:
@@ -125,7 +125,7 @@ def ppo_loss(
       bound_coef: weight of the action-bound penalty (0: off).
       action_bound: mean-action magnitude ``|tanh(loc)|`` in (0, 1) above which
         the penalty starts.
-      entropy: ``"gaussian"`` or ``"squashed"`` (a key of
+      entropy_kind: ``"gaussian"`` or ``"squashed"`` (a key of
         :data:`distill_jax.distributions.ENTROPIES`).
 
     Returns:
@@ -157,9 +157,9 @@ def ppo_loss(
         sq_err = jnp.maximum(sq_err, jnp.square(clipped - batch.returns))
     value_loss = 0.5 * jnp.mean(sq_err)
 
-    entropy_fn = dists.ENTROPIES.get(entropy)
+    entropy_fn = dists.ENTROPIES.get(entropy_kind)
     if entropy_fn is None:
-        raise ValueError(f"entropy={entropy!r}: must be one of {sorted(dists.ENTROPIES)}")
+        raise ValueError(f"entropy_kind={entropy_kind!r}: must be one of {sorted(dists.ENTROPIES)}")
     entropy = jnp.mean(entropy_fn(dist))
     excess = jax.nn.relu(jnp.abs(dist.loc) - jnp.arctanh(action_bound))
     bound_loss = jnp.mean(jnp.sum(jnp.square(excess), axis=-1))

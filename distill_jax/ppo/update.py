@@ -182,7 +182,7 @@ def ppo_epochs(
             normalize_advantages=config.normalize_advantages,
             bound_coef=config.bound_coef,
             action_bound=config.action_bound,
-            entropy=config.entropy,
+            entropy_kind=config.entropy,
         )
 
     return sgd_epochs(
