@@ -297,9 +297,9 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
     from distill_jax.distill.update import FrozenTeacher
 
     cfg = run.config
-    used = int(np.asarray(teacher.state.update_step).reshape(-1)[0])
-    if run.teacher_step not in (None, used):
-        raise RunError(f"{run.path}: its student was distilled from teacher update {run.teacher_step} "
+    used, recorded = int(np.asarray(teacher.state.update_step).reshape(-1)[0]), run.teacher_step
+    if recorded not in (None, used):
+        raise RunError(f"{run.path}: its student was distilled from teacher update {recorded} "
                        f"({TEACHER_STEP_FILE}), not {used}; distil from another teacher in a new --out directory")
     (run.path / TEACHER_STEP_FILE).write_text(json.dumps({"update": used}))
     frozen = FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats)

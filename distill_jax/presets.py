@@ -68,7 +68,7 @@ GPU: dict[str, RunConfig] = {
     # The action-bound penalty keeps the teacher's mean actions off the bounds, where the
     # distillation mask would drop them (quadruped_pipeline_cpu.md: 99.7 % of targets masked without it).
     # The squashed entropy keeps the bonus from inflating the exploration noise without bound
-    # (entropy_runaway_cpu.md: the scale reached ~300 at 64 envs with the Gaussian entropy).
+    # (entropy_runaway_cpu.md: the scale reached ~430 at 64 envs with the Gaussian entropy).
     "quadruped_rough": RunConfig(
         env="quadruped_rough",
         ppo=PPOConfig(num_envs=4096, unroll_length=24, num_minibatches=4, num_epochs=5, learning_rate=3e-4,

@@ -336,7 +336,7 @@ def distill_step(
             **finiteness(student.schema.select(tr.obs, "student"), "obs"),
             **({"reward": jnp.all(jnp.isfinite(tr.reward))} if config.ppo_coef > 0 else {}),
             "loss": jnp.isfinite(sgd_metrics["loss"]),
-            **finiteness(params if config.ppo_coef == 0 else {"student": params, "critic": critic_params}, "params"),
+            **finiteness(_optimised(params, critic_params, config), "params"),
         },
     }
     return new_state, metrics

@@ -16,6 +16,7 @@ import sys
 import jax
 import numpy as np
 
+from distill_jax.distributions import SATURATION_LIMIT
 from distill_jax.pipeline import open_run, restore_teacher
 from distill_jax.policy import make_policy
 from distill_jax.rollout import unroll
@@ -26,8 +27,8 @@ policy = make_policy(teacher.nets.actor.apply, state.params["actor"], state.obs_
 _, _, tr = jax.jit(lambda s, k: unroll(teacher.env, s, policy, None, k, 64))(state.env_state, jax.random.PRNGKey(0))
 loc = np.asarray(tr.policy.loc)  # [T, B, A]
 mean_action = np.abs(np.tanh(loc))
-saturated = mean_action >= 0.99
-print("per-dim share of steps with |tanh(loc)| >= 0.99:", saturated.mean((0, 1)).round(2))
+saturated = mean_action >= SATURATION_LIMIT
+print(f"per-dim share of steps with |tanh(loc)| >= {SATURATION_LIMIT}:", saturated.mean((0, 1)).round(2))
 print("per-dim median |tanh(loc)|:", np.median(mean_action, (0, 1)).round(3))
 print("per-dim median |loc|:", np.median(np.abs(loc), (0, 1)).round(2))
 print("steps with any dim saturated:", saturated.any(-1).mean().round(3),
