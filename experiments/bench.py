@@ -43,7 +43,6 @@ import numpy as np
 import benchlib
 from bench_envs import make_raw, make_wrapped_runner, mean_episode_length
 
-CALLS = 3  # compiled calls per training measurement: the first compiles, the others are timed
 
 
 def build_env(task: str, plain: bool):
@@ -83,7 +82,7 @@ def ppo_config(args, num_envs: int):
     return PPOConfig(
         num_envs=num_envs, unroll_length=args.unroll_length, num_minibatches=args.num_minibatches,
         num_epochs=args.num_epochs, learning_rate=args.learning_rate, ent_coef=args.ent_coef,
-        total_env_steps=CALLS * args.updates_per_call * num_envs * args.unroll_length,
+        total_env_steps=args.calls * args.updates_per_call * num_envs * args.unroll_length,
         network=NetworkConfig(actor_hidden=args.policy_hidden, critic_hidden=args.value_hidden, activation="swish"),
     )
 
@@ -137,7 +136,7 @@ def brax_sps(task: str, config, args) -> float:
         batch_size=config.num_envs // config.num_minibatches, num_minibatches=config.num_minibatches,
         unroll_length=config.unroll_length, num_updates_per_batch=config.num_epochs,
         learning_rate=config.learning_rate, entropy_cost=config.ent_coef, discounting=config.gamma,
-        normalize_observations=True, num_evals=CALLS + 1, num_eval_envs=16, seed=args.seed,
+        normalize_observations=True, num_evals=args.calls + 1, num_eval_envs=16, seed=args.seed,
         progress_fn=lambda _, metrics: rates.append(float(metrics["training/sps"])) if "training/sps" in metrics else None,
         network_factory=functools.partial(ppo_networks.make_ppo_networks,
                                           policy_hidden_layer_sizes=config.network.actor_hidden,
@@ -187,7 +186,7 @@ def markdown(results: dict[str, Any], meta: dict[str, Any], args) -> str:
         f"- XLA_FLAGS (every program of the run, Brax's and raw physics' included): `{meta['xla_flags'] or '(none)'}`",
         f"- PPO sizes (ours and Brax): unroll {args.unroll_length}, {args.num_minibatches} minibatches, "
         f"{args.num_epochs} epochs, lr {args.learning_rate}, policy {args.policy_hidden}, value {args.value_hidden}; "
-        f"{args.updates_per_call} updates per compiled call, median of calls 2-{CALLS}",
+        f"{args.updates_per_call} updates per compiled call, median of calls 2-{args.calls}",
         f"- memory: {results['memory_kind']}, read after each row",
         "",
         "| envs | raw physics | teacher | teacher / raw | Brax PPO | teacher / Brax | distill | distill / teacher "
@@ -268,6 +267,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--policy-hidden", type=ints, default=(64, 64))
     p.add_argument("--value-hidden", type=ints, default=(128, 128))
     p.add_argument("--updates-per-call", type=int, default=4)
+    p.add_argument("--calls", type=int, default=3,
+                   help="compiled calls per training row: the first compiles, the median of the rest is reported "
+                        "(default: %(default)s)")
     p.add_argument("--seeds", type=ints, default=[1, 4, 16], help="K for the multi-seed rows (default: 1,4,16)")
     p.add_argument("--multiseed-task", default="cartpole")
     p.add_argument("--multiseed-envs", type=int, default=256)
@@ -276,6 +278,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=pathlib.Path, default=None, help="path prefix: OUT.md, OUT.json, OUT_scaling.png")
     benchlib.add_argument_xla_default(p)
     args = p.parse_args(argv)
+    if args.calls < 2:
+        p.error(f"--calls must be at least 2 (the first call compiles and is not timed), got {args.calls}")
     args.policy_hidden, args.value_hidden = tuple(args.policy_hidden), tuple(args.value_hidden)
     return args
 

@@ -182,6 +182,27 @@ def _compile(fn, *args):
     return compiled, time.perf_counter() - t0
 
 
+def time_interleaved(runners: dict[str, tuple[Callable, Any]], rounds: int
+                     ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process-CPU seconds of each compiled ``fn(state, key)`` in ``runners``, per round.
+
+    Every round calls each runner once, back to back (round 0 warms up and is not kept), so
+    per-round ratios between runners cancel slow drifts in machine load.
+    """
+    wall: dict[str, list[float]] = {name: [] for name in runners}
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
+    for r in range(rounds + 1):
+        for name, (fn, state) in runners.items():
+            k = jax.random.PRNGKey(r + 1)
+            t0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(fn(state, k))
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            if r > 0:
+                wall[name].append(dt)
+                cpu[name].append(dc)
+    return wall, cpu
+
+
 def bench_case(task_name: str, batch: int, steps: int, rounds: int, ablation: bool) -> list[dict[str, Any]]:
     env = get_env(task_name)
     task = env.unwrapped
@@ -220,17 +241,7 @@ def bench_case(task_name: str, batch: int, steps: int, rounds: int, ablation: bo
         memory[name] = _memory_bytes(compiled)
     runners = {n: runners[n] for n in [*references, *variants]}
 
-    wall: dict[str, list[float]] = {name: [] for name in runners}
-    cpu: dict[str, list[float]] = {name: [] for name in runners}
-    for r in range(rounds + 1):  # round 0 warms up
-        for name, (fn, state) in runners.items():
-            k = jax.random.PRNGKey(r + 1)
-            t0, c0 = time.perf_counter(), time.process_time()
-            jax.block_until_ready(fn(state, k))
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            if r > 0:
-                wall[name].append(dt)
-                cpu[name].append(dc)
+    wall, cpu = time_interleaved(runners, rounds)
     best = {name: min(ts) for name, ts in wall.items()}
     best_cpu = {name: min(ts) for name, ts in cpu.items()}
     # Each round times raw and every variant back to back, so the per-round

@@ -16,7 +16,6 @@ Usage: python experiments/probes/autoreset_ladder.py [B]
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
@@ -24,7 +23,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench_envs import make_brax_cached, make_raw, make_wrapped_runner  # noqa: E402
+from bench_envs import make_brax_cached, make_raw, make_wrapped_runner, time_interleaved  # noqa: E402
 from distill_jax.envs import VmapAutoReset, get_env  # noqa: E402
 
 B = int(sys.argv[1]) if len(sys.argv) > 1 else 256
@@ -49,16 +48,7 @@ for name, (init, run) in {"Brax env, stored-state restarts": make_brax_cached(ta
     state = jax.jit(init)(jax.random.PRNGKey(0))
     runs[name] = (jax.jit(run).lower(state, key).compile(), state)
 
-wall = {k: [] for k in runs}
-cpu = {k: [] for k in runs}
-for fn, state in runs.values():
-    jax.block_until_ready(fn(state, key))
-for _ in range(int(os.environ.get("ROUNDS", 15))):
-    for name, (fn, state) in runs.items():
-        c0, t0 = time.process_time(), time.perf_counter()
-        jax.block_until_ready(fn(state, key))
-        wall[name].append(time.perf_counter() - t0)
-        cpu[name].append(time.process_time() - c0)
+wall, cpu = time_interleaved(runs, int(os.environ.get("ROUNDS", 15)))
 raw_w, raw_c = np.asarray(wall["raw"]), np.asarray(cpu["raw"])
 for name in runs:
     w, c = np.asarray(wall[name]), np.asarray(cpu[name])
