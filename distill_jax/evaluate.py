@@ -5,7 +5,9 @@ of the panel is reset with ``PRNGKey(panel_seed_i)``. Teacher and student are
 rolled out from the *same* initial states for one episode length each, with
 deterministic actions by default, inside one jitted function. Each env's first
 episode is scored: return, length, fall (terminated), success (the task's
-``metrics["success"]`` at the episode's last step). The student's imitation
+``metrics["success"]`` at the episode's last step) and, for tasks that report
+them, the per-step task metrics in ``EPISODE_MEAN_METRICS`` averaged over the
+episode (the quadruped's xy velocity tracking error). The student's imitation
 loss is measured on the teacher's trajectories, on valid teacher steps only.
 
 The student only ever sees its deployable fields, through
@@ -33,6 +35,10 @@ from distill_jax.rollout import Policy, Transition, unroll
 from distill_jax.xla_options import compiler_options
 
 EVAL_SEED_OFFSET = 1_000_000  # panel seeds start here; training seeds are small integers
+# Per-step task metrics the panel averages over each scored episode when the task reports them:
+# a tracking task's last-step ``success`` is one noisy sample; the episode mean is the figure
+# legged-locomotion work compares (``quadruped_rough``: |cmd_xy - v_xy| in m/s).
+EPISODE_MEAN_METRICS = ("tracking_error",)
 
 
 class Panel(NamedTuple):
@@ -86,13 +92,18 @@ def first_episode_scores(tr: Transition) -> dict[str, jax.Array]:
     alive = first_episode_alive(tr)
     ended = alive * done
     success = tr.metrics.get("success", jnp.zeros_like(done))
-    return {
+    length = jnp.sum(alive, axis=0)
+    scores = {
         "return": jnp.sum(alive * tr.reward, axis=0),
-        "length": jnp.sum(alive, axis=0),
+        "length": length,
         "fall": jnp.sum(ended * tr.terminated, axis=0),
         "success": jnp.sum(ended * success, axis=0) * (1.0 - jnp.sum(ended * tr.terminated, axis=0)),
         "completed": jnp.sum(ended, axis=0),
     }
+    for name in EPISODE_MEAN_METRICS:
+        if name in tr.metrics:
+            scores[name] = jnp.sum(alive * tr.metrics[name], axis=0) / jnp.maximum(length, 1.0)
+    return scores
 
 
 def rollout_first_episodes(env: Env, policy: Policy, carry: Any, keys: jax.Array, horizon: int) -> dict[str, jax.Array]:
@@ -138,7 +149,8 @@ def evaluate_panel(
     Returns:
       ``{"teacher": {...}, "student": {...}, "imitation": {...}}`` of Python
       floats: ``return_mean``, ``return_std``, ``success_rate``, ``fall_rate``,
-      ``episode_length_mean`` for each policy; ``kl``, ``action_mse``,
+      ``episode_length_mean`` (and ``<metric>_mean`` for each of
+      ``EPISODE_MEAN_METRICS`` the task reports) for each policy; ``kl``, ``action_mse``,
       ``masked/<rule>`` for the imitation claim.
     """
     horizon = env.episode_length
@@ -185,4 +197,5 @@ def summarize(scores: dict[str, np.ndarray]) -> dict[str, float]:
         "fall_rate": float(np.mean(scores["fall"])),
         "episode_length_mean": float(np.mean(scores["length"])),
         "episodes": int(returns.size),
+        **{f"{name}_mean": float(np.mean(scores[name])) for name in EPISODE_MEAN_METRICS if name in scores},
     }

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from distill_jax import leak_audit
 from distill_jax.config import RunConfig, to_dict
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.evaluate import Panel, evaluate_panel, student_actor_only
+from distill_jax.evaluate import EPISODE_MEAN_METRICS, Panel, evaluate_panel, student_actor_only
 
 EVAL_KEYS = ("teacher", "student", "imitation", "panel", "schema", "schema_diff", "leak_checks", "env", "config")
 
@@ -93,13 +93,20 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
 def markdown_table(report: dict[str, Any]) -> str:
     t, s, im = report["teacher"], report["student"], report["imitation"]
     ratio = s["return_mean"] / t["return_mean"] if t["return_mean"] else math.nan
+    extra = [name for name in EPISODE_MEAN_METRICS if f"{name}_mean" in t and f"{name}_mean" in s]
+
+    def policy_row(label: str, r: dict[str, Any]) -> str:
+        cells = [f"{r['return_mean']:.1f} ± {r['return_std']:.1f}", f"{r['success_rate']:.2f}",
+                 f"{r['fall_rate']:.2f}", f"{r['episode_length_mean']:.1f}",
+                 *(f"{r[f'{name}_mean']:.3f}" for name in extra)]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
     rows = [
-        "| policy | return (mean ± std) | success rate | fall rate | episode length |",
-        "|---|---|---|---|---|",
-        f"| teacher (privileged) | {t['return_mean']:.1f} ± {t['return_std']:.1f} | {t['success_rate']:.2f} | "
-        f"{t['fall_rate']:.2f} | {t['episode_length_mean']:.1f} |",
-        f"| student (deployable) | {s['return_mean']:.1f} ± {s['return_std']:.1f} | {s['success_rate']:.2f} | "
-        f"{s['fall_rate']:.2f} | {s['episode_length_mean']:.1f} |",
+        "| policy | return (mean ± std) | success rate | fall rate | episode length |"
+        + "".join(f" mean {name.replace('_', ' ')} |" for name in extra),
+        "|---|---|---|---|---|" + "---|" * len(extra),
+        policy_row("teacher (privileged)", t),
+        policy_row("student (deployable)", s),
         "",
         f"student / teacher return: {ratio:.3f}; imitation on valid teacher steps: KL {im['kl']:.4f}, "
         f"action MSE {im['action_mse']:.5f}; masked {im['masked/any']:.3f}",
