@@ -44,7 +44,6 @@ import benchlib
 from bench_envs import make_raw, make_wrapped_runner, mean_episode_length
 
 
-
 def build_env(task: str, plain: bool):
     """``plain``: no randomisation, noise or history, i.e. the task Brax's trainer sees."""
     from distill_jax.envs import get_env

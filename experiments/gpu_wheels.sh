@@ -6,8 +6,9 @@
 # else that brax / mujoco / mujoco-mjx import travels as a cp312 manylinux wheel
 # (see experiments/gpu_runbook.md for how each call installs them).
 #
-# The pins match the versions CI uses (Python 3.11 there, 3.12 on the GPU image). One version
-# per package: two versions of one name stop the --no-deps install.
+# The pins are the versions pyproject.toml's ranges resolve to on CI today and that the H100
+# results were measured with (Python 3.11 there, 3.12 on the GPU image). One version per
+# package: two versions of one name stop the --no-deps install.
 #
 # Usage: bash experiments/gpu_wheels.sh   (from anywhere; writes <repo>/.whl). On 2026-11-24
 # this fetched 16 wheels, 34 MiB: with the ~1 MiB working tree that fits one call's 64 MiB carry.
