@@ -19,7 +19,9 @@ over compiled calls after the first (which compiles); Brax's are its own
 ``training/sps`` after its first epoch. Memory is the device's peak allocation
 on GPU and the process's peak RSS on CPU, read after each row (so it only grows).
 
-Writes ``OUT.md``, ``OUT.json`` and ``OUT_scaling.png`` (env-steps/s against B).
+Writes ``OUT.md``, ``OUT.json`` and ``OUT_scaling.png`` (env-steps/s against B), rewritten
+after every row, so a run stopped by a lent machine's time limit keeps the rows it finished;
+``--time-budget S`` starts no row after S seconds and names the rows it left out.
 
 Usage::
 
@@ -144,26 +146,50 @@ def brax_sps(task: str, config, args) -> float:
     return float(np.median(rates[1:])) if len(rates) > 1 else float("nan")
 
 
-def measure(args) -> dict[str, Any]:
-    env = build_env(args.task, plain=args.task.startswith("brax_"))
-    rows = []
-    for num_envs in args.num_envs:
-        config = ppo_config(args, num_envs)
-        row: dict[str, Any] = {"num_envs": num_envs, "raw": raw_sps(env, num_envs)}
-        row["teacher"], result = teacher_sps(env, config, args)
-        row["brax"] = brax_sps(args.task, config, args) if args.task.startswith("brax_") and not args.no_brax else None
-        row["distill"] = distill_sps(env, result, config, args)
-        row["memory_bytes"], memory_kind = benchlib.peak_memory_bytes()
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+def within_budget(items, deadline: float | None, skipped: list, clock=time.perf_counter):
+    """Yield ``items`` while ``clock() < deadline``; the rest go to ``skipped``, in order.
 
-    multiseed_env = build_env(args.multiseed_task, plain=False)
-    multiseed = []
-    for k in args.seeds:
+    A lent GPU machine's time is capped per call: a row that would start after the deadline is
+    left out (and the table says so) rather than cut off half-measured by the caller's ``timeout``.
+    """
+    for item in items:
+        if deadline is not None and clock() >= deadline:
+            skipped.append(item)
+        else:
+            yield item
+
+
+def measure(args, save=lambda results: None) -> dict[str, Any]:
+    """Measure every row; ``save(results)`` after each one, so a run stopped early keeps its rows."""
+    deadline = None if args.time_budget is None else time.perf_counter() + args.time_budget
+    results: dict[str, Any] = {"rows": [], "multiseed": [], "skipped": {"num_envs": [], "num_seeds": []},
+                               "memory_kind": benchlib.peak_memory_bytes()[1]}
+    env = build_env(args.task, plain=args.task.startswith("brax_"))
+    for num_envs in within_budget(args.num_envs, deadline, results["skipped"]["num_envs"]):
+        config = ppo_config(args, num_envs)
+        # The row is filled in column by column and saved after each one ("n/a" until measured).
+        row: dict[str, Any] = {"num_envs": num_envs,
+                               **dict.fromkeys(("raw", "teacher", "brax", "distill", "memory_bytes"))}
+        results["rows"].append(row)
+        row["raw"] = raw_sps(env, num_envs)
+        save(results)
+        row["teacher"], result = teacher_sps(env, config, args)
+        save(results)
+        if args.task.startswith("brax_") and not args.no_brax:
+            row["brax"] = brax_sps(args.task, config, args)
+            save(results)
+        row["distill"] = distill_sps(env, result, config, args)
+        row["memory_bytes"] = benchlib.peak_memory_bytes()[0]
+        print(json.dumps(row), flush=True)
+        save(results)
+
+    multiseed_env = build_env(args.multiseed_task, plain=False) if args.seeds else None
+    for k in within_budget(args.seeds, deadline, results["skipped"]["num_seeds"]):
         rate, _ = teacher_sps(multiseed_env, ppo_config(args, args.multiseed_envs), args, num_seeds=k)
-        multiseed.append({"num_seeds": k, "teacher": rate, "memory_bytes": benchlib.peak_memory_bytes()[0]})
-        print(json.dumps(multiseed[-1]), flush=True)
-    return {"rows": rows, "multiseed": multiseed, "memory_kind": memory_kind}
+        results["multiseed"].append({"num_seeds": k, "teacher": rate, "memory_bytes": benchlib.peak_memory_bytes()[0]})
+        print(json.dumps(results["multiseed"][-1]), flush=True)
+        save(results)
+    return results
 
 
 def _ratio(a, b) -> str:
@@ -172,6 +198,10 @@ def _ratio(a, b) -> str:
 
 def _rate(x) -> str:
     return "n/a" if x is None else f"{x:,.0f}"
+
+
+def _mib(x) -> str:
+    return "n/a" if x is None else f"{x / 2**20:,.0f} MiB"
 
 
 def markdown(results: dict[str, Any], meta: dict[str, Any], args) -> str:
@@ -196,7 +226,7 @@ def markdown(results: dict[str, Any], meta: dict[str, Any], args) -> str:
         lines.append(
             f"| {r['num_envs']} | {_rate(r['raw'])} | {_rate(r['teacher'])} | {_ratio(r['teacher'], r['raw'])} "
             f"| {_rate(r['brax'])} | {_ratio(r['teacher'], r['brax'])} | {_rate(r['distill'])} "
-            f"| {_ratio(r['distill'], r['teacher'])} | {r['memory_bytes'] / 2**20:,.0f} MiB |"
+            f"| {_ratio(r['distill'], r['teacher'])} | {_mib(r['memory_bytes'])} |"
         )
     one = multiseed[0]["teacher"] if multiseed and multiseed[0]["num_seeds"] == 1 else None
     lines += [
@@ -208,22 +238,26 @@ def markdown(results: dict[str, Any], meta: dict[str, Any], args) -> str:
     ]
     for m in multiseed:
         lines.append(f"| {m['num_seeds']} | {_rate(m['teacher'])} | {_ratio(m['teacher'], one)} "
-                     f"| {m['memory_bytes'] / 2**20:,.0f} MiB |")
-    largest = rows[-1]
+                     f"| {_mib(m['memory_bytes'])} |")
     raw_target = 0.8 if on_gpu else 0.6
     k16 = next((m["teacher"] for m in multiseed if m["num_seeds"] == 16), None)
+    largest = (f"({rows[-1]['num_envs']}): {_ratio(rows[-1]['teacher'], rows[-1]['raw'])}" if rows
+               else "(no row measured): n/a")
     lines += [
         "",
         "Targets (issue 8), measured ratio:",
         "",
         "- teacher / Brax ≥ 1.2: " + ", ".join(f"{_ratio(r['teacher'], r['brax'])} at {r['num_envs']}" for r in rows),
-        f"- teacher / raw ≥ {raw_target} at the largest batch ({largest['num_envs']}): "
-        f"{_ratio(largest['teacher'], largest['raw'])}",
+        f"- teacher / raw ≥ {raw_target} at the largest batch {largest}",
         "- distill / teacher ≥ 0.9: " + ", ".join(f"{_ratio(r['distill'], r['teacher'])} at {r['num_envs']}"
                                                  for r in rows),
         f"- K = 16 ≥ 8 × one seed{'' if on_gpu else ' (a GPU target)'}: {_ratio(k16, one)}",
         "",
     ]
+    skipped = results["skipped"]
+    if skipped["num_envs"] or skipped["num_seeds"]:
+        lines += [f"Not measured: the time budget (`--time-budget {args.time_budget:g}` s) was spent before "
+                  f"envs {skipped['num_envs'] or 'none'} and seeds K {skipped['num_seeds'] or 'none'} could start.", ""]
     return "\n".join(lines)
 
 
@@ -253,7 +287,7 @@ def plot(results: dict[str, Any], path: pathlib.Path, title: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     def ints(text: str) -> list[int]:
-        return [int(x) for x in text.split(",")]
+        return [int(x) for x in text.split(",") if x]
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", default="brax_inverted_pendulum", help="registry name (default: %(default)s)")
@@ -269,31 +303,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=3,
                    help="compiled calls per training row: the first compiles, the median of the rest is reported "
                         "(default: %(default)s)")
-    p.add_argument("--seeds", type=ints, default=[1, 4, 16], help="K for the multi-seed rows (default: 1,4,16)")
+    p.add_argument("--seeds", type=ints, default=[1, 4, 16],
+                   help="K for the multi-seed rows; '' for none (default: 1,4,16)")
     p.add_argument("--multiseed-task", default="cartpole")
     p.add_argument("--multiseed-envs", type=int, default=256)
     p.add_argument("--no-brax", action="store_true", help="skip the Brax PPO column")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=pathlib.Path, default=None, help="path prefix: OUT.md, OUT.json, OUT_scaling.png")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds after which no new row starts; the files are rewritten after every row, so "
+                        "a run cut short keeps what it measured (default: no budget)")
     benchlib.add_argument_xla_default(p)
     args = p.parse_args(argv)
+    if args.time_budget is not None and args.time_budget < 0:
+        p.error(f"--time-budget must be >= 0 seconds, got {args.time_budget}")
     if args.calls < 2:
         p.error(f"--calls must be at least 2 (the first call compiles and is not timed), got {args.calls}")
     args.policy_hidden, args.value_hidden = tuple(args.policy_hidden), tuple(args.value_hidden)
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    xla_flags = benchlib.set_process_xla_options(args.xla_default)
-    start = time.perf_counter()
-    results = measure(args)
-    meta = {"hardware": benchlib.hardware(), "versions": benchlib.versions(), "commit": benchlib.commit(),
-            "xla_flags": xla_flags,
-            "command": "python " + " ".join([os.path.relpath(sys.argv[0]), *(argv if argv is not None else sys.argv[1:])]),
-            "wall_seconds": time.perf_counter() - start}
+def write(results: dict[str, Any], meta: dict[str, Any], args) -> str:
+    """Render the table; with ``--out``, (re)write ``OUT.md``, ``OUT.json`` and ``OUT_scaling.png``."""
     text = markdown(results, meta, args)
-    print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".md").write_text(text)
@@ -301,6 +333,22 @@ def main(argv: list[str] | None = None) -> None:
             k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, pathlib.Path) else v)
             for k, v in vars(args).items()}}, indent=2))
         plot(results, args.out.parent / f"{args.out.name}_scaling.png", f"{args.task} on {meta['hardware']}")
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    xla_flags = benchlib.set_process_xla_options(args.xla_default)
+    start = time.perf_counter()
+    meta = {"hardware": benchlib.hardware(), "versions": benchlib.versions(), "commit": benchlib.commit(),
+            "xla_flags": xla_flags,
+            "command": "python " + " ".join([os.path.relpath(sys.argv[0]), *(argv if argv is not None else sys.argv[1:])])}
+
+    def save(results: dict[str, Any]) -> str:
+        return write(results, {**meta, "wall_seconds": time.perf_counter() - start}, args)
+
+    print(save(measure(args, save)))
+    if args.out:
         print(f"wrote {args.out}.md, .json and _scaling.png")
 
 

@@ -1,33 +1,45 @@
-"""The benchmark script still runs end to end and writes what the results files are made of.
+"""The GPU session's stages and the benchmark script still run end to end and write what the
+results files are made of.
 
-``experiments/bench.py`` is what the GPU runbook calls with device time that cannot be spent
-twice, so it must not rot between GPU sessions. This runs it at toy sizes with every column on
-(raw physics, our teacher, Brax PPO through the compatibility shim, distillation, multi-seed)
-and checks the files it writes. It says nothing about speed.
+``experiments/gpu_session.sh`` is what a lent GPU machine runs, with device time that cannot be
+spent twice, so it must not rot between GPU sessions. The slow tests run its ``bench`` stage at
+toy sizes with every column on (raw physics, our teacher, Brax PPO through the compatibility
+shim, distillation, multi-seed) and its ``pipeline`` stage on the smoke preset, cut off and then
+resumed, and check the files they leave. They say nothing about speed.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import subprocess
-import sys
+import tarfile
 
 import pytest
 
 ROOT = pathlib.Path(__file__).parents[1]
 
 
+def run_gpu_session(stage: str, args: list[str], out: pathlib.Path, runs: pathlib.Path, **env: str):
+    """``experiments/gpu_session.sh STAGE ARGS`` as a lent GPU machine runs it, here on the CPU."""
+    return subprocess.run(["bash", str(ROOT / "experiments" / "gpu_session.sh"), stage, *args], cwd=ROOT,
+                          env={**os.environ, "OUT": str(out), "RUNS": str(runs), **env},
+                          capture_output=True, text=True, timeout=900)
+
+
 @pytest.mark.slow
 def test_bench_writes_every_column(tmp_path):
-    out = tmp_path / "bench"
-    command = [sys.executable, str(ROOT / "experiments" / "bench.py"), "--task", "brax_inverted_pendulum",
-               "--num-envs", "8", "--unroll-length", "4", "--num-minibatches", "2", "--num-epochs", "1",
-               "--updates-per-call", "1", "--calls", "2", "--policy-hidden", "8", "--value-hidden", "8",
-               "--seeds", "1,2", "--multiseed-envs", "8", "--out", str(out)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # Through the GPU session's `bench` stage: its own arguments, then these toy sizes over them.
+    done = run_gpu_session("bench", [
+        "--task", "brax_inverted_pendulum", "--num-envs", "8", "--unroll-length", "4", "--num-minibatches", "2",
+        "--num-epochs", "1", "--updates-per-call", "1", "--calls", "2", "--policy-hidden", "8", "--value-hidden", "8",
+        "--seeds", "1,2", "--multiseed-envs", "8", "--time-budget", "3600"], tmp_path, tmp_path / "runs",
+        STAGE_SECONDS="850")  # the stage's own timeout is sized for a GPU
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / "bench_gpu"
+    assert (tmp_path / "bench.log").read_text().count("| 8 |") == 1
 
     result = json.loads(out.with_suffix(".json").read_text())
     assert [row["num_envs"] for row in result["rows"]] == [8]
@@ -38,7 +50,76 @@ def test_bench_writes_every_column(tmp_path):
     assert [row["num_seeds"] for row in result["multiseed"]] == [1, 2]
     assert all(math.isfinite(row["teacher"]) and row["teacher"] > 0 for row in result["multiseed"])
     assert result["args"]["calls"] == 2 and result["command"].startswith("python ")
+    assert result["skipped"] == {"num_envs": [], "num_seeds": []}
 
     table = out.with_suffix(".md").read_text()
     assert "median of calls 2-2" in table and "| 8 |" in table
-    assert (tmp_path / "bench_scaling.png").stat().st_size > 0
+    assert (tmp_path / "bench_gpu_scaling.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_gpu_session_pipeline_packs_a_cut_off_run_and_resumes_it(tmp_path):
+    # The smoke pipeline takes minutes here; cut off after 45 s it has written its run directory
+    # but not finished its phases.
+    smoke = ["--preset", "smoke", "--env", "cartpole"]
+    done = run_gpu_session("pipeline", smoke, tmp_path / "cut", tmp_path / "runs", STAGE_SECONDS="45")
+    assert done.returncode == 124, done.stdout[-3000:] + done.stderr[-3000:]
+    with tarfile.open(tmp_path / "cut" / "quad.tgz") as tar:
+        names = tar.getnames()
+    assert "quad/config.json" in names and "quad/eval.md" not in names
+
+    done = run_gpu_session("pipeline", smoke, tmp_path / "resumed", tmp_path / "runs")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (tmp_path / "resumed" / "quad.log").read_text()
+    assert log.startswith(f"+ python3 -m distill_jax.train --resume {tmp_path / 'runs' / 'quad'} --quiet\n")
+    assert "leak audit: PASSED" in log
+    with tarfile.open(tmp_path / "resumed" / "quad.tgz") as tar:
+        names = tar.getnames()
+    assert {"quad/eval.md", "quad/eval.json", "quad/metrics.jsonl"} <= set(names)
+    assert not any("/checkpoints" in name for name in names)  # they stay on the machine
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """``experiments/bench.py`` as a module (it imports its sibling scripts by plain name)."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import bench
+
+    return bench
+
+
+def test_within_budget_stops_starting_items_at_the_deadline(bench):
+    ticks = iter([0.0, 4.0, 9.0, 12.0])  # the clock as read before each item starts
+    skipped: list[int] = []
+    started = list(bench.within_budget([256, 1024, 4096, 8192], 9.0, skipped, clock=lambda: next(ticks)))
+    assert started == [256, 1024] and skipped == [4096, 8192]
+
+    skipped = []
+    assert list(bench.within_budget([1, 4, 16], None, skipped, clock=lambda: 1e9)) == [1, 4, 16]
+    assert skipped == []
+
+
+def test_bench_table_names_the_rows_a_time_budget_left_out(bench):
+    args = bench.parse_args(["--num-envs", "1024,8192", "--seeds", "1,16", "--time-budget", "170"])
+    meta = {"hardware": "test host", "versions": {"jax": "0"}, "commit": "abc", "xla_flags": "", "command": "python x"}
+    row = {"num_envs": 1024, "raw": 100_000.0, "teacher": 85_000.0, "brax": 50_000.0, "distill": 80_000.0,
+           "memory_bytes": 2**30}
+    partial = {"rows": [row], "multiseed": [], "skipped": {"num_envs": [8192], "num_seeds": [1, 16]},
+               "memory_kind": "device peak"}
+    table = bench.markdown(partial, meta, args)
+    assert "| 1024 | 100,000 | 85,000 | 0.85 | 50,000 | 1.70 | 80,000 | 0.94 | 1,024 MiB |" in table
+    assert "at the largest batch (1024): 0.85" in table
+    assert "(`--time-budget 170` s) was spent before envs [8192] and seeds K [1, 16] could start" in table
+
+    cut_off = {**partial, "rows": [row, {"num_envs": 8192, "raw": 400_000.0, "teacher": 300_000.0, "brax": None,
+                                         "distill": None, "memory_bytes": None}]}
+    assert "| 8192 | 400,000 | 300,000 | 0.75 | n/a | n/a | n/a | n/a | n/a |" in bench.markdown(cut_off, meta, args)
+
+    nothing = {**partial, "rows": [], "skipped": {"num_envs": [1024, 8192], "num_seeds": [1, 16]}}
+    assert "at the largest batch (no row measured): n/a" in bench.markdown(nothing, meta, args)
+
+
+def test_bench_refuses_a_negative_time_budget(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--time-budget", "-1"])
+    assert bench.parse_args(["--seeds", ""]).seeds == []

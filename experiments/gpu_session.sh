@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# One call's worth of issue #8's GPU measurements, sized for a lent machine's 15 minutes of device
+# time (experiments/gpu_runbook.md says which stage to run when, and what each one answers).
+#
+# Usage, as the whole device command (the working tree is the repository root there):
+#   bash experiments/gpu_session.sh pipeline    # quadruped teacher -> GRU student -> panel -> export
+#   bash experiments/gpu_session.sh bench       # the throughput row at the largest batch
+#   bash experiments/gpu_session.sh quadruped   # quadruped training throughput and its profile
+# Arguments after the stage go to the stage's Python command and, coming last, override its own
+# (argparse keeps the last value): the tests run the stages at toy sizes on a CPU this way.
+#
+# It installs the carried wheels (.whl/, from experiments/gpu_wheels.sh) when there are any, runs
+# the stage under its own timeout (STAGE_SECONDS) and leaves what it measured under $OUT (./gpu_out
+# when unset), also when the stage is cut off: bench.py rewrites its files after every column and
+# the pipeline's run directory is packed whatever happened. Runs go to $RUNS (./runs when unset);
+# a second `pipeline` call on a still-warm machine resumes the first one's run instead of starting
+# over. Exits with the stage's status (124: its timeout).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit
+stage=${1:?usage: bash experiments/gpu_session.sh pipeline|bench|quadruped [args for its command...]}
+shift
+out=${OUT:-gpu_out}
+runs=${RUNS:-runs}
+mkdir -p "$out" "$runs"
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+python3 - <<'EOF' 2>&1 | tee "$out/devices.txt"
+import jax
+print("jax", jax.__version__, "backend", jax.default_backend(), jax.devices())
+EOF
+
+# `timeout -k`: a JAX process busy in a compiled call may ignore SIGTERM for a while.
+stage_timeout() { timeout -k 15 "$1" "${@:2}"; }
+
+case $stage in
+  pipeline)
+    run=$runs/quad
+    if [[ -f $run/config.json ]]; then
+      command=(python3 -m distill_jax.train --resume "$run" --quiet)
+    else
+      command=(python3 -m distill_jax.train --preset gpu --env quadruped_rough --out "$run" --quiet "$@")
+    fi
+    echo "+ ${command[*]}" | tee "$out/quad.log"
+    stage_timeout "${STAGE_SECONDS:-480}" "${command[@]}" 2>&1 | tee -a "$out/quad.log"
+    status=${PIPESTATUS[0]}
+    # Checkpoints hold the 4096-env state, far over what comes back from $OUT; the rest is small.
+    [[ -d $run ]] && tar czf "$out/quad.tgz" --exclude=checkpoints -C "$runs" quad
+    ;;
+  bench)
+    stage_timeout "${STAGE_SECONDS:-150}" python3 experiments/bench.py --num-envs 8192 --seeds '' --calls 3 \
+      --time-budget 60 --out "$out/bench_gpu" "$@" 2>&1 | tee "$out/bench.log"
+    status=${PIPESTATUS[0]}
+    ;;
+  quadruped)
+    quadruped_sizes=(--task quadruped_rough --unroll-length 24 --num-minibatches 4 --num-epochs 5
+                     --policy-hidden 512,256,128 --value-hidden 512,256,128)
+    stage_timeout "${STAGE_SECONDS:-300}" python3 experiments/bench.py "${quadruped_sizes[@]}" --no-brax \
+      --num-envs 1024,4096,8192 --seeds '' --time-budget 200 --out "$out/bench_quadruped_gpu" "$@" 2>&1 \
+      | tee "$out/quadruped_profile.log"
+    status=${PIPESTATUS[0]}
+    # Where the time goes: the physics step's parts, then the update's (collection, SGD epochs).
+    { stage_timeout 90 python3 experiments/probes/quadruped_physics_parts.py 4096
+      stage_timeout 90 python3 experiments/probes/update_parts.py 4096 "${quadruped_sizes[@]}"
+    } 2>&1 | tee -a "$out/quadruped_profile.log"
+    ;;
+  *)
+    echo "unknown stage '$stage': expected pipeline, bench or quadruped" >&2
+    exit 2
+    ;;
+esac
+echo "stage $stage exited with status $status; files in $out:"
+ls -l "$out"
+exit "$status"
