@@ -5,6 +5,7 @@ A run directory holds everything needed to reproduce and inspect a run::
     config.json  schema.json  env_fingerprint.json     identity (written first)
     checkpoints/teacher/<update>/  checkpoints/student/<update>/   Orbax, keep-N
     teacher_step.json                                  the teacher update the student learns from
+    budget_changes.jsonl                               budgets raised on --resume (if any)
     metrics.jsonl                                      one row per iteration
     eval.json  eval.md                                 the held-out panel
     export/                                            the deployable student
@@ -168,6 +169,53 @@ def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None,
         shutil.copy2(source.path / TEACHER_STEP_FILE, path / TEACHER_STEP_FILE)
     (path / "source.json").write_text(json.dumps({"run_dir": str(source.path.resolve()), "copied": list(copy)}))
     return run
+
+
+# The settings a resumed run may change: how long each phase trains. Every other field fixes the
+# shapes of the checkpointed state or the meaning of what was already trained.
+BUDGET_FIELDS = ("ppo.total_env_steps", "distill.total_env_steps")
+BUDGET_LOG = "budget_changes.jsonl"
+
+
+def extend_budgets(run: Run, changes: dict[str, Any]) -> Run:
+    """``run`` with raised training budgets, written to its ``config.json`` and logged in ``budget_changes.jsonl``.
+
+    ``changes`` is nested like the config (``{"ppo": {"total_env_steps": 100_000_000}}``). A phase
+    that had finished is unfinished again under its new budget, so ``--resume`` continues it from
+    its newest checkpoint; nothing in an update depends on the budget (no schedule), so the
+    continued run equals one given the larger budget from the start.
+
+    Raises:
+      RunError: a change to anything but :data:`BUDGET_FIELDS`, a budget lowered, or the teacher's
+        budget raised after a student was distilled from it (the student would be left paired
+        with an older teacher than the run's).
+    """
+    named: list[str] = []
+    for key, value in changes.items():
+        named += [f"{key}.{name}" for name in value] if isinstance(value, dict) else [key]
+    others = sorted(set(named) - set(BUDGET_FIELDS))
+    if others:
+        raise RunError(f"{run.path}: a resumed run keeps its recorded config except the budgets {list(BUDGET_FIELDS)}; "
+                       f"cannot change {others} (start a new run, or --phase distill --from it --out NEW)")
+    config = replace_fields(run.config, changes)
+    config.validate()
+    raised = []
+    for field in BUDGET_FIELDS:
+        section = field.split(".")[0]
+        old, new = getattr(run.config, section).total_env_steps, getattr(config, section).total_env_steps
+        if new < old:
+            raise RunError(f"{run.path}: {field}={new:,} is below the run's {old:,}; a resumed run's budget can only grow")
+        if new > old:
+            raised.append({"field": field, "from": old, "to": new})
+    if any(r["field"] == "ppo.total_env_steps" for r in raised) and checkpoint.complete_steps(run.path / STUDENT_DIR):
+        raise RunError(f"{run.path / STUDENT_DIR}: a student was distilled from this run's teacher; raising "
+                       "ppo.total_env_steps would train the teacher past it. Copy the run without "
+                       f"{STUDENT_DIR} and {TEACHER_STEP_FILE}, and resume the copy")
+    if raised:
+        (run.path / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
+        with (run.path / BUDGET_LOG).open("a") as log:
+            log.writelines(json.dumps(r) + "\n" for r in raised)
+    return dataclasses.replace(run, config=config)
 
 
 # ---------------------------------------------------------------- metrics log

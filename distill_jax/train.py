@@ -11,6 +11,7 @@ Examples::
     python -m distill_jax.train --phase distill --from runs/a --out runs/a-gru --set distill.student_kind=gru
     python -m distill_jax.train --phase eval --from runs/a-gru
     python -m distill_jax.train --resume runs/a          # continue a killed run
+    python -m distill_jax.train --resume runs/a --set ppo.total_env_steps=400000   # train it longer
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="existing run directory or checkpoint (e.g. RUN/checkpoints/teacher/40) "
                         "that the distill, eval and export phases read")
     parser.add_argument("--resume", type=pathlib.Path, default=None, metavar="RUN_DIR",
-                        help="continue a killed run from its newest checkpoints, with its recorded config")
+                        help="continue a killed run from its newest checkpoints, with its recorded config "
+                        "(--set may raise its budgets, ppo/distill.total_env_steps)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field, e.g. ppo.num_envs=512 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress display (metrics.jsonl is still written)")
@@ -122,12 +124,14 @@ def open_target(args: argparse.Namespace):
     if args.resume is not None:
         if args.source is not None or args.out is not None:
             raise UsageError("--resume RUN_DIR continues that directory; do not combine it with --from/--out")
-        if given or args.overrides or args.preset != "default":
-            raise UsageError("--resume uses the run's recorded config.json; drop "
-                             f"{given + (['--set'] if args.overrides else []) + (['--preset'] if args.preset != 'default' else [])}")
+        if given or args.preset != "default":
+            raise UsageError("--resume uses the run's recorded config.json (--set may raise its budgets "
+                             f"{list(pipeline.BUDGET_FIELDS)}); drop "
+                             f"{given + (['--preset'] if args.preset != 'default' else [])}")
         if not args.resume.is_dir():
             raise UsageError(f"--resume {args.resume}: no such run directory")
-        return pipeline.open_run(args.resume)
+        run = pipeline.open_run(args.resume)
+        return pipeline.extend_budgets(run, config_overrides(args)) if args.overrides else run
     if args.phase in ("all", "teacher"):
         if args.source is not None:
             raise UsageError(f"--from is read by the distill, eval and export phases, not by --phase {args.phase}")

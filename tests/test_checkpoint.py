@@ -29,8 +29,19 @@ def leaves_equal(a, b) -> bool:
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def test_resume_after_kill_reproduces_the_uninterrupted_teacher(tmp_path, monkeypatch):
-    uninterrupted = pipeline.teacher_phase(pipeline.create_run(tmp_path / "a", RESUME_CONFIG), quiet=True)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """RESUME_CONFIG's teacher trained in one go: what a resumed or extended run must reproduce."""
+    return pipeline.teacher_phase(pipeline.create_run(tmp_path_factory.mktemp("run") / "a", RESUME_CONFIG), quiet=True)
+
+
+def assert_same_teacher(result, reference) -> None:
+    assert int(result.state.update_step[0]) == int(reference.state.update_step[0])
+    for part in ("params", "opt_state", "obs_stats", "key"):
+        assert leaves_equal(getattr(result.state, part), getattr(reference.state, part)), part
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_teacher(tmp_path, monkeypatch, uninterrupted):
 
     run_b = pipeline.create_run(tmp_path / "b", RESUME_CONFIG)
     real_save = checkpoint.Checkpointer.save
@@ -54,14 +65,34 @@ def test_resume_after_kill_reproduces_the_uninterrupted_teacher(tmp_path, monkey
     resumed = pipeline.teacher_phase(pipeline.open_run(run_b.path), resume=True, quiet=True)
 
     assert int(resumed.state.update_step[0]) == 6
-    assert leaves_equal(resumed.state.params, uninterrupted.state.params)
-    assert leaves_equal(resumed.state.opt_state, uninterrupted.state.opt_state)
-    assert leaves_equal(resumed.state.obs_stats, uninterrupted.state.obs_stats)
-    assert leaves_equal(resumed.state.key, uninterrupted.state.key)
+    assert_same_teacher(resumed, uninterrupted)
     updates = [json.loads(line)["update"] for line in (run_b.path / "metrics.jsonl").read_text().splitlines()]
     assert updates == [1, 2, 3, 4, 5, 6]
     # keep-N: only the newest three checkpoints remain.
     assert checkpoint.complete_steps(run_b.path / pipeline.TEACHER_DIR) == [2, 4, 6]
+
+
+def test_a_finished_teacher_given_a_larger_budget_continues_to_the_uninterrupted_result(tmp_path, uninterrupted):
+    """Four updates, then the budget raised to RESUME_CONFIG's six on resume: the same teacher as
+    six in one go (no part of an update depends on the budget)."""
+    four = dataclasses.replace(RESUME_CONFIG, ppo=dataclasses.replace(RESUME_CONFIG.ppo, total_env_steps=16 * 8 * 4))
+    run = pipeline.create_run(tmp_path / "short", four)
+    pipeline.teacher_phase(run, quiet=True)
+
+    six = {"ppo": {"total_env_steps": RESUME_CONFIG.ppo.total_env_steps}}
+    extended = pipeline.extend_budgets(pipeline.open_run(run.path), six)
+    assert extended.config == RESUME_CONFIG
+    assert json.loads((run.path / "config.json").read_text())["ppo"]["total_env_steps"] == 16 * 8 * 6
+    assert [json.loads(line) for line in (run.path / pipeline.BUDGET_LOG).read_text().splitlines()] == [
+        {"field": "ppo.total_env_steps", "from": 16 * 8 * 4, "to": 16 * 8 * 6}]
+    continued = pipeline.teacher_phase(pipeline.open_run(run.path), resume=True, quiet=True)
+    assert_same_teacher(continued, uninterrupted)
+    updates = [json.loads(line)["update"] for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert updates == [1, 2, 3, 4, 5, 6]
+
+    # The same budget again changes nothing and logs nothing.
+    assert pipeline.extend_budgets(pipeline.open_run(run.path), six).config == RESUME_CONFIG
+    assert len((run.path / pipeline.BUDGET_LOG).read_text().splitlines()) == 1
 
 
 @pytest.fixture(scope="module")

@@ -103,6 +103,25 @@ def test_a_student_from_an_older_teacher_checkpoint_is_evaluated_against_that_te
     assert json.loads((again / "eval.json").read_text())["teacher"] == json.loads((fork / "eval.json").read_text())["teacher"]
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("ppo.num_envs=8", "cannot change ['ppo.num_envs']"),
+        ("distill.total_env_steps=128", "distill.total_env_steps=128 is below the run's 256"),
+        ("ppo.total_env_steps=100000", "a student was distilled from this run's teacher"),
+        ("distill.total_env_steps=-1", "distill.total_env_steps"),
+    ],
+)
+def test_resume_may_only_raise_a_budget(smoke_run, capsys, setting, message):
+    out, _ = smoke_run
+    config_before = (out / "config.json").read_text()
+    assert main(["--resume", str(out), "--set", setting, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert (out / "config.json").read_text() == config_before
+    assert not (out / "budget_changes.jsonl").exists()
+
+
 def test_unreadable_teacher_step_file_is_named(tmp_path):
     from distill_jax.pipeline import Run, RunError
 
@@ -120,7 +139,7 @@ def test_unreadable_teacher_step_file_is_named(tmp_path):
         (["--phase", "eval", "--from", "no/such/run"], "no/such/run: no such run directory"),
         (["--phase", "distill", "--from", "{tmp}"], "not inside a run directory"),
         (["--resume", "no/such/run"], "no such run directory"),
-        (["--resume", "{tmp}", "--set", "ppo.num_envs=8"], "--resume uses the run's recorded config.json"),
+        (["--resume", "{tmp}", "--env", "cartpole"], "--resume uses the run's recorded config.json"),
         (["--phase", "teacher", "--from", "{tmp}"], "--from is read by the distill, eval and export phases"),
     ],
 )
