@@ -148,8 +148,8 @@ def evaluate_panel(
 
     Returns:
       ``{"teacher": {...}, "student": {...}, "imitation": {...}}`` of Python
-      floats: ``return_mean``, ``return_std``, ``success_rate``, ``fall_rate``,
-      ``episode_length_mean`` (and ``<metric>_mean`` for each of
+      floats: ``return_mean``, ``return_std``, ``success_rate``, ``fall_rate`` (each rate with
+      its 95 % interval ``<rate>_ci95``), ``episode_length_mean`` (and ``<metric>_mean`` for each of
       ``EPISODE_MEAN_METRICS`` the task reports) for each policy; ``kl``, ``action_mse``,
       ``masked/<rule>`` for the imitation claim.
     """
@@ -188,14 +188,35 @@ def evaluate_panel(
     }
 
 
-def summarize(scores: dict[str, np.ndarray]) -> dict[str, float]:
+def wilson_interval(count: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``count / n`` (z = 1.96: 95 %).
+
+    Panel rates come from tens to hundreds of episodes, so they carry wide error bars: 7 falls in
+    32 episodes is compatible with 11-39 %, and 0 falls with up to 10.7 %, where the normal
+    approximation ``p ± z·sqrt(p(1-p)/n)`` would claim exactly 0.
+    """
+    if n <= 0:
+        raise ValueError(f"wilson_interval needs at least one trial, got n={n}")
+    p, z2 = count / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def summarize(scores: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Panel statistics of one policy from :func:`first_episode_scores` (``[B]`` per key).
+
+    Rates come with their 95 % Wilson interval (``<rate>_ci95``: ``[low, high]``).
+    """
     returns = np.asarray(scores["return"], np.float64)
+    n = returns.size
+    rates = {name: float(np.mean(scores[key])) for name, key in (("success_rate", "success"), ("fall_rate", "fall"))}
     return {
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
-        "success_rate": float(np.mean(scores["success"])),
-        "fall_rate": float(np.mean(scores["fall"])),
+        **rates,
+        **{f"{name}_ci95": list(wilson_interval(rate * n, n)) for name, rate in rates.items()},
         "episode_length_mean": float(np.mean(scores["length"])),
-        "episodes": int(returns.size),
+        "episodes": int(n),
         **{f"{name}_mean": float(np.mean(scores[name])) for name in EPISODE_MEAN_METRICS if name in scores},
     }

@@ -205,7 +205,7 @@ def plot_masks(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path |
 
 
 def plot_panel(evaluation: dict[str, Any], path: pathlib.Path) -> pathlib.Path | None:
-    """``panel.png``: teacher vs student on the held-out panel (return +- std, success, fall)."""
+    """``panel.png``: teacher vs student on the held-out panel (return +- std, success, fall +- 95 % CI)."""
     agents = [a for a in EVAL_AGENTS if isinstance(evaluation.get(a), dict)]
     if not agents:
         return None
@@ -221,9 +221,14 @@ def plot_panel(evaluation: dict[str, Any], path: pathlib.Path) -> pathlib.Path |
     axes[0].bar(x, np.nan_to_num(means), yerr=stds, capsize=6, color=colors)
     axes[0].set_title("return (mean ± std)")
     for ax, key in zip(axes[1:], ("success_rate", "fall_rate")):
-        ax.bar(x, np.nan_to_num([get(a, key) for a in agents]), color=colors)
+        rates = np.nan_to_num([get(a, key) for a in agents])
+        intervals = [evaluation[a].get(f"{key}_ci95") for a in agents]
+        # Error bars from the 95 % Wilson interval (asymmetric), where the evaluation recorded it.
+        yerr = (np.array([[r - lo, hi - r] for r, (lo, hi) in zip(rates, intervals)]).T
+                if all(intervals) else None)
+        ax.bar(x, rates, yerr=yerr, capsize=6, color=colors)
         ax.set_ylim(0.0, 1.05)  # rates: a fixed scale makes 0.0 vs 1.0 readable at a glance
-        ax.set_title(key)
+        ax.set_title(f"{key} (95 % CI)" if yerr is not None else key)
     for ax in axes:
         ax.set_xticks(x, agents)
         ax.grid(axis="y", alpha=0.3)

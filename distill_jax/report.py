@@ -95,14 +95,18 @@ def markdown_table(report: dict[str, Any]) -> str:
     ratio = s["return_mean"] / t["return_mean"] if t["return_mean"] else math.nan
     extra = [name for name in EPISODE_MEAN_METRICS if f"{name}_mean" in t and f"{name}_mean" in s]
 
+    def rate(r: dict[str, Any], name: str) -> str:
+        low, high = r[f"{name}_ci95"]
+        return f"{r[name]:.2f} ({low:.2f}–{high:.2f})"
+
     def policy_row(label: str, r: dict[str, Any]) -> str:
-        cells = [f"{r['return_mean']:.1f} ± {r['return_std']:.1f}", f"{r['success_rate']:.2f}",
-                 f"{r['fall_rate']:.2f}", f"{r['episode_length_mean']:.1f}",
+        cells = [f"{r['return_mean']:.1f} ± {r['return_std']:.1f}", rate(r, "success_rate"),
+                 rate(r, "fall_rate"), f"{r['episode_length_mean']:.1f}",
                  *(f"{r[f'{name}_mean']:.3f}" for name in extra)]
         return f"| {label} | " + " | ".join(cells) + " |"
 
     rows = [
-        "| policy | return (mean ± std) | success rate | fall rate | episode length |"
+        "| policy | return (mean ± std) | success rate (95 % CI) | fall rate (95 % CI) | episode length |"
         + "".join(f" mean {name.replace('_', ' ')} |" for name in extra),
         "|---|---|---|---|---|" + "---|" * len(extra),
         policy_row("teacher (privileged)", t),

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax.evaluate import first_episode_scores, summarize
+from distill_jax.evaluate import first_episode_scores, summarize, wilson_interval
 from distill_jax.report import markdown_table
 from distill_jax.rollout import Transition
 
@@ -45,8 +45,8 @@ def test_tasks_without_a_tracking_metric_get_no_tracking_column():
 
 
 def _report(extra: dict) -> dict:
-    row = {"return_mean": 10.0, "return_std": 1.0, "success_rate": 0.5, "fall_rate": 0.1,
-           "episode_length_mean": 900.0, "episodes": 8}
+    row = {"return_mean": 10.0, "return_std": 1.0, "success_rate": 0.5, "success_rate_ci95": [0.2152, 0.7848],
+           "fall_rate": 0.125, "fall_rate_ci95": [0.0224, 0.4709], "episode_length_mean": 900.0, "episodes": 8}
     return {"teacher": {**row, **extra}, "student": {**row, **extra},
             "imitation": {"kl": 0.1, "action_mse": 0.01, "masked/any": 0.0}, "leak_checks": {}}
 
@@ -57,3 +57,51 @@ def test_the_panel_table_shows_the_tracking_error_only_when_measured():
     assert header.endswith("| mean tracking error |")
     assert "| 0.235 |" in with_tracking
     assert "tracking" not in markdown_table(_report({}))
+
+
+def test_the_panel_table_gives_each_rate_its_interval():
+    table = markdown_table(_report({}))
+    assert "| success rate (95 % CI) | fall rate (95 % CI) |" in table.splitlines()[0]
+    assert "| 10.0 ± 1.0 | 0.50 (0.22–0.78) | 0.12 (0.02–0.47) | 900.0 |" in table
+
+
+def _wilson_by_bisection(count: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The interval's ends as the two roots of (p_hat - p)^2 = z^2 p (1 - p) / n, found by bisection."""
+    p_hat = count / n
+
+    def outside(p):  # > 0 where p lies outside the interval
+        return (p_hat - p) ** 2 - z * z * p * (1 - p) / n
+
+    def root(lo, hi):  # outside(lo) and outside(hi) of opposite signs
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if (outside(mid) > 0) == (outside(lo) > 0) else (lo, mid)
+        return (lo + hi) / 2
+
+    low = 0.0 if count == 0 else root(0.0, p_hat)
+    high = 1.0 if count == n else root(p_hat, 1.0)
+    return low, high
+
+
+@pytest.mark.parametrize("count, n", [(0, 32), (7, 32), (32, 32), (1, 8), (13, 256), (128, 256)])
+def test_wilson_interval_matches_its_defining_equation(count, n):
+    np.testing.assert_allclose(wilson_interval(count, n), _wilson_by_bisection(count, n), atol=1e-9)
+
+
+def test_wilson_interval_closed_forms_and_bad_input():
+    # No events in n trials: the upper end is z^2 / (n + z^2) (0.1072 for 32 episodes).
+    assert wilson_interval(0, 32) == (0.0, pytest.approx(1.96**2 / (32 + 1.96**2)))
+    low, high = wilson_interval(7, 32)
+    assert (round(low, 3), round(high, 3)) == (0.110, 0.388)
+    assert wilson_interval(25, 32) == pytest.approx(tuple(1 - x for x in reversed(wilson_interval(7, 32))))
+    with pytest.raises(ValueError, match="n=0"):
+        wilson_interval(0, 0)
+
+
+def test_summarize_reports_each_rate_with_its_interval():
+    scores = {"return": np.ones(32), "length": np.full(32, 1000.0),
+              "success": np.r_[np.ones(25), np.zeros(7)], "fall": np.r_[np.zeros(25), np.ones(7)]}
+    summary = summarize(scores)
+    assert summary["fall_rate"] == 7 / 32 and summary["episodes"] == 32
+    np.testing.assert_allclose(summary["fall_rate_ci95"], wilson_interval(7, 32))
+    np.testing.assert_allclose(summary["success_rate_ci95"], wilson_interval(25, 32))
