@@ -20,7 +20,7 @@ over compiled calls after the first (which compiles); Brax's are its own
 on GPU and the process's peak RSS on CPU, read after each row (so it only grows).
 
 Writes ``OUT.md``, ``OUT.json`` and ``OUT_scaling.png`` (env-steps/s against B), rewritten
-after every row, so a run stopped by a lent machine's time limit keeps the rows it finished;
+after every measurement, so a run stopped by a lent machine's time limit keeps what it finished;
 ``--time-budget S`` starts no row after S seconds and names the rows it left out.
 
 Usage::
@@ -160,7 +160,7 @@ def within_budget(items, deadline: float | None, skipped: list, clock=time.perf_
 
 
 def measure(args, save=lambda results: None) -> dict[str, Any]:
-    """Measure every row; ``save(results)`` after each one, so a run stopped early keeps its rows."""
+    """Measure every row; ``save(results)`` after each measurement, so a run stopped early keeps them."""
     deadline = None if args.time_budget is None else time.perf_counter() + args.time_budget
     results: dict[str, Any] = {"rows": [], "multiseed": [], "skipped": {"num_envs": [], "num_seeds": []},
                                "memory_kind": benchlib.peak_memory_bytes()[1]}
@@ -229,13 +229,14 @@ def markdown(results: dict[str, Any], meta: dict[str, Any], args) -> str:
             f"| {_ratio(r['distill'], r['teacher'])} | {_mib(r['memory_bytes'])} |"
         )
     one = multiseed[0]["teacher"] if multiseed and multiseed[0]["num_seeds"] == 1 else None
-    lines += [
-        "",
-        f"Multi-seed teacher (`{args.multiseed_task}`, {args.multiseed_envs} envs per seed, one program):",
-        "",
-        "| seeds K | total env-steps/s | × one seed | memory |",
-        "| ---: | ---: | ---: | ---: |",
-    ]
+    if args.seeds:
+        lines += [
+            "",
+            f"Multi-seed teacher (`{args.multiseed_task}`, {args.multiseed_envs} envs per seed, one program):",
+            "",
+            "| seeds K | total env-steps/s | × one seed | memory |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
     for m in multiseed:
         lines.append(f"| {m['num_seeds']} | {_rate(m['teacher'])} | {_ratio(m['teacher'], one)} "
                      f"| {_mib(m['memory_bytes'])} |")
@@ -311,8 +312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=pathlib.Path, default=None, help="path prefix: OUT.md, OUT.json, OUT_scaling.png")
     p.add_argument("--time-budget", type=float, default=None,
-                   help="seconds after which no new row starts; the files are rewritten after every row, so "
-                        "a run cut short keeps what it measured (default: no budget)")
+                   help="seconds after which no new row starts; the files are rewritten after every "
+                        "measurement, so a run cut short keeps what it measured (default: no budget)")
     benchlib.add_argument_xla_default(p)
     args = p.parse_args(argv)
     if args.time_budget is not None and args.time_budget < 0:

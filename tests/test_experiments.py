@@ -117,6 +117,10 @@ def test_bench_table_names_the_rows_a_time_budget_left_out(bench):
 
     nothing = {**partial, "rows": [], "skipped": {"num_envs": [1024, 8192], "num_seeds": [1, 16]}}
     assert "at the largest batch (no row measured): n/a" in bench.markdown(nothing, meta, args)
+    assert "Multi-seed teacher" in table
+    no_seeds = bench.parse_args(["--num-envs", "1024", "--seeds", ""])
+    assert "Multi-seed teacher" not in bench.markdown({**partial, "skipped": {"num_envs": [], "num_seeds": []}},
+                                                      meta, no_seeds)
 
 
 def test_bench_refuses_a_negative_time_budget(bench):
