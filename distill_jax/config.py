@@ -137,6 +137,8 @@ class DistillConfig:
     objective: str = "kl"
     kl_direction: str = "reverse"
     ent_coef: float = 0.0
+    # The student's entropy bonus, as ppo.entropy: "gaussian" (pre-squash) or "squashed" (bounded).
+    entropy: str = "gaussian"
     behaviour: str = "student"
     beta_start: float = 1.0
     beta_end: float = 0.0
@@ -186,6 +188,7 @@ class DistillConfig:
         _require(self.learning_rate > 0, f"{prefix}.learning_rate", self.learning_rate, "must be > 0")
         _require(self.max_grad_norm > 0, f"{prefix}.max_grad_norm", self.max_grad_norm, "must be > 0")
         _require(self.ent_coef >= 0, f"{prefix}.ent_coef", self.ent_coef, "must be >= 0 (it is a bonus)")
+        _require(self.entropy in ENTROPY_KINDS, f"{prefix}.entropy", self.entropy, f"must be one of {ENTROPY_KINDS}")
         _require(self.objective in OBJECTIVES, f"{prefix}.objective", self.objective, f"must be one of {OBJECTIVES}")
         _require(self.kl_direction in ("reverse", "forward"), f"{prefix}.kl_direction", self.kl_direction,
                  "must be 'reverse' or 'forward'")

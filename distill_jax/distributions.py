@@ -212,6 +212,17 @@ def squashed_entropy(dist: TanhGaussian) -> jax.Array:
 ENTROPIES = {"gaussian": entropy, "squashed": squashed_entropy}
 
 
+def entropy_fn(kind: str):
+    """The entropy of ``kind`` (a key of :data:`ENTROPIES`), as used by the PPO and distillation bonuses.
+
+    Raises:
+      ValueError: an unknown kind, named with the valid ones.
+    """
+    if kind not in ENTROPIES:
+        raise ValueError(f"entropy_kind={kind!r}: must be one of {sorted(ENTROPIES)}")
+    return ENTROPIES[kind]
+
+
 def mode(dist: TanhGaussian) -> jax.Array:
     """The deterministic action ``tanh(loc)`` (``[..., A]``), used at evaluation/export."""
     return jnp.tanh(dist.loc)
@@ -253,6 +264,7 @@ __all__ = [
     "SATURATION_LIMIT",
     "TanhGaussian",
     "entropy",
+    "entropy_fn",
     "gaussian_log_prob",
     "kl",
     "log_det_jacobian",

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from distill_jax.config import ConfigError, DistillConfig
 from distill_jax.distill import losses, masks
-from distill_jax.distributions import TanhGaussian
+from distill_jax.distributions import TanhGaussian, squashed_entropy
 from distill_jax.networks import make_actor
 from distill_jax.schema import FieldSpec, ObservationSchema
 
@@ -50,6 +51,27 @@ def test_entropy_bonus_sign_raises_entropy():
     # At the KL optimum (student == teacher), only the bonus has a gradient: it must push the scale up.
     g = jax.grad(loss_of_log_scale)(jnp.log(t.scale), 0.1)
     assert np.all(np.asarray(g) < 0)
+
+
+def test_squashed_entropy_bonus_pulls_a_wide_student_back_and_unknown_kind_fails():
+    t = random_dist(jax.random.PRNGKey(3))
+    valid = jnp.ones(t.loc.shape[:-1])
+    wide = jnp.log(t.scale * 0 + 20.0)  # every dimension at scale 20, past the squashed entropy's peak (0.87)
+
+    def bonus_grad(kind):  # d/d log_scale of the bonus term alone (the KL's gradient subtracted)
+        loss = lambda log_scale, coef: losses.kl_distillation_loss(  # noqa: E731
+            TanhGaussian(t.loc, jnp.exp(log_scale)), t, valid, ent_coef=coef, entropy_kind=kind)[0]
+        return np.asarray(jax.grad(loss)(wide, 1.0) - jax.grad(loss)(wide, 0.0))
+
+    assert np.all(bonus_grad("gaussian") < 0)  # minimising -H widens the student further
+    assert np.all(bonus_grad("squashed") > 0)  # ... the squashed entropy narrows it back
+    student = TanhGaussian(t.loc, jnp.exp(wide))
+    _, metrics = losses.kl_distillation_loss(student, t, valid, ent_coef=1.0, entropy_kind="squashed")
+    np.testing.assert_allclose(float(metrics["entropy"]), float(jnp.mean(squashed_entropy(student))), rtol=1e-6)
+    with pytest.raises(ValueError, match="entropy_kind='shannon'"):
+        losses.kl_distillation_loss(student, t, valid, entropy_kind="shannon")
+    with pytest.raises(ConfigError, match=r"distill.entropy='tanh'.*'squashed'"):
+        DistillConfig(entropy="tanh").validate()
 
 
 def tiny_actor():

@@ -67,6 +67,7 @@ def kl_distillation_loss(
     *,
     ent_coef: float = 0.0,
     direction: KLDirection = "reverse",
+    entropy_kind: str = "gaussian",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``masked_mean(KL) - ent_coef * masked_mean(H(student))``.
 
@@ -76,12 +77,15 @@ def kl_distillation_loss(
       valid: ``[...]`` 1.0 where the teacher's step is a valid target.
       ent_coef: entropy bonus coefficient ε >= 0.
       direction: see :func:`kl_per_step`.
+      entropy_kind: ``"gaussian"`` (pre-squash, grows without bound in the scale) or
+        ``"squashed"`` (of the tanh action, bounded), as for PPO's bonus
+        (:func:`distill_jax.distributions.entropy_fn`).
 
     Returns:
       ``(loss, metrics)`` with metrics ``kl``, ``entropy``, ``valid_fraction``.
     """
     kl = kl_per_step(student, teacher, direction)
-    entropy = distributions.entropy(student)
+    entropy = distributions.entropy_fn(entropy_kind)(student)
     kl_mean = masked_mean(kl, valid)
     ent_mean = masked_mean(entropy, valid)
     loss = kl_mean - ent_coef * ent_mean

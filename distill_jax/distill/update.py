@@ -174,7 +174,7 @@ def distill_loss(params, batch: DistillBatch, *, student: Student, config: Disti
     valid = time_major(batch.valid)
     if config.objective == "kl":
         loss, metrics = losses.kl_distillation_loss(
-            dist, teacher, valid, ent_coef=config.ent_coef, direction=config.kl_direction
+            dist, teacher, valid, ent_coef=config.ent_coef, direction=config.kl_direction, entropy_kind=config.entropy
         )
     else:
         loss, mse_metrics = losses.action_mse_loss(jnp.tanh(dist.loc), jnp.tanh(teacher.loc), valid)

@@ -157,10 +157,7 @@ def ppo_loss(
         sq_err = jnp.maximum(sq_err, jnp.square(clipped - batch.returns))
     value_loss = 0.5 * jnp.mean(sq_err)
 
-    entropy_fn = dists.ENTROPIES.get(entropy_kind)
-    if entropy_fn is None:
-        raise ValueError(f"entropy_kind={entropy_kind!r}: must be one of {sorted(dists.ENTROPIES)}")
-    entropy = jnp.mean(entropy_fn(dist))
+    entropy = jnp.mean(dists.entropy_fn(entropy_kind)(dist))
     excess = jax.nn.relu(jnp.abs(dist.loc) - jnp.arctanh(action_bound))
     bound_loss = jnp.mean(jnp.sum(jnp.square(excess), axis=-1))
     loss = policy_loss + vf_coef * value_loss - ent_coef * entropy + bound_coef * bound_loss
