@@ -59,13 +59,13 @@ case $stage in
   quadruped)
     quadruped_sizes=(--task quadruped_rough --unroll-length 24 --num-minibatches 4 --num-epochs 5
                      --policy-hidden 512,256,128 --value-hidden 512,256,128)
-    stage_timeout "${STAGE_SECONDS:-300}" python3 experiments/bench.py "${quadruped_sizes[@]}" --no-brax \
-      --num-envs 1024,4096,8192 --seeds '' --time-budget 200 --out "$out/bench_quadruped_gpu" "$@" 2>&1 \
+    stage_timeout "${STAGE_SECONDS:-280}" python3 experiments/bench.py "${quadruped_sizes[@]}" --no-brax \
+      --num-envs 1024,4096,8192 --seeds '' --time-budget 180 --out "$out/bench_quadruped_gpu" "$@" 2>&1 \
       | tee "$out/quadruped_profile.log"
     status=${PIPESTATUS[0]}
     # Where the time goes: the physics step's parts, then the update's (collection, SGD epochs).
-    { stage_timeout 90 python3 experiments/probes/quadruped_physics_parts.py 4096
-      stage_timeout 90 python3 experiments/probes/update_parts.py 4096 "${quadruped_sizes[@]}"
+    { stage_timeout 120 python3 experiments/probes/quadruped_physics_parts.py 4096
+      stage_timeout 120 python3 experiments/probes/update_parts.py 4096 "${quadruped_sizes[@]}"
     } 2>&1 | tee -a "$out/quadruped_profile.log"
     ;;
   *)
