@@ -210,12 +210,12 @@ def summarize(scores: dict[str, np.ndarray]) -> dict[str, Any]:
     """
     returns = np.asarray(scores["return"], np.float64)
     n = returns.size
-    rates = {name: float(np.mean(scores[key])) for name, key in (("success_rate", "success"), ("fall_rate", "fall"))}
+    counts = {"success_rate": float(np.sum(scores["success"])), "fall_rate": float(np.sum(scores["fall"]))}
     return {
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
-        **rates,
-        **{f"{name}_ci95": list(wilson_interval(rate * n, n)) for name, rate in rates.items()},
+        **{name: count / n for name, count in counts.items()},
+        **{f"{name}_ci95": list(wilson_interval(count, n)) for name, count in counts.items()},
         "episode_length_mean": float(np.mean(scores["length"])),
         "episodes": int(n),
         **{f"{name}_mean": float(np.mean(scores[name])) for name in EPISODE_MEAN_METRICS if name in scores},

@@ -41,11 +41,13 @@ case $stage in
   pipeline)
     run=$runs/quad
     if [[ -f $run/config.json ]]; then
+      # A resumed run keeps its recorded config: say so rather than drop the arguments unseen.
+      (($#)) && echo "resuming $run with its recorded config; not applied: $*" | tee "$out/quad.log"
       command=(python3 -m distill_jax.train --resume "$run" --quiet)
     else
       command=(python3 -m distill_jax.train --preset gpu --env quadruped_rough --out "$run" --quiet "$@")
     fi
-    echo "+ ${command[*]}" | tee "$out/quad.log"
+    echo "+ ${command[*]}" | tee -a "$out/quad.log"
     stage_timeout "${STAGE_SECONDS:-480}" "${command[@]}" 2>&1 | tee -a "$out/quad.log"
     status=${PIPESTATUS[0]}
     # Checkpoints hold the 4096-env state, far over what comes back from $OUT; the rest is small.

@@ -56,7 +56,7 @@ def test_entropy_bonus_sign_raises_entropy():
 def test_squashed_entropy_bonus_pulls_a_wide_student_back_and_unknown_kind_fails():
     t = random_dist(jax.random.PRNGKey(3))
     valid = jnp.ones(t.loc.shape[:-1])
-    wide = jnp.log(t.scale * 0 + 20.0)  # every dimension at scale 20, past the squashed entropy's peak (0.87)
+    wide = jnp.full_like(t.scale, jnp.log(20.0))  # every dimension at scale 20, past the squashed entropy's peak (0.87)
 
     def bonus_grad(kind):  # d/d log_scale of the bonus term alone (the KL's gradient subtracted)
         loss = lambda log_scale, coef: losses.kl_distillation_loss(  # noqa: E731

@@ -71,7 +71,9 @@ def test_gpu_session_pipeline_packs_a_cut_off_run_and_resumes_it(tmp_path):
     done = run_gpu_session("pipeline", smoke, tmp_path / "resumed", tmp_path / "runs")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (tmp_path / "resumed" / "quad.log").read_text()
-    assert log.startswith(f"+ python3 -m distill_jax.train --resume {tmp_path / 'runs' / 'quad'} --quiet\n")
+    run = tmp_path / "runs" / "quad"
+    assert log.startswith(f"resuming {run} with its recorded config; not applied: {' '.join(smoke)}\n"
+                          f"+ python3 -m distill_jax.train --resume {run} --quiet\n")
     assert "leak audit: PASSED" in log
     with tarfile.open(tmp_path / "resumed" / "quad.tgz") as tar:
         names = tar.getnames()
