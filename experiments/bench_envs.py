@@ -9,7 +9,9 @@ control steps with uniform random actions of
   restart from stored initial states, ``B // 64`` fresh resets per step on average);
 * ``raw``: ``vmap`` over B copies of ``n_substeps`` ``mjx.step`` calls of the
   task's nominal model, i.e. the same number of physics steps per control step,
-  with the same random-action generation and nothing else.
+  with the same random-action generation and nothing else (but the task's
+  ``before_physics_step`` hook, which is part of its physics: the quadruped
+  places its feet's planes there).
 
 Timings are the minimum over ``--rounds`` interleaved repetitions (raw and
 wrapped alternate, so background load hits both alike), of wall-clock time and
@@ -111,6 +113,8 @@ def make_raw(task, batch: int, steps: int, randomizer=None, restart_every: int |
     lo = jnp.asarray(task.mj_model.actuator_ctrlrange[:, 0])
     hi = jnp.asarray(task.mj_model.actuator_ctrlrange[:, 1])
     d0 = mjx.make_data(model)
+    # Part of the physics for some tasks (the quadruped's per-foot planes are placed before every step).
+    before_step = getattr(task, "before_physics_step", lambda m, d: d)
 
     def init(key):
         def one(k):
@@ -126,7 +130,7 @@ def make_raw(task, batch: int, steps: int, randomizer=None, restart_every: int |
         def physics(d, u, v):
             m = model if v is None else randomizer.apply(model, v)
             d = d.replace(ctrl=lo + (u + 1.0) * 0.5 * (hi - lo))
-            return jax.lax.scan(lambda x, _: (mjx.step(m, x), None), d, None, length=n_sub)[0]
+            return jax.lax.scan(lambda x, _: (mjx.step(m, before_step(m, x)), None), d, None, length=n_sub)[0]
 
         def body(c, xs):
             ds, values, start = c
@@ -295,7 +299,7 @@ def write_markdown(path: str, rows: list[dict[str, Any]], meta: dict[str, Any]) 
         f"- {meta['steps']} control steps per timed scan, best of {meta['rounds']} interleaved rounds, compile excluded",
         f"- peak RSS of the benchmark process: {meta['peak_rss_mib']:.0f} MiB",
         "",
-        "`raw` = vmap over the batch of `n_substeps` x `mjx.step` on the task's nominal model "
+        "`raw` = vmap over the batch of `n_substeps` x `mjx.step` (after the task's `before_physics_step`) on the task's nominal model "
         "(same physics steps per control step, same random-action generation); every R control steps "
         "(R = the wrapped run's mean episode length, column R) all raw envs restart from their initial "
         "state, so raw physics visits states like the wrapped env, whose episodes end and restart "

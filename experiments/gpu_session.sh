@@ -65,8 +65,9 @@ case $stage in
       --num-envs 1024,4096,8192 --seeds '' --time-budget 180 --out "$out/bench_quadruped_gpu" "$@" 2>&1 \
       | tee "$out/quadruped_profile.log"
     status=${PIPESTATUS[0]}
-    # Where the time goes: the physics step's parts, then the update's (collection, SGD epochs).
-    { stage_timeout 120 python3 experiments/probes/quadruped_physics_parts.py 4096
+    # Where the time goes: the physics step's parts (version 2's height-field feet, version 3's
+    # tangent planes, a flat plane), then the update's (collection, SGD epochs).
+    { stage_timeout 120 python3 experiments/probes/quadruped_physics_parts.py 4096 --cases v2,v3,plane
       stage_timeout 120 python3 experiments/probes/update_parts.py 4096 "${quadruped_sizes[@]}"
     } 2>&1 | tee -a "$out/quadruped_profile.log"
     ;;

@@ -129,3 +129,37 @@ def test_bench_refuses_a_negative_time_budget(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--time-budget", "-1"])
     assert bench.parse_args(["--seeds", ""]).seeds == []
+
+
+def test_raw_physics_is_the_tasks_physics_step_hook_included(monkeypatch):
+    """bench_envs' raw physics limit steps exactly as the task does, ``before_physics_step`` included.
+
+    The quadruped places its feet's planes in that hook; a raw runner skipping it would time
+    other physics. A cart-pole whose hook pushes the cart makes the hook visible.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from distill_jax.envs.cartpole import Cartpole
+
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import bench_envs
+
+    class PushedCartpole(Cartpole):
+        def before_physics_step(self, model, data):
+            return data.replace(qfrc_applied=data.qfrc_applied.at[0].set(5.0))
+
+    task, batch, key = PushedCartpole(), 3, jax.random.PRNGKey(0)
+    init, run = (jax.jit(f) for f in bench_envs.make_raw(task, batch, steps=1))
+    start = init(key)
+    raw = run(start, key)[0]
+    # The runner's one control step, by hand: its random controls through the task's physics_step.
+    u = jax.random.uniform(jax.random.split(key, 1)[0], (batch, task.mj_model.nu), minval=-1.0, maxval=1.0)
+    lo, hi = (jnp.asarray(task.mj_model.actuator_ctrlrange[:, i]) for i in (0, 1))
+    by_hand = jax.jit(jax.vmap(lambda d, c: task.physics_step(task.mjx_model, d, c)))(
+        start[0], lo + (u + 1.0) * 0.5 * (hi - lo))
+    assert np.all(np.asarray(start[0].qfrc_applied)[:, 0] == 0.0)
+    assert np.all(np.asarray(raw.qfrc_applied)[:, 0] == 5.0)  # the hook ran
+    np.testing.assert_allclose(raw.qpos, by_hand.qpos, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(raw.qvel, by_hand.qvel, rtol=1e-5, atol=1e-6)

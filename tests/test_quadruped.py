@@ -80,6 +80,18 @@ def _all_finite(tree) -> bool:
     return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(tree))
 
 
+def _colliding_pairs(m: mujoco.MjModel) -> set[tuple[str, str]]:
+    """(robot geom, ground geom) name pairs whose contype/conaffinity bits match (MuJoCo's rule)."""
+    ground = {"floor"} | {f"{leg}_ground" for leg in quad.LEGS}
+    pairs = set()
+    for i in range(m.ngeom):
+        for j in range(m.ngeom):
+            if i < j and ((m.geom_contype[i] & m.geom_conaffinity[j]) or (m.geom_contype[j] & m.geom_conaffinity[i])):
+                a, b = (mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, g) for g in (i, j))
+                pairs.add((b, a) if a in ground else (a, b))
+    return pairs
+
+
 # ------------------------------------------------------------------ model
 def test_model_structure(env):
     m = env.mj_model
@@ -91,14 +103,19 @@ def test_model_structure(env):
     assert m.geom_type[floor] == mujoco.mjtGeom.mjGEOM_HFIELD
     for leg in quad.LEGS:
         assert m.geom_type[m.geom(f"{leg}_foot").id] == mujoco.mjtGeom.mjGEOM_SPHERE
-    # Every pair that can collide involves the height field.
-    collide = [
-        (i, j) for i in range(m.ngeom) for j in range(i + 1, m.ngeom)
-        if (m.geom_contype[i] & m.geom_conaffinity[j]) or (m.geom_contype[j] & m.geom_conaffinity[i])
-    ]
-    assert collide and all(floor in pair for pair in collide)
-    colliders = {mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, g) for pair in collide for g in pair}
-    assert colliders == {"floor"} | {f"{leg}_foot" for leg in quad.LEGS}
+    # Version 3: each foot collides with its own mocap plane and nothing else.
+    assert env.config.foot_contact == "tangent_plane" and env.version == "3"
+    assert _colliding_pairs(m) == {(f"{leg}_foot", f"{leg}_ground") for leg in quad.LEGS}
+    for leg in quad.LEGS:
+        plane = m.geom(f"{leg}_ground").id
+        assert m.geom_type[plane] == mujoco.mjtGeom.mjGEOM_PLANE
+        assert m.body_mocapid[m.geom_bodyid[plane]] >= 0
+    # Version 2's contact: every foot against the height field.
+    v2 = quad.RoughTerrainQuadruped(dataclasses.replace(CONFIG, foot_contact="hfield")).mj_model
+    assert _colliding_pairs(v2) == {(f"{leg}_foot", "floor") for leg in quad.LEGS} and v2.nmocap == 0
+    # With trunk contacts, the trunk spheres still collide with the height field.
+    v1 = quad.RoughTerrainQuadruped(dataclasses.replace(CONFIG, trunk_collision=True)).mj_model
+    assert _colliding_pairs(v1) == _colliding_pairs(m) | {(name, "floor") for name in quad.TRUNK_SPHERES}
     assert (m.opt.iterations, m.opt.ls_iterations) == (1, 5)
     # The hfield holds the generated terrain (metres = data * size[2]).
     heights = m.hfield_data.reshape(m.hfield_nrow[0], m.hfield_ncol[0]) * m.hfield_size[0, 2]
@@ -128,6 +145,59 @@ def test_terrain_height_matches_mujoco_ray(env):
     y = -t.half_y + r * t.resolution
     assert float(env.terrain_height(jnp.float32(x), jnp.float32(y))) == pytest.approx(
         float(env.terrain_heights_np[r, c]), abs=1e-5)
+
+
+def test_terrain_plane_is_the_surface_and_its_slope():
+    cfg = terrain_lib.TerrainConfig(half_x=2.0, half_y=1.5, seed=4)
+    heights = jnp.asarray(terrain_lib.generate_heights(cfg))
+    rng = np.random.default_rng(1)
+    # Points strictly inside a triangle (away from cell edges and the diagonal) so that
+    # central differences stay on one linear piece.
+    cells = rng.integers(0, [cfg.ncol - 1, cfg.nrow - 1], size=(200, 2))
+    frac = rng.uniform(0.1, 0.9, size=(200, 2))
+    frac = frac[np.abs(frac[:, 0] - frac[:, 1]) > 0.1]
+    cells = cells[: len(frac)]
+    x = -cfg.half_x + (cells[:, 0] + frac[:, 0]) * cfg.resolution
+    y = -cfg.half_y + (cells[:, 1] + frac[:, 1]) * cfg.resolution
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    h, sx, sy = terrain_lib.terrain_plane(heights, cfg.half_x, cfg.half_y, x, y)
+    height = lambda xx, yy: terrain_lib.terrain_height(heights, cfg.half_x, cfg.half_y, xx, yy)  # noqa: E731
+    np.testing.assert_array_equal(h, height(x, y))
+    eps = 0.002  # m; well inside the 0.01 m margin kept from every edge above
+    fd_x = (height(x + eps, y) - height(x - eps, y)) / (2 * eps)
+    fd_y = (height(x, y + eps) - height(x, y - eps)) / (2 * eps)
+    np.testing.assert_allclose(sx, fd_x, atol=2e-3)
+    np.testing.assert_allclose(sy, fd_y, atol=2e-3)
+    assert float(jnp.max(jnp.abs(sx))) > 0.05  # the terrain is not flat here
+    # Outside the field the height is the edge's, so the slope across the edge is 0.
+    _, sx_out, sy_out = terrain_lib.terrain_plane(heights, cfg.half_x, cfg.half_y, jnp.float32(5.0), jnp.float32(-4.0))
+    assert float(sx_out) == 0.0 and float(sy_out) == 0.0
+
+
+def test_foot_planes_lie_on_the_terrain_under_each_foot(env, standing):
+    """The planes' pose against MuJoCo's own quaternion->frame conversion and the terrain's slope."""
+    _, final, _ = standing
+    m = env.mj_model
+    for b in range(B):
+        data = jax.tree.map(lambda x: jnp.asarray(x[b]), final.physics)
+        placed = env.place_foot_planes(data)
+        feet = np.asarray(data.geom_xpos)[env._foot_geoms]
+        t = env.config.terrain
+        h, sx, sy = (np.asarray(v) for v in terrain_lib.terrain_plane(
+            env._heights, t.half_x, t.half_y, jnp.asarray(feet[:, 0]), jnp.asarray(feet[:, 1])))
+        for i, leg in enumerate(quad.LEGS):
+            slot = m.body_mocapid[m.body(f"{leg}_ground").id]
+            pos, quat = np.asarray(placed.mocap_pos[slot]), np.asarray(placed.mocap_quat[slot], np.float64)
+            np.testing.assert_allclose(pos, [feet[i, 0], feet[i, 1], h[i]], atol=1e-6)
+            frame = np.zeros(9)
+            mujoco.mju_quat2Mat(frame, quat / np.linalg.norm(quat))
+            normal = frame.reshape(3, 3)[:, 2]
+            expected = np.array([-sx[i], -sy[i], 1.0]) / np.sqrt(1.0 + sx[i] ** 2 + sy[i] ** 2)
+            np.testing.assert_allclose(normal, expected, atol=1e-5)
+        # Stepping placed them (before the last physics step, at the feet of the step before).
+        np.testing.assert_allclose(np.asarray(data.mocap_pos)[:, 2], env.terrain_height(
+            data.mocap_pos[:, 0], data.mocap_pos[:, 1]), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(data.mocap_pos)[:, :2], feet[:, :2], atol=2e-3)
 
 
 def test_terrain_generation_deterministic_and_flat_option():

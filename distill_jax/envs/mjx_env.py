@@ -67,12 +67,16 @@ class MjxEnv(Env):
     def step_with_model(self, state: EnvState, action: jax.Array, model: mjx.Model) -> EnvState:
         """Like ``step`` but simulating ``model``."""
 
+    def before_physics_step(self, model: mjx.Model, data: mjx.Data) -> mjx.Data:
+        """Hook run before every physics step (e.g. to move mocap bodies); identity here."""
+        return data
+
     def physics_step(self, model: mjx.Model, data: mjx.Data, ctrl: jax.Array) -> mjx.Data:
         """Applies ``ctrl`` and advances ``n_substeps`` physics steps."""
         data = data.replace(ctrl=ctrl)
 
         def substep(d, _):
-            return mjx.step(model, d), None
+            return mjx.step(model, self.before_physics_step(model, d)), None
 
         data, _ = jax.lax.scan(substep, data, None, length=self.n_substeps)
         return data

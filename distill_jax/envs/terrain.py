@@ -169,9 +169,34 @@ def terrain_height(heights: jax.Array, half_x: float, half_y: float, x: jax.Arra
     Returns:
       Heights with the broadcast shape of ``x`` and ``y``.
     """
+    # The slopes terrain_plane also returns are dead code under jit.
+    return terrain_plane(heights, half_x, half_y, x, y)[0]
+
+
+def terrain_plane(
+    heights: jax.Array, half_x: float, half_y: float, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The collision surface's height and slope at world ``(x, y)``: its local tangent plane.
+
+    The surface is linear on each triangle (see :func:`terrain_height`), so the
+    plane through the triangle under ``(x, y)`` is ``z = h + sx (x' - x) + sy (y' - y)``.
+
+    Args:
+      heights, half_x, half_y: as for :func:`terrain_height`.
+      x, y: query coordinates (any equal shapes); points outside the field are
+        clamped to its edge, where the slope along a clamped axis is 0.
+
+    Returns:
+      ``(h, sx, sy)``: height (m) and slopes ``dh/dx``, ``dh/dy`` (m/m), each
+      with the broadcast shape of ``x`` and ``y``.
+    """
     nrow, ncol = heights.shape
-    u = jnp.clip((x + half_x) / (2 * half_x) * (ncol - 1), 0.0, ncol - 1)
-    v = jnp.clip((y + half_y) / (2 * half_y) * (nrow - 1), 0.0, nrow - 1)
+    du = (ncol - 1) / (2 * half_x)  # grid cells per metre along x
+    dv = (nrow - 1) / (2 * half_y)
+    u_raw = (x + half_x) * du
+    v_raw = (y + half_y) * dv
+    u = jnp.clip(u_raw, 0.0, ncol - 1)
+    v = jnp.clip(v_raw, 0.0, nrow - 1)
     c = jnp.clip(jnp.floor(u), 0, ncol - 2).astype(jnp.int32)
     r = jnp.clip(jnp.floor(v), 0, nrow - 2).astype(jnp.int32)
     fx, fy = u - c, v - r
@@ -180,6 +205,12 @@ def terrain_height(heights: jax.Array, half_x: float, half_y: float, x: jax.Arra
     h01 = heights[r + 1, c]
     h11 = heights[r + 1, c + 1]
     # Triangle (c,r)-(c+1,r)-(c+1,r+1) when fx >= fy, else (c,r)-(c,r+1)-(c+1,r+1).
-    lower = h00 + fx * (h10 - h00) + fy * (h11 - h10)
-    upper = h00 + fy * (h01 - h00) + fx * (h11 - h01)
-    return jnp.where(fx >= fy, lower, upper)
+    lower_tri = fx >= fy
+    height = jnp.where(lower_tri, h00 + fx * (h10 - h00) + fy * (h11 - h10),
+                       h00 + fy * (h01 - h00) + fx * (h11 - h01))
+    # Per-cell slopes (height per cell) times cells per metre; zero where the query is clamped.
+    sx = jnp.where(lower_tri, h10 - h00, h11 - h01) * du
+    sy = jnp.where(lower_tri, h11 - h10, h01 - h00) * dv
+    sx = jnp.where((u_raw < 0) | (u_raw > ncol - 1), 0.0, sx)
+    sy = jnp.where((v_raw < 0) | (v_raw > nrow - 1), 0.0, sy)
+    return height, sx, sy

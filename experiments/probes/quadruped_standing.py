@@ -2,7 +2,8 @@
 
 4 envs, 100 control steps (2 s) of zero actions from the spawn pose (pushes every
 1 s, at most 40 N, as in tests/test_quadruped.py), for the version-2 default
-(1 Newton iteration / 5 line-search steps) and 4/8, 2/5, 1/8. Prints the lowest
+(1 Newton iteration / 5 line-search steps) and 4/8, 2/5, 1/8, and for the
+feet on per-foot tangent planes (``foot_contact="tangent_plane"``). Prints the lowest
 sole clearance (m, negative = sunk into the terrain) per 10 steps, the trunk
 height range over the second second, and the mean total foot load then (N).
 Quoted in ``experiments/results/quadruped_physics_cpu.md``.
@@ -18,7 +19,7 @@ from distill_jax.envs import quadruped as quad
 
 B, T = 4, 100
 for kw in ({}, dict(solver_iterations=4, solver_ls_iterations=8), dict(solver_iterations=2, solver_ls_iterations=5),
-           dict(solver_iterations=1, solver_ls_iterations=8)):
+           dict(solver_iterations=1, solver_ls_iterations=8), dict(foot_contact="tangent_plane")):
     env = quad.RoughTerrainQuadruped(quad.QuadrupedConfig(push_interval_s=1.0, push_force_max=40.0, **kw))
     reset = jax.jit(jax.vmap(env.reset))
 
