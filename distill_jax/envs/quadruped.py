@@ -355,9 +355,9 @@ def _add_foot_planes(root: ET.Element) -> None:
     Collision bits: the height field keeps ``contype`` 1 (the trunk spheres
     still collide with it when ``trunk_collision``); plane ``i`` has
     ``contype`` ``2 << i`` and foot ``i`` takes ``conaffinity`` ``2 << i``, so a
-    foot matches neither the height field nor another foot's plane. Mocap
-    bodies are welded to the world, so the planes never collide with the
-    height field or each other.
+    foot matches neither the height field nor another foot's plane. The
+    planes and the height field all have ``conaffinity`` 0, so they never
+    match each other.
     """
     worldbody = root.find("./worldbody")
     floor = root.find("./worldbody/geom[@name='floor']")
