@@ -13,7 +13,7 @@ every physics step. This probe measures what that changes:
    ``qpos``, ``qvel``, ``ctrl`` and solver warm start) and the per-foot normal
    forces and the trunk's resulting velocity are compared.
 2. **Rollout statistics.** Each mode runs its own rollout from the same resets
-   and actions; falls per step, the lowest sole clearance (sole height above
+   and actions; the share of envs that fell, the lowest sole clearance (sole height above
    the terrain under the foot centre), the mean foot load and the trunk height.
 3. **Cost.** A jitted scan of 20 control steps of ``vmap(env.step)`` per mode,
    best of 5, in env-steps/s.
