@@ -1,8 +1,17 @@
-"""Test-session settings: a persistent XLA compilation cache so identical programs
-(same shapes, different seeds) compile once per session instead of once per call."""
+"""Test-session settings: the CPU backend unless JAX_PLATFORMS says otherwise, and a persistent
+XLA compilation cache so identical programs (same shapes, different seeds) compile once per
+session instead of once per call."""
 
-import jax
-import pytest
+import os
+
+# The suite is sized for the CPU and runs in two pytest-xdist workers (README): on a GPU machine
+# each worker would otherwise claim most of the one GPU's memory. Set before jax is imported,
+# because jax reads JAX_PLATFORMS at import; subprocesses the tests start inherit it. A user who
+# wants the GPU sets JAX_PLATFORMS=cuda (and -n 0) explicitly.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,10 +1,13 @@
 """The README's two commands, CI and the package's import cost stay honest."""
 
+import os
 import pathlib
 import re
 import subprocess
 import sys
 import time
+
+import jax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -23,6 +26,17 @@ def test_readme_has_exactly_two_quickstart_commands():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci_lines = [ln.strip() for ln in ROOT.joinpath(".ci/run").read_text().splitlines()]
     assert readme_commands()[1] in ci_lines
+
+
+def test_suite_runs_on_the_backend_conftest_chose():
+    # conftest.py defaults JAX_PLATFORMS to the CPU before jax is imported, so the two xdist
+    # workers never share one GPU. Removing that default, or setting it after jax's import,
+    # leaves jax's platform unset (None) here and fails this test.
+    chosen = os.environ.get("JAX_PLATFORMS")
+    assert chosen, "tests/conftest.py must set JAX_PLATFORMS before jax is imported"
+    assert jax.config.jax_platforms == chosen
+    if chosen == "cpu":
+        assert jax.default_backend() == "cpu"
 
 
 def test_top_level_layout():
