@@ -7,6 +7,7 @@ A run directory holds everything needed to reproduce and inspect a run::
     teacher_step.json                                  the teacher update the student learns from
     budget_changes.jsonl                               budgets raised on --resume (if any)
     metrics.jsonl                                      one row per iteration
+    wall_clock.jsonl                                   seconds per stage of each command
     eval.json  eval.md                                 the held-out panel
     export/                                            the deployable student
     plots/*.png  README.md                             curves and a summary
@@ -25,6 +26,7 @@ import functools
 import json
 import pathlib
 import shutil
+import time
 from typing import Any, Callable
 
 import jax
@@ -33,6 +35,7 @@ import numpy as np
 from distill_jax import checkpoint
 from distill_jax.config import RunConfig, replace_fields, to_dict
 from distill_jax.envs.base import Env
+from distill_jax.wall_clock import WallClock
 
 TEACHER_DIR, STUDENT_DIR, EXPORT_DIR = "checkpoints/teacher", "checkpoints/student", "export"
 # Written when distillation starts: evaluation, export and --resume must pair the student with the
@@ -253,8 +256,13 @@ def phase_logger(run: Run, phase: str, total_updates: int, quiet: bool = False):
 # ---------------------------------------------------------------- phases
 def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates: int, batch_size: int,
                             template_fn: Callable[[], Any], train_fn: Callable[..., Any], resume: bool,
-                            quiet: bool) -> Any:
-    """Shared resume/checkpoint/log plumbing of the two training phases."""
+                            quiet: bool, clock: WallClock | None = None) -> Any:
+    """Shared resume/checkpoint/log plumbing of the two training phases.
+
+    With a ``clock``, records ``{phase}/compiled_calls`` (the calls' own ``seconds``, compilation
+    included) and ``{phase}/checkpoints`` (the writes) when the phase finishes.
+    """
+    seconds = {"compiled_calls": 0.0, "checkpoints": 0.0}
     ckpt_dir = run.path / directory
     meta = run.meta(phase)
     initial_state, done = None, 0
@@ -265,19 +273,31 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
         done = int(np.asarray(initial_state.update_step)[0])
     trim_metrics(run.metrics_path, phase, done)
     saver = checkpoint.Checkpointer(ckpt_dir, meta, keep=run.config.checkpoint_keep)
+
+    def save(updates_done: int, state: Any) -> None:
+        start = time.perf_counter()
+        saver.save(updates_done, state, {"update_step": updates_done, "env_steps": updates_done * batch_size})
+        seconds["checkpoints"] += time.perf_counter() - start
+
     if initial_state is None:  # a fresh run is restorable (and resumable) from update 0
         initial_state = template_fn()
-        saver.save(0, initial_state, {"update_step": 0, "env_steps": 0})
+        save(0, initial_state)
 
-    def on_chunk(state: Any, updates_done: int) -> None:
-        saver.save(updates_done, state, {"update_step": updates_done, "env_steps": updates_done * batch_size})
+    log, close = phase_logger(run, phase, total_updates, quiet)
 
-    log_fn, close = phase_logger(run, phase, total_updates, quiet)
+    def log_fn(row: dict[str, Any]) -> None:
+        seconds["compiled_calls"] += row.get("seconds", 0.0)
+        log(row)
+
     try:
-        return train_fn(initial_state=initial_state, on_chunk=on_chunk, log_fn=log_fn)
+        result = train_fn(initial_state=initial_state, on_chunk=lambda state, done: save(done, state), log_fn=log_fn)
     finally:
         close()
         saver.close()
+    if clock is not None:
+        for part, value in seconds.items():
+            clock.record(f"{phase}/{part}", value)
+    return result
 
 
 def _teacher_setup(run: Run):
@@ -315,8 +335,9 @@ def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callabl
     return state
 
 
-def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False):
-    """Trains (or finishes training) the teacher; returns a ``TeacherResult``."""
+def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False, clock: WallClock | None = None):
+    """Trains (or finishes training) the teacher; returns a ``TeacherResult``. ``clock``: see
+    :func:`_train_with_checkpoints`."""
     from distill_jax.ppo.teacher import train_teacher
 
     cfg = run.config
@@ -324,7 +345,7 @@ def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False):
     train = lambda **kw: train_teacher(run.env, cfg.ppo, seed=cfg.seed, num_seeds=cfg.num_seeds,  # noqa: E731
                                        updates_per_call=cfg.updates_per_call or None, **kw)
     return _train_with_checkpoints(run, "teacher", TEACHER_DIR, cfg.ppo.num_updates, cfg.ppo.batch_size,
-                                   template, train, resume, quiet)
+                                   template, train, resume, quiet, clock)
 
 
 def restore_teacher(run: Run, step: int | None = None):
@@ -339,8 +360,10 @@ def restore_teacher(run: Run, step: int | None = None):
     return TeacherResult(state=state, nets=nets, env=batched, history=[])
 
 
-def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool = False):
-    """Distils one student per teacher seed; returns a ``DistillResult``."""
+def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool = False,
+                  clock: WallClock | None = None):
+    """Distils one student per teacher seed; returns a ``DistillResult``. ``clock``: see
+    :func:`_train_with_checkpoints`."""
     from distill_jax.distill.phase import distill_student
     from distill_jax.distill.update import FrozenTeacher
 
@@ -355,7 +378,7 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
     train = lambda **kw: distill_student(run.env, teacher.nets.actor, frozen, cfg.distill, seed=seed,  # noqa: E731
                                          updates_per_call=cfg.updates_per_call or None, **kw)
     return _train_with_checkpoints(run, "distill", STUDENT_DIR, cfg.distill.num_updates, cfg.distill.batch_size,
-                                   template, train, resume, quiet)
+                                   template, train, resume, quiet, clock)
 
 
 def restore_student(run: Run):
@@ -417,8 +440,10 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
     return {"directory": directory, **verification}
 
 
-def write_summary(run: Run, report: dict[str, Any] | None, exported: dict[str, Any] | None) -> pathlib.Path:
-    """A short ``README.md`` for the run directory: what ran, the panel table, the artifacts."""
+def write_summary(run: Run, report: dict[str, Any] | None, exported: dict[str, Any] | None,
+                  clock: WallClock | None = None) -> pathlib.Path:
+    """A short ``README.md`` for the run directory: what ran, the panel table, where this
+    command's wall clock went (``clock``), the artifacts."""
     cfg = run.config
     lines = [
         f"# distill_jax run: {cfg.env}",
@@ -436,6 +461,9 @@ def write_summary(run: Run, report: dict[str, Any] | None, exported: dict[str, A
                   f"{exported['bit_identical_to_in_process']}; privileged input rejected: "
                   f"{exported['privileged_field_rejected']}). Load it with "
                   f"`distill_jax.export.load_student(\"{EXPORT_DIR}\")`.", ""]
+    if clock is not None and clock.rows:
+        lines += [f"Wall clock of the last command ({clock.invocation}; every command's: "
+                  f"`{clock.path.name}`): {clock.summary()}.", ""]
     lines += ["## Artifacts", ""]
     lines += [f"- `{p.relative_to(run.path)}`" for p in sorted(run.path.iterdir()) if p.name != "README.md"]
     path = run.path / "README.md"

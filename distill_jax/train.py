@@ -26,6 +26,7 @@ from typing import Any
 from distill_jax.config import ConfigError, RunConfig, apply_override, replace_fields, to_dict
 from distill_jax.presets import NAMES as PRESET_NAMES
 from distill_jax.presets import preset
+from distill_jax.wall_clock import WALL_CLOCK_FILE, WallClock
 
 PHASES = ("all", "teacher", "distill", "eval", "export")
 ALL_PHASES = ("teacher", "distill", "eval", "export")
@@ -103,13 +104,14 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _print_result(report: dict[str, Any] | None, exported: dict[str, Any] | None, out: pathlib.Path,
-                  seconds: float) -> None:
+                  seconds: float, clock: WallClock) -> None:
     if report is not None:
         print(report["table"])
         print(f"leak audit: {'PASSED' if report['leak_passed'] else 'FAILED'}")
     if exported is not None:
         print(f"exported student: {exported['directory']} (bit-identical to in-process: "
               f"{exported['bit_identical_to_in_process']})")
+    print(f"wall clock: {clock.summary()}")
     print(f"artifacts in {out}/ ({seconds:.0f} s):")
     for path in sorted(out.iterdir()):
         print(f"  {path.name}{'/' if path.is_dir() else ''}")
@@ -160,28 +162,38 @@ def teacher_step_of(source: pathlib.Path | None) -> int | None:
     return None
 
 
-def run_phases(run, phase: str, *, resume: bool, quiet: bool, teacher_step: int | None = None) -> dict[str, Any]:
-    """Runs ``phase`` (or all) in ``run``; returns ``{"report", "exported"}`` (either may be ``None``)."""
+def run_phases(run, phase: str, *, resume: bool, quiet: bool, teacher_step: int | None = None,
+               clock: WallClock | None = None) -> dict[str, Any]:
+    """Runs ``phase`` (or all) in ``run``; returns ``{"report", "exported"}`` (either may be ``None``).
+
+    Each stage's wall clock goes to ``clock`` (default: a new one on ``run/wall_clock.jsonl``).
+    """
     from distill_jax import pipeline
     from distill_jax.plots import plot_run
 
+    clock = clock or WallClock(run.path / WALL_CLOCK_FILE)
     phases = ALL_PHASES if phase == "all" else (phase,)
     teacher = student = report = exported = None
     if "teacher" in phases:
-        teacher = pipeline.teacher_phase(run, resume=resume, quiet=quiet)
+        with clock.stage("teacher"):
+            teacher = pipeline.teacher_phase(run, resume=resume, quiet=quiet, clock=clock)
     if "distill" in phases:
-        if teacher is None:
-            teacher = pipeline.restore_teacher(run, step=teacher_step)
-        student = pipeline.distill_phase(run, teacher, resume=resume, quiet=quiet)
+        with clock.stage("distill"):
+            if teacher is None:
+                teacher = pipeline.restore_teacher(run, step=teacher_step)
+            student = pipeline.distill_phase(run, teacher, resume=resume, quiet=quiet, clock=clock)
     if "eval" in phases:
-        teacher = teacher or pipeline.restore_teacher(run)
-        student = student or pipeline.restore_student(run)
-        report = pipeline.eval_phase(run, teacher, student)
+        with clock.stage("eval"):  # the held-out panel for both policies, and the leak audit
+            teacher = teacher or pipeline.restore_teacher(run)
+            student = student or pipeline.restore_student(run)
+            report = pipeline.eval_phase(run, teacher, student)
     if "export" in phases:
-        student = student or pipeline.restore_student(run)
-        exported = pipeline.export_phase(run, student)
-    plot_run(run.path)
-    pipeline.write_summary(run, report, exported)
+        with clock.stage("export"):
+            student = student or pipeline.restore_student(run)
+            exported = pipeline.export_phase(run, student)
+    with clock.stage("plots"):
+        plot_run(run.path)
+    pipeline.write_summary(run, report, exported, clock)
     return {"report": report, "exported": exported}
 
 
@@ -194,15 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         run = open_target(args)
+        clock = WallClock(run.path / WALL_CLOCK_FILE)
+        clock.record("setup", time.perf_counter() - start)  # the config, the run directory, the env
         result = run_phases(run, args.phase, resume=args.resume is not None, quiet=args.quiet,
-                            teacher_step=teacher_step_of(args.source))
+                            teacher_step=teacher_step_of(args.source), clock=clock)
     except (UsageError, ConfigError, pipeline.RunError, SchemaError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (checkpoint.CheckpointError, NonFiniteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    _print_result(result["report"], result["exported"], run.path, time.perf_counter() - start)
+    _print_result(result["report"], result["exported"], run.path, time.perf_counter() - start, clock)
     return 0
 
 

@@ -49,6 +49,27 @@ def test_smoke_preset_runs_every_phase_and_writes_the_artifact(smoke_run):
     assert "export/" in printed and "[distill]" in printed
 
 
+def test_the_wall_clock_names_every_stage_and_agrees_with_the_metrics(smoke_run):
+    out, printed = smoke_run
+    rows = [json.loads(line) for line in (out / "wall_clock.jsonl").read_text().splitlines()]
+    first = [row for row in rows if row["invocation"] == rows[0]["invocation"]]  # later tests add commands
+    seconds = {row["stage"]: row["seconds"] for row in first}
+    assert [row["stage"] for row in first] == [
+        "setup", "teacher/compiled_calls", "teacher/checkpoints", "teacher",
+        "distill/compiled_calls", "distill/checkpoints", "distill", "eval", "export", "plots"]
+    assert all(math.isfinite(value) and value > 0 for value in seconds.values()), seconds
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for phase in ("teacher", "distill"):
+        calls = sum(row.get("seconds", 0.0) for row in metrics if row["phase"] == phase)
+        assert seconds[f"{phase}/compiled_calls"] == pytest.approx(calls, rel=1e-9)
+        assert seconds[f"{phase}/compiled_calls"] + seconds[f"{phase}/checkpoints"] < seconds[phase]
+    assert "wall clock: setup " in printed and "teacher " in printed.split("wall clock:")[1]
+    total = float(printed.split(f"artifacts in {out}/ (")[1].split(" s)")[0])
+    top_level = sum(value for stage, value in seconds.items() if "/" not in stage)
+    assert top_level <= total + 0.5  # the printed total rounds to the second
+    assert "Wall clock of the last command" in (out / "README.md").read_text()
+
+
 def test_eval_and_export_phases_read_an_existing_run(smoke_run, capsys):
     out, _ = smoke_run
     before = (out / "eval.json").read_text()
