@@ -6,24 +6,27 @@
 #   bash experiments/gpu_session.sh pipeline    # quadruped teacher -> GRU student -> panel -> export
 #   bash experiments/gpu_session.sh bench       # the throughput row at the largest batch
 #   bash experiments/gpu_session.sh quadruped   # quadruped training throughput and its profile
+#   bash experiments/gpu_session.sh parts 8192  # one teacher update's parts, timed apart (bench.py's task)
 # Arguments after the stage go to the stage's Python command and, coming last, override its own
 # (argparse keeps the last value): the tests run the stages at toy sizes on a CPU this way.
 #
-# It installs the carried wheels (.whl/, from experiments/gpu_wheels.sh) when there are any, runs
-# the stage under its own timeout (STAGE_SECONDS) and leaves what it measured under $OUT (./gpu_out
-# when unset), also when the stage is cut off: bench.py rewrites its files after every column and
+# It installs the carried wheels (.whl/, from experiments/gpu_wheels.sh) where brax or mujoco-mjx
+# does not import, runs the stage under its own timeout (STAGE_SECONDS) and leaves what it
+# measured under $OUT (./gpu_out when unset), also when the stage is cut off: bench.py rewrites its files after every column and
 # the pipeline's run directory is packed whatever happened. Runs go to $RUNS (./runs when unset);
 # a second `pipeline` call on a still-warm machine resumes the first one's run instead of starting
 # over. Exits with the stage's status (124: its timeout).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
-stage=${1:?usage: bash experiments/gpu_session.sh pipeline|bench|quadruped [args for its command...]}
+stage=${1:?usage: bash experiments/gpu_session.sh pipeline|bench|quadruped|parts [args for its command...]}
 shift
 out=${OUT:-gpu_out}
 runs=${RUNS:-runs}
 mkdir -p "$out" "$runs"
 
-if compgen -G ".whl/*.whl" >/dev/null; then
+# Only where the physics packages are missing (the GPU image): a machine that has them, like a
+# developer's with .whl/ fetched, keeps its own versions.
+if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import brax, mujoco.mjx" >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit
   export PYTHONPATH=/tmp/site:$PWD
@@ -54,7 +57,8 @@ case $stage in
     [[ -d $run ]] && tar czf "$out/quad.tgz" --exclude=checkpoints -C "$runs" quad
     ;;
   bench)
-    stage_timeout "${STAGE_SECONDS:-150}" python3 experiments/bench.py --num-envs 8192 --seeds '' --calls 3 \
+    # The 8192-env row took 195 s on an H200 (2026-11-30), mostly compiling four programs.
+    stage_timeout "${STAGE_SECONDS:-240}" python3 experiments/bench.py --num-envs 8192 --seeds '' --calls 3 \
       --time-budget 60 --out "$out/bench_gpu" "$@" 2>&1 | tee "$out/bench.log"
     status=${PIPESTATUS[0]}
     ;;
@@ -71,8 +75,15 @@ case $stage in
       stage_timeout 120 python3 experiments/probes/update_parts.py 4096 "${quadruped_sizes[@]}"
     } 2>&1 | tee -a "$out/quadruped_profile.log"
     ;;
+  parts)
+    # Where a training update's time goes (collection, SGD epochs, one gradient step, the whole
+    # update): the profile behind a teacher / raw-physics ratio. Arguments: the number of envs,
+    # then bench.py's options (its task and PPO sizes by default).
+    stage_timeout "${STAGE_SECONDS:-150}" python3 experiments/probes/update_parts.py "$@" 2>&1 | tee "$out/parts.log"
+    status=${PIPESTATUS[0]}
+    ;;
   *)
-    echo "unknown stage '$stage': expected pipeline, bench or quadruped" >&2
+    echo "unknown stage '$stage': expected pipeline, bench, quadruped or parts" >&2
     exit 2
     ;;
 esac

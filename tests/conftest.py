@@ -3,6 +3,8 @@ XLA compilation cache so identical programs (same shapes, different seeds) compi
 session instead of once per call."""
 
 import os
+import pathlib
+import subprocess
 
 # The suite is sized for the CPU and runs in two pytest-xdist workers (README): on a GPU machine
 # each worker would otherwise claim most of the one GPU's memory. Set before jax is imported,
@@ -13,6 +15,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+ROOT = pathlib.Path(__file__).parents[1]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
@@ -21,3 +25,18 @@ def compilation_cache(tmp_path_factory):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     yield
+
+
+@pytest.fixture
+def gpu_session():
+    """``experiments/gpu_session.sh STAGE ARGS`` as a lent GPU machine runs it, here on the CPU.
+
+    Returns ``run(stage, args, out, runs, **env) -> CompletedProcess``: ``out`` and ``runs`` are the
+    stage's ``$OUT`` and ``$RUNS`` folders, ``env`` extra variables (``STAGE_SECONDS``, say).
+    """
+    def run(stage: str, args: list[str], out: pathlib.Path, runs: pathlib.Path, **env: str):
+        return subprocess.run(["bash", str(ROOT / "experiments" / "gpu_session.sh"), stage, *args], cwd=ROOT,
+                              env={**os.environ, "OUT": str(out), "RUNS": str(runs), **env},
+                              capture_output=True, text=True, timeout=900)
+
+    return run
