@@ -31,7 +31,8 @@ class WallClock:
     Args:
       path: the JSONL file (created on the first row).
       clock: seconds, monotonic (injectable for tests).
-      invocation: this command's label (default: its local start time, ISO 8601 to the microsecond).
+      invocation: this command's label (default: the local time the clock is made, ISO 8601 to the
+        microsecond).
     """
 
     def __init__(self, path: pathlib.Path | str, clock: Callable[[], float] = time.perf_counter,
