@@ -274,14 +274,14 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
     trim_metrics(run.metrics_path, phase, done)
     saver = checkpoint.Checkpointer(ckpt_dir, meta, keep=run.config.checkpoint_keep)
 
-    def save(updates_done: int, state: Any) -> None:
+    def save(state: Any, updates_done: int) -> None:  # also the loop's on_chunk
         start = time.perf_counter()
         saver.save(updates_done, state, {"update_step": updates_done, "env_steps": updates_done * batch_size})
         seconds["checkpoints"] += time.perf_counter() - start
 
     if initial_state is None:  # a fresh run is restorable (and resumable) from update 0
         initial_state = template_fn()
-        save(0, initial_state)
+        save(initial_state, 0)
 
     log, close = phase_logger(run, phase, total_updates, quiet)
 
@@ -290,7 +290,7 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
         log(row)
 
     try:
-        result = train_fn(initial_state=initial_state, on_chunk=lambda state, done: save(done, state), log_fn=log_fn)
+        result = train_fn(initial_state=initial_state, on_chunk=save, log_fn=log_fn)
     finally:
         close()
         saver.close()

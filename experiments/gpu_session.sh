@@ -12,10 +12,10 @@
 #
 # It installs the carried wheels (.whl/, from experiments/gpu_wheels.sh) where brax or mujoco-mjx
 # does not import, runs the stage under its own timeout (STAGE_SECONDS) and leaves what it
-# measured under $OUT (./gpu_out when unset), also when the stage is cut off: bench.py rewrites its files after every column and
-# the pipeline's run directory is packed whatever happened. Runs go to $RUNS (./runs when unset);
-# a second `pipeline` call on a still-warm machine resumes the first one's run instead of starting
-# over. Exits with the stage's status (124: its timeout).
+# measured under $OUT (./gpu_out when unset), also when the stage is cut off: bench.py rewrites
+# its files after every column and the pipeline's run directory is packed whatever happened. Runs
+# go to $RUNS (./runs when unset); a second `pipeline` call on a still-warm machine resumes the
+# first one's run instead of starting over. Exits with the stage's status (124: its timeout).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 stage=${1:?usage: bash experiments/gpu_session.sh pipeline|bench|quadruped|parts [args for its command...]}
