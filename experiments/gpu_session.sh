@@ -76,10 +76,13 @@ case $stage in
     } 2>&1 | tee -a "$out/quadruped_profile.log"
     ;;
   parts)
-    # Where a training update's time goes (collection, SGD epochs, one gradient step, the whole
-    # update): the profile behind a teacher / raw-physics ratio. Arguments: the number of envs,
-    # then bench.py's options (its task and PPO sizes by default).
-    stage_timeout "${STAGE_SECONDS:-150}" python3 experiments/probes/update_parts.py "$@" 2>&1 | tee "$out/parts.log"
+    # Where a training update's time goes (the wrapped env, the rollout, collection, SGD epochs, one
+    # gradient step, the whole update and a jax.profiler summary of it), then two implementations
+    # of the SGD epochs that launch fewer kernels: the profile behind a teacher / raw-physics ratio
+    # and candidate fixes, in one call. Arguments: the number of envs, then bench.py's options
+    # (its task and PPO sizes by default).
+    stage_timeout "${STAGE_SECONDS:-200}" python3 experiments/probes/update_parts.py "$@" --profile --sgd-variants \
+      2>&1 | tee "$out/parts.log"
     status=${PIPESTATUS[0]}
     ;;
   *)

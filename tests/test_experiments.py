@@ -127,3 +127,16 @@ def test_raw_physics_is_the_tasks_physics_step_hook_included(monkeypatch):
     assert np.all(np.asarray(raw.qfrc_applied)[:, 0] == 5.0)  # the hook ran
     np.testing.assert_allclose(raw.qpos, by_hand.qpos, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(raw.qvel, by_hand.qvel, rtol=1e-5, atol=1e-6)
+
+
+def test_trace_summary_keeps_the_innermost_ops(monkeypatch):
+    """A CPU ``while`` event contains its body's ops: only those count, and events on other lines stay."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments" / "probes"))
+    from trace_summary import OpEvent, _family, _innermost
+
+    loop = OpEvent("t0", "while.3", start=0.0, seconds=10.0)
+    body = [OpEvent("t0", f"fusion.{i}", start=1.0 + 3 * i, seconds=2.0) for i in range(3)]
+    after = OpEvent("t0", "copy.2", start=10.0, seconds=1.0)  # starts as the loop ends: not inside it
+    assert _innermost([after, *body, loop]) == [*body, after]
+    assert _innermost([loop]) == [loop]
+    assert _family("loop_add_fusion_3") == _family("loop_add_fusion_17") == "loop_add_fusion"

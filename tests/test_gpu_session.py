@@ -11,6 +11,7 @@ workers.
 from __future__ import annotations
 
 import math
+import re
 import tarfile
 
 import pytest
@@ -50,12 +51,17 @@ def test_gpu_session_parts_times_every_part_of_an_update(tmp_path, gpu_session):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (tmp_path / "parts.log").read_text()
     assert "B 8 T 4 samples 32" in log
-    timings = {}
-    for line in log.splitlines():
-        name, sep, _ = line.partition(" ms ")
-        if sep:
-            *words, ms = name.split()
-            timings[" ".join(words)] = float(ms)
-    assert set(timings) == {"rollout", "collect", "sgd epochs", "one grad step", "train_step",
-                            "train_step vmap K=1"}, log
+    timings = {m["part"]: float(m["ms"]) for m in
+               re.finditer(r"^(?P<part>\S.*?) +(?P<ms>[\d.]+) ms +\([\d,]+ env-steps/s\)$", log, re.MULTILINE)}
+    assert set(timings) == {"env steps", "rollout", "collect", "sgd epochs", "one grad step", "train_step",
+                            "sgd epochs flat Adam", "sgd epochs unroll 2", "train_step vmap K=1"}, log
     assert all(math.isfinite(ms) and ms > 0 for ms in timings.values()), timings
+    # The variants are the same arithmetic: their parameters agree with the plain epochs' to rounding.
+    diffs = [float(d) for d in re.findall(r"largest \|params - plain epochs' params\| (\S+)", log)]
+    assert len(diffs) == 2 and all(d < 1e-5 for d in diffs), log
+    # The trace summary found ops, and the slowest op takes less than the traced call.
+    head = re.search(r"^profile train_step: (\d+) ops on \d+ host-thread lines; ops busy ([\d.]+) ms-of-line-time "
+                     r"in a ([\d.]+) ms call", log, re.MULTILINE)
+    assert head and int(head[1]) > 0, log
+    top_op = re.search(r"^profile   op +([\d.]+) ms-busy", log, re.MULTILINE)
+    assert top_op and 0 < float(top_op[1]) <= float(head[3]), log

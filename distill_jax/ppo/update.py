@@ -25,7 +25,7 @@ from distill_jax.ppo.gae import compute_gae
 from distill_jax.ppo.loss import PPOBatch, ppo_loss
 from distill_jax.rollout import Transition, flatten_time, unroll
 from distill_jax.schema import ObservationSchema
-from distill_jax.sgd import make_optimizer, sgd_epochs
+from distill_jax.sgd import LossFn, make_optimizer, sgd_epochs
 
 
 class TeacherNetworks(NamedTuple):
@@ -162,13 +162,8 @@ def collect(
     return Collected(env_state, obs_stats, batch, transitions)
 
 
-def ppo_epochs(
-    params: Any, opt_state: Any, batch: PPOBatch, key: jax.Array, *, nets: TeacherNetworks, config: PPOConfig
-) -> tuple[Any, Any, dict[str, jax.Array]]:
-    """The SGD half of a PPO iteration: ``num_epochs`` x ``num_minibatches`` clipped-PPO steps.
-
-    Returns ``(params, opt_state, metrics)`` (metrics averaged over minibatches).
-    """
+def make_ppo_loss(nets: TeacherNetworks, config: PPOConfig) -> LossFn:
+    """The clipped-PPO loss ``(params, minibatch) -> (loss, metrics)`` with ``config``'s coefficients."""
 
     def loss_fn(params, minibatch):
         return ppo_loss(
@@ -185,12 +180,22 @@ def ppo_epochs(
             entropy_kind=config.entropy,
         )
 
+    return loss_fn
+
+
+def ppo_epochs(
+    params: Any, opt_state: Any, batch: PPOBatch, key: jax.Array, *, nets: TeacherNetworks, config: PPOConfig
+) -> tuple[Any, Any, dict[str, jax.Array]]:
+    """The SGD half of a PPO iteration: ``num_epochs`` x ``num_minibatches`` clipped-PPO steps.
+
+    Returns ``(params, opt_state, metrics)`` (metrics averaged over minibatches).
+    """
     return sgd_epochs(
         params,
         opt_state,
         batch,
         key,
-        loss_fn=loss_fn,
+        loss_fn=make_ppo_loss(nets, config),
         optimizer=make_optimizer(config.learning_rate, config.max_grad_norm),
         num_epochs=config.num_epochs,
         num_minibatches=config.num_minibatches,

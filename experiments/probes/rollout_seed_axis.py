@@ -1,13 +1,14 @@
 """Rollout of random actions at B envs (default 1024), unbatched and under a size-1 seed vmap: env-steps/s,
-then a jax.profiler trace of each summed per event name (the ynn_fusion and while-loop rows in bench_cpu.md).
+then a jax.profiler trace of each summed per op (``trace_summary.py``; the ynn_fusion rows in bench_cpu.md).
 
 Usage: python experiments/probes/rollout_seed_axis.py [B] [--profile]
 Prefix XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= for the figures without YNNPACK fusions.
 """
-import collections, glob, sys, tempfile, time
+import sys, time
 import jax
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import bench
+from trace_summary import print_summary, trace_ops
 from distill_jax.envs import VmapAutoReset
 B = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 1024
 env = bench.build_env("brax_inverted_pendulum", plain=True)
@@ -27,14 +28,4 @@ for name, f, arg in [("single", jax.jit(run), s), ("seed-vmapped", jax.jit(jax.v
         t0 = time.perf_counter(); jax.block_until_ready(f(arg, key)); best = min(best, time.perf_counter() - t0)
     print(name, B, f"{B * 16 / best:,.0f} env-steps/s", flush=True)
     if "--profile" in sys.argv:
-        with tempfile.TemporaryDirectory() as d:
-            with jax.profiler.trace(d):
-                jax.block_until_ready(f(arg, key))
-            data = jax.profiler.ProfileData.from_file(glob.glob(d + "/**/*.xplane.pb", recursive=True)[0])
-        total, count = collections.Counter(), collections.Counter()
-        for plane in data.planes:
-            for line in plane.lines:
-                for ev in line.events:
-                    total[(line.name, ev.name)] += ev.duration_ns; count[(line.name, ev.name)] += 1
-        for k, v in total.most_common(20):
-            print(f"  {v / 1e6:9.1f} ms {count[k]:6d}  {k}")
+        print_summary(name, *trace_ops(f, arg, key), top=20)

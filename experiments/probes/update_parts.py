@@ -1,8 +1,16 @@
 """Seconds per teacher-update part at B envs (bench.py sizes), each part its own jitted function.
 
-Usage: python experiments/probes/update_parts.py 1024 [--vmap-parts | --distill] [bench.py options: --task, PPO sizes]
+Usage: python experiments/probes/update_parts.py 1024 [--vmap-parts | --distill | --sgd-variants --profile]
+       [bench.py options: --task, PPO sizes]
+The teacher's rows: the wrapped env alone (random actions), the rollout with the policy, the
+collection (rollout, normaliser, critic passes, GAE), the SGD epochs, one gradient step, the whole
+update, and the whole update under a size-1 seed ``vmap`` (how ``run_phase`` runs it).
 (``--distill``: the distillation iteration's halves instead, at bench.py's distillation sizes,
-an MLP student and the untrained teacher; their cost does not depend on what the teacher learned.)
+an MLP student and the untrained teacher; their cost does not depend on what the teacher learned.
+``--sgd-variants``: the SGD epochs again with Adam on one flat parameter vector and with the
+minibatch loop unrolled, candidates for a GPU where the epochs are a chain of small kernels; each
+prints its largest parameter difference from the plain epochs. ``--profile``: a ``jax.profiler``
+trace of one whole update, summed per op (``trace_summary.py``).)
 e.g. the quadruped at the GPU preset's sizes: ``4096 --task quadruped_rough --unroll-length 24
 --num-minibatches 4 --num-epochs 5 --policy-hidden 512,256,128 --value-hidden 512,256,128``.
 (XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= for the figures without YNNPACK fusions: the
@@ -10,18 +18,22 @@ parts are plain ``jax.jit``s, which do not get distill_jax's compiler options.)
 """
 import sys, time, functools
 import jax
+import jax.numpy as jnp
+import optax
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import bench
+from trace_summary import print_summary, trace_ops
+from distill_jax.sgd import make_optimizer, sgd_epochs
 from distill_jax.envs import VmapAutoReset
 from distill_jax.rollout import unroll
 from distill_jax.ppo import update as ppo_update
 from distill_jax.ppo.teacher import initial_teacher_states
 from distill_jax.ppo.update import make_teacher_networks, make_policy, train_step
-from distill_jax.ppo.loss import ppo_loss
 
+OWN_FLAGS = ("--vmap-parts", "--distill", "--sgd-variants", "--profile")
 positional = len(sys.argv) > 1 and sys.argv[1].isdigit()
 B = int(sys.argv[1]) if positional else 1024
-args = bench.parse_args([a for a in sys.argv[1 + positional:] if a not in ("--vmap-parts", "--distill")])
+args = bench.parse_args([a for a in sys.argv[1 + positional:] if a not in OWN_FLAGS])
 env = bench.build_env(args.task, plain=args.task.startswith("brax_"))  # as bench.py builds it
 cfg = bench.ppo_config(args, B)
 T = cfg.unroll_length
@@ -39,6 +51,13 @@ def timed(name, f, *args, repeats=5):
     return best
 
 
+def env_only(s):
+    def step(env_state, key):
+        actions = jax.random.uniform(key, (B, env.action_size), minval=-1.0, maxval=1.0)
+        return batched.step(env_state, actions), None
+    return jax.lax.scan(step, s.env_state, jax.random.split(s.key, T))[0]
+
+
 def rollout(s):
     policy = make_policy(nets.actor.apply, s.params["actor"], s.obs_stats)
     return unroll(batched, s.env_state, policy, None, s.key, T)
@@ -54,8 +73,29 @@ def sgd(s, batch):
 
 def one_grad_step(s, batch):
     mb = jax.tree.map(lambda x: x[: x.shape[0] // cfg.num_minibatches], batch)
-    loss_fn = functools.partial(ppo_loss, apply_actor=nets.actor.apply, apply_critic=nets.critic.apply)
+    loss_fn = ppo_update.make_ppo_loss(nets, cfg)
     return jax.grad(lambda p: loss_fn(p, mb)[0])(s.params)
+
+
+def sgd_variants():
+    """The SGD epochs as bench.py runs them, then two implementations of the same arithmetic."""
+    optimizer = make_optimizer(cfg.learning_rate, cfg.max_grad_norm)
+    flat_optimizer = optax.flatten(optimizer)
+    M = cfg.num_minibatches
+    kw = dict(loss_fn=ppo_update.make_ppo_loss(nets, cfg), num_epochs=cfg.num_epochs, num_minibatches=M)
+    plain = jax.jit(sgd)(st, batch)[0]
+    variants = [
+        ("sgd epochs flat Adam", lambda p, o: sgd_epochs(p, o, batch, st.key, optimizer=flat_optimizer, **kw),
+         flat_optimizer.init(st.params)),
+        (f"sgd epochs unroll {M}", lambda p, o: sgd_epochs(p, o, batch, st.key, optimizer=optimizer, unroll=M, **kw),
+         st.opt_state),
+    ]
+    for name, run, opt_state in variants:
+        f = jax.jit(run)
+        timed(name, f, st.params, opt_state)
+        diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(f(st.params, opt_state)[0]),
+                                                                 jax.tree.leaves(plain)))
+        print(f"  {name}: largest |params - plain epochs' params| {diff:.1e}", flush=True)
 
 
 def vmapped_parts():
@@ -90,9 +130,19 @@ if "--distill" in sys.argv:
 elif "--vmap-parts" in sys.argv:
     vmapped_parts()
 else:
+    # The most telling rows first: a stage cut off on a GPU keeps what it printed.
+    timed("env steps", jax.jit(env_only), st)
     timed("rollout", jax.jit(rollout), st)
     timed("collect", jax.jit(collect), st)
     timed("sgd epochs", jax.jit(sgd), st, batch)
     timed("one grad step", jax.jit(one_grad_step), st, batch)
-    timed("train_step", jax.jit(step), st)
+    whole = jax.jit(step)
+    timed("train_step", whole, st)
+    if "--profile" in sys.argv:
+        try:
+            print_summary("train_step", *trace_ops(whole, st))
+        except Exception as error:  # a profiler the machine lacks (e.g. no CUPTI) must not cost the other rows
+            print(f"profile train_step: unavailable ({type(error).__name__}: {error})", flush=True)
+    if "--sgd-variants" in sys.argv:
+        sgd_variants()
     timed("train_step vmap K=1", jax.jit(jax.vmap(step)), jax.tree.map(lambda x: x[None], st))
