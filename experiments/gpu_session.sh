@@ -70,14 +70,18 @@ case $stage in
       | tee "$out/quadruped_profile.log"
     status=${PIPESTATUS[0]}
     # Where the time goes: the physics step's parts (version 2's height-field feet, version 3's
-    # tangent planes, a flat plane), then the update's (collection, SGD epochs).
-    { stage_timeout 120 python3 experiments/probes/quadruped_physics_parts.py 4096 --cases v2,v3,plane
-      stage_timeout 120 python3 experiments/probes/update_parts.py 4096 "${quadruped_sizes[@]}"
+    # tangent planes, a flat plane), then the update's (collection, SGD epochs, a profile of the whole).
+    # PROBE_ENVS and PROBE_SECONDS, and the arguments (passed on to update_parts.py, whose options
+    # are bench.py's), are for the test that runs this stage at toy sizes on a CPU.
+    { stage_timeout "${PROBE_SECONDS:-120}" python3 experiments/probes/quadruped_physics_parts.py \
+        "${PROBE_ENVS:-4096}" --cases v2,v3,plane
+      stage_timeout "${PROBE_SECONDS:-120}" python3 experiments/probes/update_parts.py "${PROBE_ENVS:-4096}" \
+        "${quadruped_sizes[@]}" --profile "$@"
     } 2>&1 | tee -a "$out/quadruped_profile.log"
     ;;
   parts)
-    # Where a training update's time goes (the wrapped env, the rollout, collection, SGD epochs, one
-    # gradient step, the whole update and a jax.profiler summary of it), then two implementations
+    # Where a training update's time goes (the rollout, collection, SGD epochs, one gradient step,
+    # the whole update and a jax.profiler summary of it, the wrapped env alone), then two implementations
     # of the SGD epochs that launch fewer kernels: the profile behind a teacher / raw-physics ratio
     # and candidate fixes, in one call. Arguments: the number of envs, then bench.py's options
     # (its task and PPO sizes by default).

@@ -4,6 +4,7 @@ session instead of once per call."""
 
 import os
 import pathlib
+import re
 import subprocess
 
 # The suite is sized for the CPU and runs in two pytest-xdist workers (README): on a GPU machine
@@ -40,3 +41,15 @@ def gpu_session():
                               capture_output=True, text=True, timeout=900)
 
     return run
+
+
+@pytest.fixture
+def update_part_timings():
+    """``parse(log) -> {part: ms}`` from ``experiments/probes/update_parts.py``'s timing lines
+    (``<part>   <ms> ms   (<rate> env-steps/s)``); its other lines (shapes, profile, differences) are skipped."""
+    row = re.compile(r"^(?P<part>\S.*?) +(?P<ms>[\d.]+) ms +\([\d,]+ env-steps/s\)$", re.MULTILINE)
+
+    def parse(log: str) -> dict[str, float]:
+        return {m["part"]: float(m["ms"]) for m in row.finditer(log)}
+
+    return parse

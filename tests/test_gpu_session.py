@@ -3,9 +3,9 @@
 ``experiments/gpu_session.sh`` is what a lent GPU machine runs, with device time that cannot be
 spent twice, so it must not rot between GPU sessions. These slow tests run its ``pipeline`` stage
 on the smoke preset, cut off and then resumed, and its ``parts`` stage (one update's parts timed
-apart) at toy sizes, here on the CPU. Its ``bench`` stage is tested in ``test_experiments.py``;
-the two files are apart so that pytest-xdist's ``--dist loadfile`` can give them to different
-workers.
+apart) at toy sizes, here on the CPU. Its ``bench`` stage is tested in ``test_experiments.py``
+and its ``quadruped`` stage in ``test_gpu_session_quadruped.py``: the files are apart so that
+pytest-xdist's ``--dist loadfile`` can give them to different workers.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_gpu_session_pipeline_packs_a_cut_off_run_and_resumes_it(tmp_path, gpu_s
 
 
 @pytest.mark.slow
-def test_gpu_session_parts_times_every_part_of_an_update(tmp_path, gpu_session):
+def test_gpu_session_parts_times_every_part_of_an_update(tmp_path, gpu_session, update_part_timings):
     # The profile behind a teacher / raw-physics ratio: each part's line must reach parts.log.
     toy = ["8", "--unroll-length", "4", "--num-minibatches", "2", "--num-epochs", "1",
            "--policy-hidden", "8", "--value-hidden", "8"]
@@ -51,8 +51,7 @@ def test_gpu_session_parts_times_every_part_of_an_update(tmp_path, gpu_session):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (tmp_path / "parts.log").read_text()
     assert "B 8 T 4 samples 32" in log
-    timings = {m["part"]: float(m["ms"]) for m in
-               re.finditer(r"^(?P<part>\S.*?) +(?P<ms>[\d.]+) ms +\([\d,]+ env-steps/s\)$", log, re.MULTILINE)}
+    timings = update_part_timings(log)
     assert set(timings) == {"env steps", "rollout", "collect", "sgd epochs", "one grad step", "train_step",
                             "sgd epochs flat Adam", "sgd epochs unroll 2", "train_step vmap K=1"}, log
     assert all(math.isfinite(ms) and ms > 0 for ms in timings.values()), timings

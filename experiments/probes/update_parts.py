@@ -2,9 +2,9 @@
 
 Usage: python experiments/probes/update_parts.py 1024 [--vmap-parts | --distill | --sgd-variants --profile]
        [bench.py options: --task, PPO sizes]
-The teacher's rows: the wrapped env alone (random actions), the rollout with the policy, the
-collection (rollout, normaliser, critic passes, GAE), the SGD epochs, one gradient step, the whole
-update, and the whole update under a size-1 seed ``vmap`` (how ``run_phase`` runs it).
+The teacher's rows: the rollout with the policy, the collection (rollout, normaliser, critic
+passes, GAE), the SGD epochs, one gradient step, the whole update, the wrapped env alone (random
+actions), and the whole update under a size-1 seed ``vmap`` (how ``run_phase`` runs it).
 (``--distill``: the distillation iteration's halves instead, at bench.py's distillation sizes,
 an MLP student and the untrained teacher; their cost does not depend on what the teacher learned.
 ``--sgd-variants``: the SGD epochs again with Adam on one flat parameter vector and with the
@@ -131,7 +131,6 @@ elif "--vmap-parts" in sys.argv:
     vmapped_parts()
 else:
     # The most telling rows first: a stage cut off on a GPU keeps what it printed.
-    timed("env steps", jax.jit(env_only), st)
     timed("rollout", jax.jit(rollout), st)
     timed("collect", jax.jit(collect), st)
     timed("sgd epochs", jax.jit(sgd), st, batch)
@@ -143,6 +142,7 @@ else:
             print_summary("train_step", *trace_ops(whole, st))
         except Exception as error:  # a profiler the machine lacks (e.g. no CUPTI) must not cost the other rows
             print(f"profile train_step: unavailable ({type(error).__name__}: {error})", flush=True)
+    timed("env steps", jax.jit(env_only), st)  # the wrapped env without the policy: rollout - this = policy
     if "--sgd-variants" in sys.argv:
         sgd_variants()
     timed("train_step vmap K=1", jax.jit(jax.vmap(step)), jax.tree.map(lambda x: x[None], st))
