@@ -32,13 +32,14 @@ def compilation_cache(tmp_path_factory):
 def gpu_session():
     """``experiments/gpu_session.sh STAGE ARGS`` as a lent GPU machine runs it, here on the CPU.
 
-    Returns ``run(stage, args, out, runs, **env) -> CompletedProcess``: ``out`` and ``runs`` are the
-    stage's ``$OUT`` and ``$RUNS`` folders, ``env`` extra variables (``STAGE_SECONDS``, say).
+    Returns ``run(stage, args, out, runs, timeout=900, **env) -> CompletedProcess``: ``out`` and
+    ``runs`` are the stage's ``$OUT`` and ``$RUNS`` folders, ``timeout`` the seconds the whole stage
+    may take here, ``env`` extra variables (``STAGE_SECONDS``, say).
     """
-    def run(stage: str, args: list[str], out: pathlib.Path, runs: pathlib.Path, **env: str):
+    def run(stage: str, args: list[str], out: pathlib.Path, runs: pathlib.Path, timeout: float = 900, **env: str):
         return subprocess.run(["bash", str(ROOT / "experiments" / "gpu_session.sh"), stage, *args], cwd=ROOT,
                               env={**os.environ, "OUT": str(out), "RUNS": str(runs), **env},
-                              capture_output=True, text=True, timeout=900)
+                              capture_output=True, text=True, timeout=timeout)
 
     return run
 
