@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import bench
+from bench_envs import make_wrapped_runner
 from trace_summary import print_summary, trace_ops
 from distill_jax.sgd import make_optimizer, sgd_epochs
 from distill_jax.envs import VmapAutoReset
@@ -52,10 +53,7 @@ def timed(name, f, *args, repeats=5):
 
 
 def env_only(s):
-    def step(env_state, key):
-        actions = jax.random.uniform(key, (B, env.action_size), minval=-1.0, maxval=1.0)
-        return batched.step(env_state, actions), None
-    return jax.lax.scan(step, s.env_state, jax.random.split(s.key, T))[0]
+    return make_wrapped_runner(batched, T)(s.env_state, s.key)  # bench.py's wrapped-env runner
 
 
 def rollout(s):
