@@ -15,7 +15,8 @@
 # measured under $OUT (./gpu_out when unset), also when the stage is cut off: bench.py rewrites
 # its files after every column and the pipeline's run directory is packed whatever happened. Runs
 # go to $RUNS (./runs when unset); a second `pipeline` call on a still-warm machine resumes the
-# first one's run instead of starting over. Exits with the stage's status (124: its timeout).
+# first one's run instead of starting over. Exits with the stage's status (124: its timeout; for
+# `quadruped`, the first of its three commands that failed).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 stage=${1:?usage: bash experiments/gpu_session.sh pipeline|bench|quadruped|parts [args for its command...]}
@@ -73,11 +74,15 @@ case $stage in
     # tangent planes, a flat plane), then the update's (collection, SGD epochs, a profile of the whole).
     # PROBE_ENVS and PROBE_SECONDS, and the arguments (passed on to update_parts.py, whose options
     # are bench.py's), are for the test that runs this stage at toy sizes on a CPU.
-    { stage_timeout "${PROBE_SECONDS:-120}" python3 experiments/probes/quadruped_physics_parts.py \
-        "${PROBE_ENVS:-4096}" --cases v2,v3,plane
-      stage_timeout "${PROBE_SECONDS:-120}" python3 experiments/probes/update_parts.py "${PROBE_ENVS:-4096}" \
-        "${quadruped_sizes[@]}" --profile "$@"
-    } 2>&1 | tee -a "$out/quadruped_profile.log"
+    stage_timeout "${PROBE_SECONDS:-120}" python3 experiments/probes/quadruped_physics_parts.py \
+      "${PROBE_ENVS:-4096}" --cases v2,v3,plane 2>&1 | tee -a "$out/quadruped_profile.log"
+    statuses=("$status" "${PIPESTATUS[0]}")
+    stage_timeout "${PROBE_SECONDS:-120}" python3 experiments/probes/update_parts.py "${PROBE_ENVS:-4096}" \
+      "${quadruped_sizes[@]}" --profile "$@" 2>&1 | tee -a "$out/quadruped_profile.log"
+    statuses+=("${PIPESTATUS[0]}")
+    # The stage's status is its first command's that failed: a probe cut off or broken is a failed stage.
+    status=0
+    for part_status in "${statuses[@]}"; do ((status)) || status=$part_status; done
     ;;
   parts)
     # Where a training update's time goes (the rollout, collection, SGD epochs, one gradient step,

@@ -6,7 +6,8 @@ step's parts for three terrain models and the teacher update's parts with a prof
 same stage runs on the CPU at 8 envs and toy PPO sizes (its arguments override its own sizes;
 ``PROBE_ENVS`` and ``PROBE_SECONDS`` size the probes), so a broken script is found here and not
 on a lent GPU. About 11 minutes alone on 2 cores, 13 beside one other test and over 15 in CI's
-slow suite, mostly compiling the quadruped's programs.
+slow suite, mostly compiling the quadruped's programs. A fast test checks that the stage's exit
+status reports a probe that failed after ``bench.py`` succeeded.
 """
 
 from __future__ import annotations
@@ -50,3 +51,13 @@ def test_gpu_session_quadruped_measures_throughput_physics_parts_and_update_part
                             "train_step vmap K=1"}, log[-3000:]
     assert all(math.isfinite(ms) and ms > 0 for ms in timings.values()), timings
     assert re.search(r"^profile train_step: [1-9]\d* ops on ", log, re.MULTILINE), log[-3000:]
+
+
+def test_gpu_session_quadruped_fails_when_a_probe_is_cut_off(tmp_path, gpu_session):
+    # bench.py with no time for a row exits 0 at once; the probes get 1 s, which cannot even
+    # import JAX. A lent GPU's call must then say the stage failed (timeout's 124), not 0.
+    done = gpu_session("quadruped", ["--num-envs", "8", "--time-budget", "0"], tmp_path, tmp_path / "runs",
+                       timeout=300, PROBE_SECONDS="1")
+    assert "Not measured: the time budget" in (tmp_path / "bench_quadruped_gpu.md").read_text()
+    assert done.returncode == 124, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "stage quadruped exited with status 124" in done.stdout, done.stdout[-3000:]

@@ -13,8 +13,8 @@ prints its largest parameter difference from the plain epochs. ``--profile``: a 
 trace of one whole update, summed per op (``trace_summary.py``).)
 e.g. the quadruped at the GPU preset's sizes: ``4096 --task quadruped_rough --unroll-length 24
 --num-minibatches 4 --num-epochs 5 --policy-hidden 512,256,128 --value-hidden 512,256,128``.
-(XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= for the figures without YNNPACK fusions: the
-parts are plain ``jax.jit``s, which do not get distill_jax's compiler options.)
+The parts are plain ``jax.jit``s, which do not get distill_jax's compiler options, so like bench.py
+the probe puts them in ``XLA_FLAGS`` for the whole process (``--xla-default``: XLA's own options).
 """
 import sys, time, functools
 import jax
@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import bench
+import benchlib
 from bench_envs import make_wrapped_runner
 from trace_summary import print_summary, trace_ops
 from distill_jax.sgd import make_optimizer, sgd_epochs
@@ -35,6 +36,7 @@ OWN_FLAGS = ("--vmap-parts", "--distill", "--sgd-variants", "--profile")
 positional = len(sys.argv) > 1 and sys.argv[1].isdigit()
 B = int(sys.argv[1]) if positional else 1024
 args = bench.parse_args([a for a in sys.argv[1 + positional:] if a not in OWN_FLAGS])
+print("XLA_FLAGS:", benchlib.set_process_xla_options(args.xla_default) or "(none)")  # before the first computation
 env = bench.build_env(args.task, plain=args.task.startswith("brax_"))  # as bench.py builds it
 cfg = bench.ppo_config(args, B)
 T = cfg.unroll_length
