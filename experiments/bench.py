@@ -63,13 +63,7 @@ def raw_sps(env, num_envs: int, steps: int = 100, repeats: int = 3) -> float:
     init, run = make_raw(env.unwrapped, num_envs, steps, None, restart)
     run = jax.jit(run)
     state = jax.block_until_ready(jax.jit(init)(key))
-    jax.block_until_ready(run(state, key))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(run(state, key))
-        best = min(best, time.perf_counter() - t0)
-    return num_envs * steps / best
+    return num_envs * steps / benchlib.best_seconds(run, state, key, repeats=repeats)
 
 
 def _timed_rate(rows: list[dict[str, Any]]) -> float:

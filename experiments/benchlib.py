@@ -8,6 +8,9 @@ import pathlib
 import platform
 import resource
 import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
@@ -48,6 +51,18 @@ def commit() -> str:
                               cwd=pathlib.Path(__file__).parent).stdout.strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def best_seconds(fn: Callable[..., Any], *args: Any, repeats: int = 5) -> float:
+    """Fastest wall-clock seconds of ``repeats`` calls of ``fn(*args)``, each waited for with
+    ``jax.block_until_ready``, after one untimed call that compiles and warms it up."""
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def peak_memory_bytes() -> tuple[int, str]:

@@ -28,7 +28,6 @@ import argparse
 import copy
 import os
 import sys
-import time
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
 
@@ -38,6 +37,9 @@ from mujoco import mjx  # noqa: E402
 from mujoco.mjx._src import collision_driver  # noqa: E402
 
 from distill_jax.envs.quadruped import QuadrupedConfig, RoughTerrainQuadruped  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import best_seconds  # noqa: E402
 
 SUBSTEPS = 20
 
@@ -55,16 +57,6 @@ def variant(trunk_collides: bool, ground: str, solver: tuple[int, int]) -> tuple
         m.geom_size[floor] = (10.0, 10.0, 0.1)
         m.geom_dataid[floor] = -1
     return task, m
-
-
-def best_s(fn, *args, repeats: int = 5) -> float:
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def measure(task: RoughTerrainQuadruped, m: mujoco.MjModel, batch: int, plane: bool) -> tuple[float, float, int]:
@@ -89,7 +81,7 @@ def measure(task: RoughTerrainQuadruped, m: mujoco.MjModel, batch: int, plane: b
     d = jax.block_until_ready(settle(d))
     collide = jax.jit(jax.vmap(lambda dd: collision_driver.collision(mx, dd)))
     ncon = int(d._impl.contact.dist.shape[-1])
-    return best_s(run, d) / SUBSTEPS, best_s(collide, d), ncon
+    return best_seconds(run, d) / SUBSTEPS, best_seconds(collide, d), ncon
 
 
 # key -> (row name, (trunk spheres collide, ground, solver iterations / line-search steps))

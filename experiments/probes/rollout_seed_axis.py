@@ -4,10 +4,11 @@ then a jax.profiler trace of each summed per op (``trace_summary.py``; the ynn_f
 Usage: python experiments/probes/rollout_seed_axis.py [B] [--profile]
 Prefix XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= for the figures without YNNPACK fusions.
 """
-import sys, time
+import sys
 import jax
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import bench
+import benchlib
 from trace_summary import print_summary, trace_ops
 from distill_jax.envs import VmapAutoReset
 B = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 1024
@@ -22,10 +23,7 @@ def run(s, k):
     return jax.lax.scan(body, s, jax.random.split(k, 16))[0]
 s1 = jax.tree.map(lambda x: x[None], s)
 for name, f, arg in [("single", jax.jit(run), s), ("seed-vmapped", jax.jit(jax.vmap(run, in_axes=(0, None))), s1)]:
-    jax.block_until_ready(f(arg, key))
-    best = 1e9
-    for _ in range(3):
-        t0 = time.perf_counter(); jax.block_until_ready(f(arg, key)); best = min(best, time.perf_counter() - t0)
+    best = benchlib.best_seconds(f, arg, key, repeats=3)
     print(name, B, f"{B * 16 / best:,.0f} env-steps/s", flush=True)
     if "--profile" in sys.argv:
         print_summary(name, *trace_ops(f, arg, key), top=20)

@@ -16,7 +16,7 @@ e.g. the quadruped at the GPU preset's sizes: ``4096 --task quadruped_rough --un
 The parts are plain ``jax.jit``s, which do not get distill_jax's compiler options, so like bench.py
 the probe puts them in ``XLA_FLAGS`` for the whole process (``--xla-default``: XLA's own options).
 """
-import sys, time, functools
+import sys, functools
 import jax
 import jax.numpy as jnp
 import optax
@@ -46,10 +46,7 @@ st = jax.tree.map(lambda x: x[0], initial_teacher_states(batched, nets, cfg, 0, 
 
 
 def timed(name, f, *args, repeats=5):
-    jax.block_until_ready(f(*args))
-    best = 1e9
-    for _ in range(repeats):
-        t0 = time.perf_counter(); jax.block_until_ready(f(*args)); best = min(best, time.perf_counter() - t0)
+    best = benchlib.best_seconds(f, *args, repeats=repeats)
     print(f"{name:28s} {best*1e3:9.1f} ms   ({B*T/best:,.0f} env-steps/s)", flush=True)
     return best
 
