@@ -56,7 +56,8 @@ class StudentState:
       env_state: batched env state ``[num_envs]``.
       carry: recurrent student memory ``[num_envs, H]`` (``None`` for MLPs).
       key: PRNG key.
-      update_step, env_steps: int32 counters.
+      update_step: iterations done, int32 scalar (env steps: ``update_step * config.batch_size``,
+        counted in Python ints, as for the teacher's state).
       critic: the λ·PPO term's critic params (``None`` for pure distillation);
         when present ``opt_state`` covers ``{"student": params, "critic": critic}``.
     """
@@ -68,7 +69,6 @@ class StudentState:
     carry: Any
     key: jax.Array
     update_step: jax.Array
-    env_steps: jax.Array
     critic: Any = None
 
 
@@ -114,7 +114,6 @@ def init_student(key: jax.Array, env: Env, student: Student, config: DistillConf
         carry=student.initial_carry(config.num_envs),
         key=key,
         update_step=jnp.zeros((), jnp.int32),
-        env_steps=jnp.zeros((), jnp.int32),
         critic=critic,
     )
 
@@ -322,7 +321,6 @@ def distill_step(
         carry=got.carry,
         key=key,
         update_step=state.update_step + 1,
-        env_steps=state.env_steps + config.batch_size,
         critic=critic_params,
     )
     metrics = {

@@ -59,8 +59,9 @@ class TeacherState:
       obs_stats: running per-field normaliser statistics (all fields).
       env_state: batched env state ``[num_envs]``.
       key: PRNG key.
-      update_step: iterations done, int32 scalar.
-      env_steps: env steps collected, int32 scalar.
+      update_step: iterations done, int32 scalar. Env steps so far are ``update_step *
+        config.batch_size``, counted in Python ints by the loop and the checkpoints: an int32
+        env-step counter here would wrap after 2**31 steps (about an hour at 580k env-steps/s).
     """
 
     params: dict[str, Any]
@@ -69,7 +70,6 @@ class TeacherState:
     env_state: EnvState
     key: jax.Array
     update_step: jax.Array
-    env_steps: jax.Array
 
 
 def init_teacher(key: jax.Array, env: Env, nets: TeacherNetworks, config: PPOConfig) -> TeacherState:
@@ -85,7 +85,6 @@ def init_teacher(key: jax.Array, env: Env, nets: TeacherNetworks, config: PPOCon
         env_state=env_state,
         key=key,
         update_step=jnp.zeros((), jnp.int32),
-        env_steps=jnp.zeros((), jnp.int32),
     )
 
 
@@ -228,7 +227,6 @@ def train_step(
         env_state=env_state,
         key=key,
         update_step=state.update_step + 1,
-        env_steps=state.env_steps + config.batch_size,
     )
     metrics = {
         **sgd_metrics,
