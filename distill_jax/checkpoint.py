@@ -26,7 +26,9 @@ from typing import Any, Mapping
 
 import jax
 
-FORMAT_VERSION = 1
+# Bumped whenever a phase state's pytree changes, so an older checkpoint is refused by name before
+# orbax compares trees. 2: the teacher and student states dropped their int32 env_steps counter.
+FORMAT_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
