@@ -5,7 +5,6 @@ import pathlib
 import re
 import subprocess
 import sys
-import time
 
 import jax
 
@@ -46,9 +45,11 @@ def test_top_level_layout():
 
 
 def test_import_is_cheap():
-    # A fresh interpreter: nothing heavy (jax compilation, model loading) at import time.
-    code = "import time; t = time.perf_counter(); import distill_jax, distill_jax.envs; print(time.perf_counter() - t)"
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # A fresh interpreter: nothing heavy (jax compilation, model loading) at import time. Counted in
+    # the interpreter's CPU seconds, not wall time: beside the other xdist worker's compilations a
+    # cold import took 11 s of wall time in one CI run, while its CPU time stays near 1.5 s here.
+    # Building and resetting the quadruped once takes 13 CPU-s, so a heavy import cannot hide.
+    code = ("import resource; import distill_jax, distill_jax.envs; "
+            "usage = resource.getrusage(resource.RUSAGE_SELF); print(usage.ru_utime + usage.ru_stime)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert float(out.stdout.strip().splitlines()[-1]) < 5.0, out.stdout
-    assert time.perf_counter() - start < 30
