@@ -10,7 +10,9 @@ A checkpoint step directory holds two items:
 
 Restoring checks ``meta`` against what the caller is about to run *before* any
 array is read: another format version, schema or env fingerprint fails with a
-:class:`CheckpointMismatchError` that names the difference. A corrupt or
+:class:`CheckpointMismatchError` that names the difference. So does a stored
+state whose arrays differ from the template's (a missing or extra leaf, or
+another shape or dtype), named leaf by leaf from orbax's tree metadata. A corrupt or
 partial directory fails with a :class:`CheckpointError` naming the path; the
 directory is never modified by a failed restore.
 
@@ -26,8 +28,8 @@ from typing import Any, Mapping
 
 import jax
 
-# Bumped whenever a phase state's pytree changes, so an older checkpoint is refused by name before
-# orbax compares trees. 2: the teacher and student states dropped their int32 env_steps counter.
+# Bumped when what a stored array means changes while its name, shape and dtype stay the same
+# (restore compares those itself, leaf by leaf). 2: the phase states dropped their env_steps counter.
 FORMAT_VERSION = 2
 
 
@@ -201,9 +203,9 @@ def restore(
       ``(state, meta)``.
 
     Raises:
-      CheckpointMismatchError: another format version, phase, schema or env.
-      CheckpointError: missing, partial or corrupt directory, or arrays whose
-        shapes/dtypes do not match ``template``.
+      CheckpointMismatchError: another format version, phase, schema or env, or
+        stored arrays whose names, shapes or dtypes differ from ``template``'s.
+      CheckpointError: missing, partial or corrupt directory.
     """
     ocp = _ocp()
     directory = pathlib.Path(directory).resolve()
@@ -211,6 +213,7 @@ def restore(
     meta = read_meta(directory, step)
     check_meta(meta, expected_meta, directory / str(step))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    _check_stored_arrays(directory / str(step), _storable_spec(abstract))
     manager = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True), item_names=("state", "meta")
     )
@@ -224,20 +227,46 @@ def restore(
         ) from e
     finally:
         manager.close()
-    state = restored.state
-    _check_structure(state, _storable_spec(abstract), directory / str(step))
-    state = jax.tree.map(lambda x, s: jax.numpy.zeros(s.shape, s.dtype) if s.size == 0 else x, state, abstract)
+    state = jax.tree.map(lambda x, s: jax.numpy.zeros(s.shape, s.dtype) if s.size == 0 else x, restored.state, abstract)
     return state, meta
 
 
-def _check_structure(state: Any, abstract: Any, where: pathlib.Path) -> None:
-    got = jax.tree_util.tree_leaves_with_path(state)
-    want = jax.tree_util.tree_leaves_with_path(abstract)
-    if len(got) != len(want):
-        raise CheckpointError(f"{where}: {len(got)} arrays restored, template has {len(want)}")
-    for (path, value), (_, spec) in zip(got, want):
-        if tuple(value.shape) != tuple(spec.shape) or value.dtype != spec.dtype:
-            raise CheckpointError(
-                f"{where}: {jax.tree_util.keystr(path)} restored as {value.dtype}{list(value.shape)}, "
-                f"expected {spec.dtype}{list(spec.shape)}"
+def _leaf_name(path: tuple) -> str:
+    """A pytree key path as orbax names the stored array: ``"params.actor.kernel"``, ``"tup.0"``."""
+    return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _check_stored_arrays(step_dir: pathlib.Path, abstract: Any) -> None:
+    """Compares the stored state's arrays (orbax's tree metadata: names, shapes, dtypes) with
+    ``abstract`` before anything is read, so a state written by another version of distill_jax, or
+    with another network or batch size, is refused by leaf name rather than as a corrupt file."""
+    ocp = _ocp()
+    try:
+        with ocp.StandardCheckpointer() as reader:
+            tree = reader.metadata(step_dir / "state").item_metadata.tree
+        stored = {m.name: (tuple(m.shape), m.dtype) for m in jax.tree.leaves(tree)}
+    except Exception as e:  # a missing or damaged state item: orbax raises many types
+        raise CheckpointError(
+            f"{step_dir}: unreadable state metadata ({type(e).__name__}: {str(e)[:300]})"
+        ) from e
+    leaves = jax.tree_util.tree_leaves_with_path(abstract)
+    wanted = {_leaf_name(path): (tuple(s.shape), s.dtype) for path, s in leaves}
+    missing, extra = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
+    if missing or extra:
+        raise CheckpointMismatchError(
+            f"{step_dir}: the stored state has other arrays than this distill_jax's state "
+            f"(missing {_few(missing)}; extra {_few(extra)}): it was written by another version; "
+            "restore it with that version or start a new run"
+        )
+    for name, (shape, dtype) in wanted.items():
+        if stored[name] != (shape, dtype):
+            got_shape, got_dtype = stored[name]
+            raise CheckpointMismatchError(
+                f"{step_dir}: {name} stored as {got_dtype}{list(got_shape)}, expected {dtype}{list(shape)} "
+                "(another network, batch or seed count?)"
             )
+
+
+def _few(names: list[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit]) or "none"
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

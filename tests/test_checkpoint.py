@@ -146,11 +146,29 @@ def test_restoring_into_another_env_names_the_difference(saved):
         checkpoint.restore(directory, state, {**meta, "phase": "distill"})
 
 
-def test_a_template_of_other_shapes_is_refused(saved):
+def test_a_template_of_other_shapes_or_dtypes_is_refused_by_leaf(saved):
     _, meta, state, directory = saved
     bigger = {**state, "params": {"w": jnp.zeros((3, 3))}}
-    with pytest.raises(checkpoint.CheckpointError, match="w"):
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"params\.w stored as float32\[2, 3\], expected float32\[3, 3\]"):
         checkpoint.restore(directory, bigger, meta)
+    wider = {**state, "step": jnp.asarray(7, jnp.float32)}
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"step stored as int32\[\], expected float32\[\]"):
+        checkpoint.restore(directory, wider, meta)
+
+
+def test_a_state_with_other_leaves_is_refused_naming_them(saved, tmp_path):
+    """A checkpoint written by a state with another pytree (a field added or dropped) is refused
+    before any array is read, naming the leaves, as a mismatch and not as a corrupt file."""
+    _, meta, state, directory = saved
+    target = copy_of(directory, tmp_path)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    grown = {**state, "env_steps": jnp.asarray(0, jnp.int32), "params": {**state["params"], "b": jnp.zeros(3)}}
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"missing env_steps, params\.b; extra none"):
+        checkpoint.restore(target, grown, meta)
+    shrunk = {k: v for k, v in state.items() if k != "key"}
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"missing none; extra key\)"):
+        checkpoint.restore(target, shrunk, meta)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
 
 def test_format_version_is_checked(saved, tmp_path):
