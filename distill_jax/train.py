@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any
 
+from distill_jax import compile_cache
 from distill_jax.config import ConfigError, RunConfig, apply_override, replace_fields, to_dict
 from distill_jax.presets import NAMES as PRESET_NAMES
 from distill_jax.presets import preset
@@ -66,7 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field, e.g. ppo.num_envs=512 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress display (metrics.jsonl is still written)")
+    parser.add_argument("--xla-cache", default=None, metavar="DIR|off",
+                        help="persistent XLA compilation cache, so a resume or a re-run does not compile again "
+                        f"(if omitted: ${compile_cache.ENV_VAR}, else ~/.cache/distill_jax/xla; a cache already "
+                        "set for JAX, JAX_COMPILATION_CACHE_DIR, is kept)")
     return parser
+
+
+def open_xla_cache(flag: str | None) -> str | None:
+    """Turns on the persistent compilation cache: ``--xla-cache``, else the default directory.
+
+    Returns the directory in force (``None``: none). A default directory that cannot be
+    created only costs the cache, with a note; one given on the command line is a usage error.
+    """
+    try:
+        return compile_cache.enable(compile_cache.default_dir() if flag is None else flag)
+    except compile_cache.CacheDirError as e:
+        if flag is not None:
+            raise UsageError(f"--xla-cache {flag}: {e}") from e
+        print(f"note: {e}; compiling without a persistent cache", file=sys.stderr)
+        return None
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,14 +124,14 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _print_result(report: dict[str, Any] | None, exported: dict[str, Any] | None, out: pathlib.Path,
-                  seconds: float, clock: WallClock) -> None:
+                  seconds: float, clock: WallClock, xla_cache: str | None) -> None:
     if report is not None:
         print(report["table"])
         print(f"leak audit: {'PASSED' if report['leak_passed'] else 'FAILED'}")
     if exported is not None:
         print(f"exported student: {exported['directory']} (bit-identical to in-process: "
               f"{exported['bit_identical_to_in_process']})")
-    print(f"wall clock: {clock.summary()}")
+    print(f"wall clock: {clock.summary()} (XLA cache: {xla_cache or 'off'})")
     print(f"artifacts in {out}/ ({seconds:.0f} s):")
     for path in sorted(out.iterdir()):
         print(f"  {path.name}{'/' if path.is_dir() else ''}")
@@ -205,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     try:
+        xla_cache = open_xla_cache(args.xla_cache)
         run = open_target(args)
         clock = WallClock(run.path / WALL_CLOCK_FILE)
         clock.record("setup", time.perf_counter() - start)  # the config, the run directory, the env
@@ -216,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     except (checkpoint.CheckpointError, NonFiniteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    _print_result(result["report"], result["exported"], run.path, time.perf_counter() - start, clock)
+    _print_result(result["report"], result["exported"], run.path, time.perf_counter() - start, clock, xla_cache)
     return 0
 
 

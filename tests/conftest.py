@@ -25,6 +25,8 @@ def compilation_cache(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # The command lines the tests start as subprocesses share it, instead of the user's ~/.cache.
+    os.environ["DISTILL_JAX_XLA_CACHE"] = str(cache_dir)
     yield
 
 
