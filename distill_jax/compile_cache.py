@@ -21,8 +21,6 @@ import os
 import pathlib
 from collections.abc import Mapping
 
-import jax
-
 ENV_VAR = "DISTILL_JAX_XLA_CACHE"
 OFF = "off"
 
@@ -58,6 +56,8 @@ def enable(directory: str | os.PathLike[str]) -> str | None:
     Raises:
       CacheDirError: ``directory`` cannot be created or written.
     """
+    import jax  # here, not at module level: ``python -m distill_jax.train --help`` stays cheap
+
     current = jax.config.jax_compilation_cache_dir
     if current:
         return str(current)
