@@ -86,3 +86,16 @@ def test_the_command_line_refuses_a_cache_directory_it_cannot_create(tmp_path):
     assert done.returncode == 2
     assert f"--xla-cache {blocker / 'xla'}: XLA cache directory {blocker / 'xla'}: cannot be created" in done.stderr
     assert not (tmp_path / "run").exists()  # refused before anything was created
+
+
+def test_an_unusable_default_directory_only_costs_the_cache(tmp_path):
+    """``$DISTILL_JAX_XLA_CACHE`` that cannot be created gives a note and the command goes on (here to
+    its next check, a missing run directory), instead of failing on a performance setting."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    env = {**fresh_env(), compile_cache.ENV_VAR: str(blocker / "xla")}
+    done = subprocess.run([sys.executable, "-m", "distill_jax.train", "--phase", "eval", "--from",
+                           str(tmp_path / "no_run")], env=env, capture_output=True, text=True, timeout=300)
+    assert f"note: XLA cache directory {blocker / 'xla'}: cannot be created" in done.stderr
+    assert "compiling without a persistent cache" in done.stderr
+    assert done.returncode == 2 and "no_run" in done.stderr.splitlines()[-1]
