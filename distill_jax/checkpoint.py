@@ -231,16 +231,13 @@ def restore(
     return state, meta
 
 
-def _leaf_name(path: tuple) -> str:
-    """A pytree key path as orbax names the stored array: ``"params.actor.kernel"``, ``"tup.0"``."""
-    return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 def _check_stored_arrays(step_dir: pathlib.Path, abstract: Any) -> None:
     """Compares the stored state's arrays (orbax's tree metadata: names, shapes, dtypes) with
     ``abstract`` before anything is read, so a state written by another version of distill_jax, or
     with another network or batch size, is refused by leaf name rather than as a corrupt file."""
     ocp = _ocp()
+    if not (step_dir / "state").is_dir():  # orbax's own error for this is an AttributeError on None
+        raise CheckpointError(f"{step_dir}: partial checkpoint, its state/ item (the arrays) is missing")
     try:
         with ocp.StandardCheckpointer() as reader:
             tree = reader.metadata(step_dir / "state").item_metadata.tree
@@ -250,7 +247,8 @@ def _check_stored_arrays(step_dir: pathlib.Path, abstract: Any) -> None:
             f"{step_dir}: unreadable state metadata ({type(e).__name__}: {str(e)[:300]})"
         ) from e
     leaves = jax.tree_util.tree_leaves_with_path(abstract)
-    wanted = {_leaf_name(path): (tuple(s.shape), s.dtype) for path, s in leaves}
+    # keystr(simple, ".") spells a key path as orbax names the stored array: "params.actor.kernel", "tup.0".
+    wanted = {jax.tree_util.keystr(path, simple=True, separator="."): (tuple(s.shape), s.dtype) for path, s in leaves}
     missing, extra = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
     if missing or extra:
         raise CheckpointMismatchError(

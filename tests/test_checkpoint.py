@@ -201,4 +201,6 @@ def test_corrupt_or_partial_directories_fail_cleanly(saved, tmp_path, damage):
     with pytest.raises(checkpoint.CheckpointError) as info:
         checkpoint.restore(target, state, meta)
     assert str(target) in str(info.value)
+    if damage == "delete_arrays":
+        assert "state/ item (the arrays) is missing" in str(info.value)
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # a failed restore changes nothing
