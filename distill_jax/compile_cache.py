@@ -6,8 +6,9 @@ re-evaluation or a second run of the same config compiles them again unless JAX
 keeps them on disk. JAX's persistent cache keys each program by its HLO, the
 jaxlib version, the device kind and the compiler options, so a cached program is
 the one XLA would have compiled. Measured on 2 CPU cores, the smoke preset took
-91-96 s with no cache and 38-41 s with a warm one; filling an empty cache costs a few
-seconds once (``experiments/results/compile_cache_cpu.md``).
+91-96 s with no cache and 38-41 s with a warm one; filling an empty cache cost 10-13 s
+more than no cache, once per config and machine, of which 1-3 s per teacher call was
+reproducible (``experiments/results/compile_cache_cpu.md``).
 
 The CLI turns the cache on by default, in the user's cache directory. A cache the
 user already set for JAX (``JAX_COMPILATION_CACHE_DIR``, or ``jax.config`` in a
