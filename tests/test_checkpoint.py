@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import pathlib
 import shutil
 
 import jax
@@ -115,6 +116,11 @@ def copy_of(saved_dir, tmp_path):
     return target
 
 
+def listing(root: pathlib.Path) -> list[str]:
+    """Every path under ``root``, sorted: compared before and after a refused restore."""
+    return sorted(str(p) for p in root.rglob("*"))
+
+
 def test_restore_round_trips_values_dtypes_and_zero_size_leaves(saved):
     _, meta, state, directory = saved
     restored, stored_meta = checkpoint.restore(directory, state, meta)
@@ -161,14 +167,14 @@ def test_a_state_with_other_leaves_is_refused_naming_them(saved, tmp_path):
     before any array is read, naming the leaves, as a mismatch and not as a corrupt file."""
     _, meta, state, directory = saved
     target = copy_of(directory, tmp_path)
-    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    before = listing(tmp_path)
     grown = {**state, "env_steps": jnp.asarray(0, jnp.int32), "params": {**state["params"], "b": jnp.zeros(3)}}
     with pytest.raises(checkpoint.CheckpointMismatchError, match=r"missing env_steps, params\.b; extra none"):
         checkpoint.restore(target, grown, meta)
     shrunk = {k: v for k, v in state.items() if k != "key"}
     with pytest.raises(checkpoint.CheckpointMismatchError, match=r"missing none; extra key\)"):
         checkpoint.restore(target, shrunk, meta)
-    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert listing(tmp_path) == before
 
 
 def test_format_version_is_checked(saved, tmp_path):
@@ -197,10 +203,10 @@ def test_corrupt_or_partial_directories_fail_cleanly(saved, tmp_path, damage):
         step_dir.rename(target / "8.orbax-checkpoint-tmp-123")
     elif damage == "missing":
         shutil.rmtree(target)
-    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    before = listing(tmp_path)
     with pytest.raises(checkpoint.CheckpointError) as info:
         checkpoint.restore(target, state, meta)
     assert str(target) in str(info.value)
     if damage == "delete_arrays":
         assert "state/ item (the arrays) is missing" in str(info.value)
-    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # a failed restore changes nothing
+    assert listing(tmp_path) == before  # a failed restore changes nothing
