@@ -13,18 +13,30 @@ reproducible (``experiments/results/compile_cache_cpu.md``).
 The CLI turns the cache on by default, in the user's cache directory. A cache the
 user already set for JAX (``JAX_COMPILATION_CACHE_DIR``, or ``jax.config`` in a
 notebook or a test session) is left as it is. The directory holds only compiled
-programs, a few MB per config, and can be deleted at any time; JAX does not evict
-entries on its own.
+programs (2.5 MB for the smoke preset on CPU) and can be deleted at any time. Left
+alone, JAX never evicts an entry, so every config and every jaxlib upgrade would add
+to it for good; the CLI's directory is therefore capped at ``DEFAULT_MAX_BYTES``, the
+least recently used programs going first (JAX's own LRU eviction, which needs the
+``filelock`` package). ``JAX_COMPILATION_CACHE_MAX_SIZE`` (bytes, ``-1``: no cap)
+overrides the cap.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
+import warnings
 from collections.abc import Mapping
 
 ENV_VAR = "DISTILL_JAX_XLA_CACHE"
 OFF = "off"
+# ~400 smoke-preset configs on CPU; the programs in use stay, since eviction is least-recent first.
+DEFAULT_MAX_BYTES = 1 << 30
+MAX_SIZE_ENV_VAR = "JAX_COMPILATION_CACHE_MAX_SIZE"  # JAX's own setting, in bytes
+# JAX's LRU layout: program KEY is stored in KEY-cache, its last use in KEY-atime (time.time_ns(),
+# 8 bytes little-endian). An entry without its -atime file makes every later write fail.
+_PROGRAM_SUFFIX, _LAST_USE_SUFFIX = "-cache", "-atime"
 
 
 class CacheDirError(ValueError):
@@ -43,13 +55,15 @@ def default_dir(environ: Mapping[str, str] | None = None) -> str:
     return str(pathlib.Path(base) / "distill_jax" / "xla")
 
 
-def enable(directory: str | os.PathLike[str]) -> str | None:
+def enable(directory: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> str | None:
     """Points JAX's persistent compilation cache at ``directory`` unless JAX already has one.
 
     Call it before the first compilation: JAX opens its cache once per process.
 
     Args:
       directory: where compiled programs go (created if missing), or ``"off"``.
+      max_bytes: the directory's cap, least recently used programs evicted first; ``-1``: no cap.
+        A size the user gave JAX (``JAX_COMPILATION_CACHE_MAX_SIZE``) wins.
 
     Returns:
       The cache directory in force: the one JAX already had, else ``directory``;
@@ -73,7 +87,37 @@ def enable(directory: str | os.PathLike[str]) -> str | None:
     if not os.access(path, os.W_OK | os.X_OK):  # JAX would only warn on every write
         raise CacheDirError(f"XLA cache directory {path}: not writable")
     jax.config.update("jax_compilation_cache_dir", str(path))
+    _cap(path, max_bytes)
     return str(path)
 
 
-__all__ = ["ENV_VAR", "OFF", "CacheDirError", "default_dir", "enable"]
+def _cap(path: pathlib.Path, max_bytes: int) -> None:
+    """Turns on JAX's LRU eviction for ``path`` at ``max_bytes`` unless the user chose a size."""
+    import jax
+
+    user_chose = MAX_SIZE_ENV_VAR in os.environ or jax.config.jax_compilation_cache_max_size != -1
+    size = jax.config.jax_compilation_cache_max_size if user_chose else max_bytes
+    if size == -1:
+        return
+    if not user_chose and importlib.util.find_spec("filelock") is None:  # JAX refuses a cap without it
+        warnings.warn(f"XLA cache directory {path}: not capped, JAX's eviction needs the filelock package",
+                      stacklevel=3)
+        return
+    _stamp_unused_since_written(path)
+    if not user_chose:
+        jax.config.update("jax_compilation_cache_max_size", max_bytes)
+
+
+def _stamp_unused_since_written(path: pathlib.Path) -> None:
+    """Gives each program written without a cap (an older distill_jax, or a cap of -1) the last-use
+    record JAX's eviction reads: its file's modification time, so it is evicted before fresher ones."""
+    for program in path.glob(f"*{_PROGRAM_SUFFIX}"):
+        last_use = program.with_name(program.name.removesuffix(_PROGRAM_SUFFIX) + _LAST_USE_SUFFIX)
+        try:
+            if not last_use.exists():
+                last_use.write_bytes(program.stat().st_mtime_ns.to_bytes(8, "little"))
+        except FileNotFoundError:  # another capped process evicted it meanwhile; a stray record is ignored
+            pass
+
+
+__all__ = ["DEFAULT_MAX_BYTES", "ENV_VAR", "MAX_SIZE_ENV_VAR", "OFF", "CacheDirError", "default_dir", "enable"]

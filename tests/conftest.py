@@ -25,8 +25,10 @@ def compilation_cache(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    # The command lines the tests start as subprocesses share it, instead of the user's ~/.cache.
+    # The command lines the tests start as subprocesses share it, instead of the user's ~/.cache,
+    # uncapped like this process's: a capped writer fails on entries an uncapped one adds meanwhile.
     os.environ["DISTILL_JAX_XLA_CACHE"] = str(cache_dir)
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = "-1"
     yield
 
 

@@ -12,38 +12,49 @@ import jax
 
 from distill_jax import compile_cache
 
-# What a fresh interpreter does with compile_cache.enable(ARG): the directory in force, and the
-# compilation cache hits of one small program (JAX's monitoring events), as JSON.
+# What a fresh interpreter does with compile_cache.enable(DIR, MAX_BYTES) and then one small
+# program per SCALE (comma-separated, one cache entry each): the directory in force, JAX's cap, the compilation cache hits
+# (JAX's monitoring events), the cache writes that failed, and what the directory holds, as JSON.
 PROBE = """
-import json, sys
-import jax, jax.numpy as jnp
+import json, pathlib, sys, warnings
+import jax, jax.numpy as jnp, numpy as np
 from distill_jax import compile_cache
 hits = []
 jax.monitoring.register_event_listener(
     lambda event, **kw: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None)
 try:
-    used = compile_cache.enable(sys.argv[1])
+    used = compile_cache.enable(sys.argv[1], int(sys.argv[2]))
 except compile_cache.CacheDirError as e:
     print(json.dumps({"error": str(e)})); sys.exit(0)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.jit(lambda x: jnp.cumsum(jnp.sin(x) * 3.0))(jnp.arange(7.0)).block_until_ready()
-print(json.dumps({"used": used, "config": jax.config.jax_compilation_cache_dir, "hits": len(hits)}))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for scale in map(float, sys.argv[3].split(",")):
+        jax.jit(lambda x: jnp.cumsum(jnp.sin(x) * scale))(np.ones(7, np.float32)).block_until_ready()
+programs = sorted(pathlib.Path(used).glob("*-cache")) if used else []
+print(json.dumps({"used": used, "config": jax.config.jax_compilation_cache_dir,
+                  "max_size": jax.config.jax_compilation_cache_max_size, "hits": len(hits),
+                  "write_errors": sum("Error writing" in str(w.message) for w in caught),
+                  "programs": len(programs), "bytes": sum(p.stat().st_size for p in programs)}))
 """
+UNCAPPED = -1
 
 
 def fresh_env() -> dict[str, str]:
     """This process's environment without any cache setting (conftest sets one)."""
     env = dict(os.environ)
-    for name in ("JAX_COMPILATION_CACHE_DIR", compile_cache.ENV_VAR):
+    for name in ("JAX_COMPILATION_CACHE_DIR", compile_cache.ENV_VAR, compile_cache.MAX_SIZE_ENV_VAR):
         env.pop(name, None)
     return env
 
 
-def probe(arg: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", PROBE, arg], env=fresh_env(), capture_output=True, text=True,
-                          timeout=300)
+def probe(arg: str, max_bytes: int = compile_cache.DEFAULT_MAX_BYTES, scales: str = "3", prelude: str = "",
+          **env: str) -> dict:
+    """PROBE's JSON, with its stderr under "stderr"; ``prelude`` runs before PROBE."""
+    done = subprocess.run([sys.executable, "-c", prelude + PROBE, arg, str(max_bytes), scales],
+                          env={**fresh_env(), **env}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "stderr": done.stderr}
 
 
 def test_default_dir_follows_the_variable_then_xdg_then_home():
@@ -57,17 +68,49 @@ def test_default_dir_follows_the_variable_then_xdg_then_home():
 def test_a_second_process_loads_the_program_the_first_compiled(tmp_path):
     cache = tmp_path / "nested" / "xla"
     first = probe(str(cache))
-    assert first == {"used": str(cache), "config": str(cache), "hits": 0}
-    assert any(cache.iterdir())  # the first process wrote its programs
-    assert probe(str(cache))["hits"] >= 1  # and the second loaded them instead of compiling
+    assert first["used"] == first["config"] == str(cache) and first["hits"] == 0
+    assert first["programs"] >= 1 and first["max_size"] == compile_cache.DEFAULT_MAX_BYTES
+    assert probe(str(cache))["hits"] >= 1  # the second process loaded the program instead of compiling
 
 
 def test_off_uses_no_cache_and_an_impossible_directory_is_named(tmp_path):
-    assert probe("off") == {"used": None, "config": None, "hits": 0}
+    off = probe("off")
+    assert (off["used"], off["config"], off["hits"], off["max_size"]) == (None, None, 0, UNCAPPED)
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert probe(str(blocker / "xla")) == {
-        "error": f"XLA cache directory {blocker / 'xla'}: cannot be created (Not a directory)"}
+    assert probe(str(blocker / "xla"))["error"] == (
+        f"XLA cache directory {blocker / 'xla'}: cannot be created (Not a directory)")
+
+
+def test_the_cap_evicts_the_least_recently_used_programs(tmp_path):
+    cache = tmp_path / "xla"
+    one = probe(str(cache / "one"), scales="1")
+    cap = int(one["bytes"] * 2.5)  # room for 2 programs (their sizes differ by a few %)
+    capped = probe(str(cache / "capped"), cap, scales="1,2,3,4,5,6")
+    assert one["programs"] == 1 and capped["write_errors"] == 0
+    assert capped["programs"] == 2 and capped["bytes"] <= cap
+    assert probe(str(cache / "capped"), cap, scales="6")["hits"] == 1  # the latest one stayed
+    assert probe(str(cache / "capped"), cap, scales="1")["hits"] == 0  # the oldest one went
+
+
+def test_a_cache_filled_without_a_cap_keeps_working_once_capped(tmp_path):
+    """A directory an older distill_jax filled (no last-use records) would otherwise make every write
+    of the capped JAX fail; a size the user chose, here "no cap", is kept."""
+    cache = str(tmp_path / "xla")
+    uncapped = probe(cache, scales="1,2,3", **{compile_cache.MAX_SIZE_ENV_VAR: str(UNCAPPED)})
+    assert uncapped["max_size"] == UNCAPPED and uncapped["programs"] == 3
+    cap = uncapped["bytes"]
+    capped = probe(cache, cap, scales="1,4,5,6")
+    assert capped["max_size"] == cap and capped["write_errors"] == 0 and capped["hits"] == 1
+    assert capped["bytes"] <= cap and capped["programs"] <= 3
+
+
+def test_without_filelock_the_cache_works_uncapped_and_says_so(tmp_path):
+    cache = str(tmp_path / "xla")
+    found = probe(cache, prelude="import sys; sys.modules['filelock'] = None  # as if not installed\n")
+    assert found["used"] == cache and found["max_size"] == UNCAPPED
+    assert found["programs"] == 1 and found["write_errors"] == 0
+    assert f"XLA cache directory {cache}: not capped, JAX's eviction needs the filelock package" in found["stderr"]
 
 
 def test_a_cache_jax_already_has_is_kept(tmp_path):
