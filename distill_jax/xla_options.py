@@ -36,7 +36,8 @@ CPU_OPTIONS: dict[str, str] = {YNN_FUSION_OPTION: ""}
 def _cpu_accepts(options: tuple[tuple[str, str], ...]) -> bool:
     """Whether this jaxlib's CPU compiler accepts ``options`` (probed once per process)."""
     try:
-        jax.jit(lambda x: x + 1, compiler_options=dict(options), backend="cpu")(jnp.zeros(()))
+        cpu_zero = jax.device_put(jnp.zeros(()), jax.local_devices(backend="cpu")[0])  # jit follows its input
+        jax.jit(lambda x: x + 1, compiler_options=dict(options))(cpu_zero)
     except Exception:  # an unknown option or value: a newer or older jaxlib
         return False
     return True
