@@ -99,13 +99,13 @@ def _cap(path: pathlib.Path, max_bytes: int) -> None:
     size = jax.config.jax_compilation_cache_max_size if user_chose else max_bytes
     if size == -1:
         return
-    if not user_chose and importlib.util.find_spec("filelock") is None:  # JAX refuses a cap without it
-        warnings.warn(f"XLA cache directory {path}: not capped, JAX's eviction needs the filelock package",
-                      stacklevel=3)
-        return
-    _stamp_unused_since_written(path)
     if not user_chose:
-        jax.config.update("jax_compilation_cache_max_size", max_bytes)
+        if importlib.util.find_spec("filelock") is None:  # JAX refuses a cap without it
+            warnings.warn(f"XLA cache directory {path}: not capped, JAX's eviction needs the filelock package",
+                          stacklevel=3)
+            return
+        jax.config.update("jax_compilation_cache_max_size", size)
+    _stamp_unused_since_written(path)
 
 
 def _stamp_unused_since_written(path: pathlib.Path) -> None:

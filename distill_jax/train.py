@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--xla-cache", default=None, metavar="DIR|off",
                         help="persistent XLA compilation cache, so a resume or a re-run does not compile again "
                         f"(if omitted: ${compile_cache.ENV_VAR}, else $XDG_CACHE_HOME or ~/.cache, then "
-                        "/distill_jax/xla; a cache already set for JAX, JAX_COMPILATION_CACHE_DIR, is kept; capped at 1 GiB, "
-                        "least recently used first, unless JAX_COMPILATION_CACHE_MAX_SIZE is set)")
+                        "/distill_jax/xla; a cache already set for JAX, JAX_COMPILATION_CACHE_DIR, is kept; "
+                        "capped at 1 GiB, least recently used first, unless JAX_COMPILATION_CACHE_MAX_SIZE is set)")
     return parser
 
 

@@ -11,7 +11,8 @@
 # package: two versions of one name stop the --no-deps install.
 #
 # Usage: bash experiments/gpu_wheels.sh   (from anywhere; writes <repo>/.whl). On 2026-11-24
-# this fetched 16 wheels, 34 MiB (17 since filelock joined on 2026-12-05, still 34 MiB): with the ~1 MiB working tree that fits one call's 64 MiB carry.
+# this fetched 16 wheels, 34 MiB (17 since filelock joined on 2026-12-05, still 34 MiB): with the
+# ~1 MiB working tree that fits one call's 64 MiB carry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

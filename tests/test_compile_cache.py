@@ -13,8 +13,9 @@ import jax
 from distill_jax import compile_cache
 
 # What a fresh interpreter does with compile_cache.enable(DIR, MAX_BYTES) and then one small
-# program per SCALE (comma-separated, one cache entry each): the directory in force, JAX's cap, the compilation cache hits
-# (JAX's monitoring events), the cache writes that failed, and what the directory holds, as JSON.
+# program per SCALE (comma-separated, one cache entry each): the directory in force, JAX's cap,
+# the compilation cache hits (JAX's monitoring events), the cache writes that failed, and what
+# the directory holds, as JSON.
 PROBE = """
 import json, pathlib, sys, warnings
 import jax, jax.numpy as jnp, numpy as np
