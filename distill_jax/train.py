@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="persistent XLA compilation cache, so a resume or a re-run does not compile again "
                         f"(if omitted: ${compile_cache.ENV_VAR}, else $XDG_CACHE_HOME or ~/.cache, then "
                         "/distill_jax/xla; a cache already set for JAX, JAX_COMPILATION_CACHE_DIR, is kept; "
-                        "capped at 1 GiB, least recently used first, unless JAX_COMPILATION_CACHE_MAX_SIZE is set)")
+                        f"capped at {compile_cache.DEFAULT_MAX_BYTES / 2**30:g} GiB, least recently used first, "
+                        f"unless {compile_cache.MAX_SIZE_ENV_VAR} is set)")
     return parser
 
 
