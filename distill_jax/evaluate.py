@@ -159,8 +159,10 @@ def evaluate_panel(
     batched = VmapAutoReset(env, len(panel.seeds))
     keys = jnp.stack([jax.random.PRNGKey(s) for s in panel.seeds])
 
+    # Parameters are arguments, not closed-over constants: a closure would bake them into the
+    # program, so every newly trained policy would compile again and add a cache entry.
     @functools.partial(jax.jit, compiler_options=compiler_options())
-    def run(keys):
+    def run(keys, teacher, student_params, student_stats):
         start = batched.reset_with_keys(keys)
         act_key = jax.random.PRNGKey(0)
         t_policy = teacher_policy(teacher_actor, teacher, deterministic=panel.deterministic)
@@ -180,7 +182,7 @@ def evaluate_panel(
         mse, _ = losses.action_mse_loss(jnp.tanh(s_dist.loc), jnp.tanh(t_dist.loc), valid)
         return first_episode_scores(t_tr), first_episode_scores(s_tr), {"kl": kl, "action_mse": mse, **masked}
 
-    teacher_scores, student_scores, imitation = jax.device_get(run(keys))
+    teacher_scores, student_scores, imitation = jax.device_get(run(keys, teacher, student_params, student_stats))
     return {
         "teacher": summarize(teacher_scores),
         "student": summarize(student_scores),

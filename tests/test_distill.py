@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 from distill_jax.config import ConfigError, DistillConfig, PPOConfig
-from distill_jax.distill.phase import distill_student, initial_student_states
+from distill_jax.distill.phase import build_student, distill_student, initial_student_states
 from distill_jax.distill.update import FrozenTeacher, teacher_probability
 from distill_jax.envs import get_env
 from distill_jax.envs.base import Wrapper
 from distill_jax.envs.wrappers import VmapAutoReset
+from distill_jax.evaluate import Panel, evaluate_panel
 from distill_jax.loop import NonFiniteError
 from distill_jax.ppo.teacher import train_teacher
+from distill_jax.report import first_seed
 
 TINY_PPO = PPOConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2)
 TINY = DistillConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2)
@@ -177,3 +179,36 @@ def test_latent_matching_regresses_the_teachers_privileged_latent(env):
                                                                        latent_error(initial))
     with pytest.raises(ConfigError, match="privileged_latent"):
         RunConfig(distill=config).validate()
+
+
+def test_a_new_student_reuses_the_compiled_panel_program(env, tiny_teacher):
+    # Every run trains new weights; the panel program must take them as arguments so that it
+    # compiles once per shape (the persistent cache serves later runs), not once per run with the
+    # weights baked in as constants.
+    actor, teacher = tiny_teacher
+    student = build_student(env, TINY)
+    states = initial_student_states(VmapAutoReset(env, TINY.num_envs), student, TINY, seed=0, num_seeds=2)
+    panel = Panel((10**6, 10**6 + 1))
+    misses = []
+
+    def count_misses(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_misses":
+            misses.append(event)
+
+    def evaluate(k):
+        params, stats = jax.tree.map(lambda x: x[k], (states.params, states.obs_stats))
+        return evaluate_panel(env, actor, first_seed(teacher), student, params, stats, panel,
+                              mask_rule=TINY.mask_rule, mask_thresholds=dict(TINY.mask_thresholds))
+
+    min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # store even a fast compile
+    jax.monitoring.register_event_listener(count_misses)
+    try:
+        first = evaluate(0)
+        misses.clear()
+        second = evaluate(1)
+    finally:
+        jax.monitoring.unregister_event_listener(count_misses)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
+    assert misses == [], "the second student's weights compiled a new panel program"
+    assert first["student"] != second["student"]  # the weights did reach the program
