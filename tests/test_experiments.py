@@ -143,6 +143,19 @@ def test_trace_summary_keeps_the_innermost_ops(monkeypatch):
     assert _family("loop_add_fusion_3") == _family("loop_add_fusion_17") == "loop_add_fusion"
 
 
+def test_teacher_scale_probe_marks_the_window_before_each_fall(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments" / "probes"))
+    import numpy as np
+    from teacher_scale_spread import steps_before_falls
+
+    terminated = np.zeros((8, 3), dtype=bool)
+    terminated[5, 0] = terminated[1, 2] = True
+    near = steps_before_falls(terminated, window=2)
+    assert np.nonzero(near[:, 0])[0].tolist() == [3, 4, 5]
+    assert not near[:, 1].any()
+    assert np.nonzero(near[:, 2])[0].tolist() == [0, 1]  # clipped at the rollout's start
+
+
 def test_best_seconds_times_the_fastest_call_after_an_untimed_one(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "experiments"))
     import benchlib

@@ -51,6 +51,12 @@ def kl_per_step(student: TanhGaussian, teacher: TanhGaussian, direction: KLDirec
     own sensors); ``"forward"`` is ``KL(teacher || student)`` (mode-covering,
     the classic policy-distillation choice). KL is invariant under the shared
     tanh bijection, so this is also the KL between the squashed distributions.
+
+    Per step, the reverse KL weights the squared mean error by ``1/σ_teacher²``,
+    the forward KL by ``1/σ_student²``. When the teacher's confidence varies a
+    lot between states (a converged teacher that is unsure only far from its
+    own trajectories), the reverse direction discounts exactly the recovery
+    states a student needs; see experiments/results/pipeline_cartpole.md.
     """
     teacher = _frozen(teacher)
     if direction == "reverse":
