@@ -39,7 +39,7 @@ SMOKE = RunConfig(
 # brax_inverted_pendulum: teacher_vs_brax_h100.md). Distillation uses a small batch (more
 # updates per env step) than the teacher.
 GPU: dict[str, RunConfig] = {
-    # Forward KL: this teacher's scale spans 80-120x over the student's states and is largest where
+    # Forward KL: this teacher's scale spans 79-120x over the student's states and is largest where
     # the student drifts towards a fall, so the reverse KL's 1/σ_teacher² weighting all but ignores
     # those states: 0.90-0.92 of the teacher over three seeds, forward 0.99 (run on 2 CPU cores;
     # pipeline_cartpole.md, "GPU preset on 2 CPU cores").

@@ -31,6 +31,7 @@ from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.evaluate import Panel, first_episode_alive, student_actor_only, teacher_policy
 from distill_jax.policy import action_distribution
+from distill_jax.report import first_seed
 from distill_jax.rollout import unroll
 
 EPISODES = 256
@@ -48,13 +49,13 @@ def steps_before_falls(terminated: np.ndarray, window: int) -> np.ndarray:
 def main(run_dir: str) -> None:
     run = pipeline.open_run(pathlib.Path(run_dir))
     teacher, student = pipeline.restore_teacher(run), pipeline.restore_student(run)
-    seed0 = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
-    frozen = seed0(FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats))
+    frozen = first_seed(FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats))
     batched = VmapAutoReset(run.env, EPISODES)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in Panel.held_out(EPISODES).seeds])
     policies = {
         "teacher": (teacher_policy(teacher.nets.actor, frozen), None),
-        "student": (student_actor_only(student.student, seed0(student.state.params), seed0(student.state.obs_stats)),
+        "student": (student_actor_only(student.student, first_seed(student.state.params),
+                                       first_seed(student.state.obs_stats)),
                     student.student.initial_carry(EPISODES)),
     }
     for who, (policy, carry) in policies.items():
