@@ -52,6 +52,10 @@ class Panel(NamedTuple):
         seeds = tuple(s for s in range(offset, offset + num_episodes + len(training_seeds)) if s not in training_seeds)
         return cls(seeds[:num_episodes])
 
+    def reset_keys(self) -> jax.Array:
+        """``[N, 2]`` PRNG keys, one per seed: env ``i`` of the panel resets with ``reset_keys()[i]``."""
+        return jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
+
 
 def student_actor_only(student: Student, params: Any, obs_stats: Any, *, deterministic: bool = True) -> Policy:
     """The evaluation wrapper: receives the full observation dict, forwards only ``student_obs``.
@@ -115,7 +119,7 @@ def rollout_first_episodes(env: Env, policy: Policy, carry: Any, keys: jax.Array
 
 def make_teacher_evaluator(env: Env, teacher_actor: Any, panel: Panel):
     """A function ``FrozenTeacher -> panel metrics`` compiled once (params are arguments)."""
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in panel.seeds])
+    keys = panel.reset_keys()
 
     @functools.partial(jax.jit, compiler_options=compiler_options())
     def scores(teacher: FrozenTeacher):
@@ -157,7 +161,7 @@ def evaluate_panel(
     if horizon is None:
         raise ValueError("evaluate_panel needs an env with a time limit (episode_length)")
     batched = VmapAutoReset(env, len(panel.seeds))
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in panel.seeds])
+    keys = panel.reset_keys()
 
     # Parameters are arguments, not closed-over constants: a closure would bake them into the
     # program, so every newly trained policy would compile again and add a cache entry.

@@ -23,7 +23,6 @@ import pathlib
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from distill_jax import pipeline
@@ -51,7 +50,7 @@ def main(run_dir: str) -> None:
     teacher, student = pipeline.restore_teacher(run), pipeline.restore_student(run)
     frozen = first_seed(FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats))
     batched = VmapAutoReset(run.env, EPISODES)
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in Panel.held_out(EPISODES).seeds])
+    keys = Panel.held_out(EPISODES).reset_keys()
     policies = {
         "teacher": (teacher_policy(teacher.nets.actor, frozen), None),
         "student": (student_actor_only(student.student, first_seed(student.state.params),
