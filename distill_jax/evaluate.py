@@ -110,11 +110,20 @@ def first_episode_scores(tr: Transition) -> dict[str, jax.Array]:
     return scores
 
 
-def rollout_first_episodes(env: Env, policy: Policy, carry: Any, keys: jax.Array, horizon: int) -> dict[str, jax.Array]:
-    """Scores each env's first episode, env ``i`` reset with ``keys[i]``; jit-able."""
+def first_episode_transitions(env: Env, policy: Policy, carry: Any, keys: jax.Array, horizon: int) -> Transition:
+    """``[horizon, N]`` transitions of ``policy`` on ``N`` envs, env ``i`` reset with ``keys[i]``; jit-able.
+
+    Steps after an env's first episode ends are auto-reset filler: weight them by
+    :func:`first_episode_alive`.
+    """
     batched = VmapAutoReset(env, keys.shape[0])
     _, _, tr = unroll(batched, batched.reset_with_keys(keys), policy, carry, jax.random.PRNGKey(0), horizon)
-    return first_episode_scores(tr)
+    return tr
+
+
+def rollout_first_episodes(env: Env, policy: Policy, carry: Any, keys: jax.Array, horizon: int) -> dict[str, jax.Array]:
+    """Scores each env's first episode, env ``i`` reset with ``keys[i]``; jit-able."""
+    return first_episode_scores(first_episode_transitions(env, policy, carry, keys, horizon))
 
 
 def make_teacher_evaluator(env: Env, teacher_actor: Any, panel: Panel):

@@ -22,16 +22,14 @@ Usage: python experiments/probes/teacher_scale_spread.py RUN_DIR
 import pathlib
 import sys
 
-import jax
 import numpy as np
 
 from distill_jax import pipeline
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.envs.wrappers import VmapAutoReset
-from distill_jax.evaluate import Panel, first_episode_alive, student_actor_only, teacher_policy
+from distill_jax.evaluate import (Panel, first_episode_alive, first_episode_transitions, student_actor_only,
+                                  teacher_policy)
 from distill_jax.policy import action_distribution
 from distill_jax.report import first_seed
-from distill_jax.rollout import unroll
 
 EPISODES = 256
 BEFORE_FALL = 20  # steps
@@ -49,7 +47,6 @@ def main(run_dir: str) -> None:
     run = pipeline.open_run(pathlib.Path(run_dir))
     teacher, student = pipeline.restore_teacher(run), pipeline.restore_student(run)
     frozen = first_seed(FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats))
-    batched = VmapAutoReset(run.env, EPISODES)
     keys = Panel.held_out(EPISODES).reset_keys()
     policies = {
         "teacher": (teacher_policy(teacher.nets.actor, frozen), None),
@@ -58,8 +55,7 @@ def main(run_dir: str) -> None:
                     student.student.initial_carry(EPISODES)),
     }
     for who, (policy, carry) in policies.items():
-        _, _, tr = unroll(batched, batched.reset_with_keys(keys), policy, carry, jax.random.PRNGKey(0),
-                          run.env.episode_length)
+        tr = first_episode_transitions(run.env, policy, carry, keys, run.env.episode_length)
         scale = np.asarray(action_distribution(teacher.nets.actor.apply, frozen.params, frozen.obs_stats,
                                                tr.obs).scale)  # [T, B, A]
         alive = np.asarray(first_episode_alive(tr)) > 0  # [T, B]
