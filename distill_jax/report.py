@@ -34,6 +34,7 @@ def schema_in_force(schema, config: RunConfig):
 
 
 def first_seed(tree: Any) -> Any:
+    """Seed 0 of a multi-seed pytree: every leaf ``[K, ...]`` becomes ``[...]``."""
     return jax.tree.map(lambda x: x[0], tree)
 
 

@@ -59,6 +59,7 @@ def run_ours(args) -> dict:
     from distill_jax.envs import VmapAutoReset, get_env
     from distill_jax.evaluate import Panel, make_teacher_evaluator
     from distill_jax.ppo.teacher import train_teacher
+    from distill_jax.report import first_seed
 
     env = get_env("brax_inverted_pendulum", randomize=False, history_length=0, noise_std=0.0)
     config = PPOConfig(
@@ -78,7 +79,7 @@ def run_ours(args) -> dict:
         t0 = time.perf_counter()
         if evaluator is None:
             evaluator = make_teacher_evaluator(env, result_nets["actor"], Panel(tuple(range(10**6, 10**6 + args.eval_episodes))))
-        teacher = FrozenTeacher(jax.tree.map(lambda x: x[0], state.params["actor"]), jax.tree.map(lambda x: x[0], state.obs_stats))
+        teacher = FrozenTeacher(first_seed(state.params["actor"]), first_seed(state.obs_stats))
         curve.append((updates * config.batch_size, evaluator(teacher)["return_mean"]))
         train_clock["eval_seconds"] += time.perf_counter() - t0
 

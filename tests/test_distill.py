@@ -83,8 +83,8 @@ def test_gru_student_trains(env, tiny_teacher):
 def test_student_cannot_read_privileged_fields(env, mixture_run):
     result = mixture_run[1]
     assert set(result.student.schema.fields_for("student")) <= set(env.schema.student_obs)
-    params = jax.tree.map(lambda x: x[0], result.state.params)
-    obs = jax.tree.map(lambda x: x[0], result.state.env_state.obs)
+    params = first_seed(result.state.params)
+    obs = first_seed(result.state.env_state.obs)
     out = result.student.module.apply(params, obs)
     poisoned = {k: (v + 1e3 if k in env.schema.privileged else v) for k, v in obs.items()}
     again = result.student.module.apply(params, poisoned)
@@ -146,7 +146,7 @@ def test_latent_matching_regresses_the_teachers_privileged_latent(env):
 
     network = NetworkConfig(actor_hidden=(32,), critic_hidden=(32,), privileged_latent=4, encoder_hidden=(16,))
     result = train_teacher(env, dataclasses.replace(TINY_PPO, network=network), seed=0)
-    actor, params = result.nets.actor, jax.tree.map(lambda x: x[0], result.state.params["actor"])
+    actor, params = result.nets.actor, first_seed(result.state.params["actor"])
     obs = jax.tree.map(lambda x: x[0, :4], result.state.env_state.obs)
     # The encoder reads exactly the privileged fields.
     z = actor.apply(params, obs, method="encode")
@@ -164,13 +164,13 @@ def test_latent_matching_regresses_the_teachers_privileged_latent(env):
     # On one fixed batch of states, the trained student predicts the teacher's latent better than at init.
     from distill_jax.normalization import normalize
 
-    states = jax.tree.map(lambda x: x[0], result.state.env_state.obs)  # 16 states the student never trained on
-    target = actor.apply(params, normalize(jax.tree.map(lambda x: x[0], result.state.obs_stats), states),
+    states = first_seed(result.state.env_state.obs)  # 16 states the student never trained on
+    target = actor.apply(params, normalize(first_seed(result.state.obs_stats), states),
                          method="encode")
     initial = initial_student_states(VmapAutoReset(env, config.num_envs), student.student, config, 4, 1)
 
     def latent_error(state):
-        one = jax.tree.map(lambda x: x[0], state)
+        one = first_seed(state)
         student_obs = normalize(one.obs_stats, student.student.schema.select(states, "student"))
         _, predicted = student.student.sequence_with_latent(one.params, None, student_obs, None)
         return float(np.mean(np.square(np.asarray(predicted) - np.asarray(target))))

@@ -12,6 +12,7 @@ from distill_jax.envs import get_env
 from distill_jax.evaluate import Panel, make_teacher_evaluator
 from distill_jax.ppo.teacher import train_teacher
 from distill_jax.presets import DEFAULT
+from distill_jax.report import first_seed
 from distill_jax.train import main
 
 pytestmark = pytest.mark.slow
@@ -48,6 +49,6 @@ def test_teacher_solves_brax_inverted_pendulum():
                        ent_coef=1e-2, gamma=0.97, total_env_steps=32 * 8 * 80,
                        network=NetworkConfig((64, 64), (128, 128), "swish"))
     result = train_teacher(env, config, seed=0, updates_per_call=40)
-    teacher = jax.tree.map(lambda x: x[0], FrozenTeacher(result.state.params["actor"], result.state.obs_stats))
+    teacher = first_seed(FrozenTeacher(result.state.params["actor"], result.state.obs_stats))
     scores = make_teacher_evaluator(env, result.nets.actor, Panel(tuple(range(10**6, 10**6 + 8))))(teacher)
     assert scores["return_mean"] >= 950, scores

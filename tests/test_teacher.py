@@ -21,6 +21,7 @@ from distill_jax.envs.base import Wrapper
 from distill_jax.loop import NonFiniteError, check_finite
 from distill_jax.ppo.teacher import initial_teacher_states, train_teacher
 from distill_jax.ppo.update import make_teacher_networks, train_step
+from distill_jax.report import first_seed
 from distill_jax.rollout import PolicyStep, unroll
 
 TINY = PPOConfig(
@@ -78,7 +79,7 @@ def test_unrolled_minibatch_loop_takes_the_same_steps(env):
 
     batched = VmapAutoReset(env, TINY.num_envs)
     nets = make_teacher_networks(env.schema, env.action_size, TINY)
-    state = jax.tree.map(lambda x: x[0], initial_teacher_states(batched, nets, TINY, 0, 1))
+    state = first_seed(initial_teacher_states(batched, nets, TINY, 0, 1))
     batch = ppo_update.collect(state, state.key, env=batched, nets=nets, config=TINY).batch
     plain = ppo_update.ppo_epochs(state.params, state.opt_state, batch, state.key, nets=nets, config=TINY)
     unrolled = jax.jit(lambda p, o: sgd_epochs(
@@ -97,7 +98,7 @@ def test_saturated_steps_metric_counts_mean_actions_at_the_bound(env):
     """A constant mean action tanh(bias): tanh(5) = 0.9999 is saturated, tanh(1) = 0.76 is not."""
     batched = VmapAutoReset(env, TINY.num_envs)
     nets = make_teacher_networks(env.schema, env.action_size, TINY)
-    state = jax.tree.map(lambda x: x[0], initial_teacher_states(batched, nets, TINY, 0, 1))
+    state = first_seed(initial_teacher_states(batched, nets, TINY, 0, 1))
     step = jax.jit(functools.partial(train_step, env=batched, nets=nets, config=TINY))
     actor = state.params["actor"]["params"]
     for bias, expected in ((5.0, 1.0), (1.0, 0.0)):

@@ -19,10 +19,11 @@ import numpy as np
 from distill_jax.distributions import SATURATION_LIMIT
 from distill_jax.pipeline import open_run, restore_teacher
 from distill_jax.policy import make_policy
+from distill_jax.report import first_seed
 from distill_jax.rollout import unroll
 
 teacher = restore_teacher(open_run(pathlib.Path(sys.argv[1])))
-state = jax.tree.map(lambda x: x[0], teacher.state)  # seed 0
+state = first_seed(teacher.state)
 policy = make_policy(teacher.nets.actor.apply, state.params["actor"], state.obs_stats)
 _, _, tr = jax.jit(lambda s, k: unroll(teacher.env, s, policy, None, k, 64))(state.env_state, jax.random.PRNGKey(0))
 loc = np.asarray(tr.policy.loc)  # [T, B, A]

@@ -31,6 +31,7 @@ from distill_jax.rollout import unroll
 from distill_jax.ppo import update as ppo_update
 from distill_jax.ppo.teacher import initial_teacher_states
 from distill_jax.ppo.update import make_teacher_networks, make_policy, train_step
+from distill_jax.report import first_seed
 
 OWN_FLAGS = ("--vmap-parts", "--distill", "--sgd-variants", "--profile")
 positional = len(sys.argv) > 1 and sys.argv[1].isdigit()
@@ -42,7 +43,7 @@ cfg = bench.ppo_config(args, B)
 T = cfg.unroll_length
 batched = VmapAutoReset(env, B)
 nets = make_teacher_networks(env.schema, env.action_size, cfg)
-st = jax.tree.map(lambda x: x[0], initial_teacher_states(batched, nets, cfg, 0, 1))
+st = first_seed(initial_teacher_states(batched, nets, cfg, 0, 1))
 
 
 def timed(name, f, *args, repeats=5):
