@@ -115,6 +115,7 @@ BEHAVIOURS = ("teacher", "student", "mixture")
 ENTROPY_KINDS = ("gaussian", "squashed")  # the keys of distributions.ENTROPIES (config stays jax-free)
 OBJECTIVES = ("kl", "mse")
 STUDENT_KINDS = ("mlp", "gru")
+MASK_RULES = ("falls", "timeouts", "resets", "saturated_actions", "nonfinite_teacher")  # distill.masks.RULES' keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,10 +213,8 @@ class DistillConfig:
                  "latent matching is implemented for MLP students (student_kind='mlp')")
         _require(len(self.critic_hidden) > 0 and all(h > 0 for h in self.critic_hidden),
                  f"{prefix}.critic_hidden", self.critic_hidden, "needs one or more positive layer sizes")
-        from distill_jax.distill.masks import RULES  # local: keep config import-light
-
-        unknown = [r for r in self.mask_rule if r not in RULES]
-        _require(not unknown, f"{prefix}.mask_rule", self.mask_rule, f"unknown rule(s) {unknown}; known {sorted(RULES)}")
+        unknown = [r for r in self.mask_rule if r not in MASK_RULES]
+        _require(not unknown, f"{prefix}.mask_rule", self.mask_rule, f"unknown rule(s) {unknown}; known {list(MASK_RULES)}")
 
 
 @dataclasses.dataclass(frozen=True)

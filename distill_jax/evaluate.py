@@ -75,6 +75,20 @@ def student_actor_only(student: Student, params: Any, obs_stats: Any, *, determi
     return policy
 
 
+def student_actions(student, params, obs_stats, obs) -> jax.Array:
+    """Deterministic actions ``[B, A]`` of the student evaluation wrapper on a full obs dict ``[B, ...]``
+    (fresh memory for a recurrent student)."""
+    batch = jax.tree.leaves(obs)[0].shape[0]
+    policy = student_actor_only(student, params, obs_stats, deterministic=True)
+    first = jnp.ones((batch,), jnp.float32)
+    return policy(student.initial_carry(batch), obs, first, jax.random.PRNGKey(0))[1].action
+
+
+def student_act_fn(student, params, obs_stats):
+    """``obs -> actions``: :func:`student_actions` with the student's parameters bound (for the leak audit)."""
+    return lambda obs: student_actions(student, params, obs_stats, obs)
+
+
 def teacher_policy(teacher_actor: Any, teacher: FrozenTeacher, *, deterministic: bool = True) -> Policy:
     def policy(carry, obs, first, key):
         del first

@@ -81,6 +81,12 @@ def strong_types(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x).astype(jnp.asarray(x).dtype), tree)
 
 
+def finiteness(tree: Any, prefix: str) -> dict[str, jax.Array]:
+    """``{prefix/path: all-finite}`` per leaf, for the non-finite guard (:func:`check_finite`)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {f"{prefix}{jax.tree_util.keystr(path)}": jnp.all(jnp.isfinite(leaf)) for path, leaf in flat}
+
+
 def check_finite(metrics: dict[str, Any], first_update: int) -> None:
     """Raises :class:`NonFiniteError` naming the first update, seed and field that is not finite.
 

@@ -27,6 +27,8 @@ Networks:
 * :class:`Actor` (:func:`make_actor`): MLP actor, role ``"student"`` or
   ``"teacher"``, returns a :class:`~distill_jax.distributions.TanhGaussian`.
 * :class:`Critic` (:func:`make_critic`): MLP value function, role ``"critic"``.
+* :class:`TeacherNetworks` (:func:`make_teacher_networks`): the teacher's actor
+  (or :class:`EncodedTeacher`) and its asymmetric critic, from a ``NetworkConfig``.
 * :class:`GRUStudent` (:func:`make_gru_student`): recurrent actor over the
   student fields, stepped one control step at a time; :func:`unroll_gru`
   scans it over a ``[T, B]`` sequence, resetting the memory where ``first``.
@@ -36,12 +38,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from distill_jax.config import NetworkConfig
 from distill_jax.distributions import DEFAULT_MIN_STD, TanhGaussian, raw_for_scale, scale_from_raw
 from distill_jax.schema import ObservationSchema, Role, SchemaError
 
@@ -437,3 +440,23 @@ __all__ = [
     "make_gru_student",
     "unroll_gru",
 ]
+
+
+class TeacherNetworks(NamedTuple):
+    """The flax modules of an asymmetric actor-critic built from one schema."""
+
+    actor: Any  # reads schema.fields_for("teacher")
+    critic: Any  # reads schema.fields_for("critic")
+
+
+def make_teacher_networks(schema: ObservationSchema, action_size: int, network: NetworkConfig) -> TeacherNetworks:
+    """The teacher's actor (an :class:`EncodedTeacher` when ``network.privileged_latent > 0``, else an
+    :class:`Actor`) and its asymmetric :class:`Critic`, as ``network`` describes them."""
+    if network.privileged_latent:
+        actor = EncodedTeacher(schema=schema, action_size=int(action_size), latent_size=network.privileged_latent,
+                               hidden=tuple(network.actor_hidden), encoder_hidden=tuple(network.encoder_hidden),
+                               activation=network.activation)
+    else:
+        actor = make_actor(schema, "teacher", action_size, hidden=network.actor_hidden, activation=network.activation)
+    return TeacherNetworks(actor=actor,
+                           critic=make_critic(schema, hidden=network.critic_hidden, activation=network.activation))

@@ -128,6 +128,21 @@ def unroll(
     return env_state, carry, transitions
 
 
+def episode_metrics(transitions: Transition) -> dict[str, jax.Array]:
+    """Means over the episodes that completed in ``transitions`` (NaN-free: 0 if none)."""
+    ep = transitions.episode
+    if "episode_completed" not in ep:
+        return {}
+    done = ep["episode_completed"]
+    n = jnp.sum(done)
+    mean = lambda x: jnp.sum(x * done) / jnp.maximum(n, 1.0)  # noqa: E731
+    return {
+        "episode_return": mean(ep["episode_return_completed"]),
+        "episode_length": mean(ep["episode_length_completed"]),
+        "episodes_completed": n,
+    }
+
+
 def flatten_time(tree: Any) -> Any:
     """``[T, B, ...] -> [T * B, ...]`` for every leaf."""
     return jax.tree.map(lambda x: jnp.reshape(x, (-1,) + x.shape[2:]), tree)

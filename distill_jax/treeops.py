@@ -1,4 +1,4 @@
-"""Small pytree operations shared by the batched envs and the update steps."""
+"""Small pytree operations shared across the package (seed slices, per-row selects)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ import jax
 import jax.numpy as jnp
 
 Tree = TypeVar("Tree")
+
+
+def first_seed(tree: Tree) -> Tree:
+    """Seed 0 of a multi-seed pytree: every leaf ``[K, ...]`` becomes ``[...]``."""
+    return jax.tree.map(lambda x: x[0], tree)
 
 
 def select_rows(mask: jax.Array, on_true: Tree, on_false: Tree) -> Tree:

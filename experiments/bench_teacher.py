@@ -59,7 +59,7 @@ def run_ours(args) -> dict:
     from distill_jax.envs import VmapAutoReset, get_env
     from distill_jax.evaluate import Panel, make_teacher_evaluator
     from distill_jax.ppo.teacher import train_teacher
-    from distill_jax.report import first_seed
+    from distill_jax.treeops import first_seed
 
     env = get_env("brax_inverted_pendulum", randomize=False, history_length=0, noise_std=0.0)
     config = PPOConfig(
@@ -87,9 +87,9 @@ def run_ours(args) -> dict:
         if "seconds" in row and row["update"] > chunk_env_steps // config.batch_size:  # skip the compiling call
             rates.append(row["env_steps_per_second"])
 
-    from distill_jax.ppo.update import make_teacher_networks
+    from distill_jax.networks import make_teacher_networks
 
-    result_nets = {"actor": make_teacher_networks(env.schema, env.action_size, config).actor}
+    result_nets = {"actor": make_teacher_networks(env.schema, env.action_size, config.network).actor}
     start = time.perf_counter()
     train_teacher(env, config, seed=args.seed, updates_per_call=config.num_updates // args.num_evals,
                   log_fn=log, on_chunk=on_chunk)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the CLI's persistent XLA cache (distill_jax/compile_cache.py) saves: the smoke preset with
+# What the CLI's persistent XLA cache (distill_jax/run/compile_cache.py) saves: the smoke preset with
 # --xla-cache off, cold and warm (twice each way), and a re-evaluation (--phase eval --from) off and
 # warm; then checks that the cached runs' results equal the uncached run's.
 # Usage: bash experiments/compile_cache_cpu.sh [WORKDIR]   (default /tmp/compile_cache_cpu; ~8 min on 2 CPU cores)

@@ -20,9 +20,9 @@ import time
 
 import jax
 
-from distill_jax import pipeline
+from distill_jax.run import pipeline
 from distill_jax.config import replace_fields
-from distill_jax.presets import preset
+from distill_jax.run.presets import preset
 
 CURRENT_ONLY = ["cart_pos", "pole_angle", "last_action"]  # cartpole's deployable fields without history
 

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax import checkpoint, pipeline
+from distill_jax.run import checkpoint, pipeline
 from distill_jax.envs import get_env
-from distill_jax.presets import SMOKE
+from distill_jax.run.presets import SMOKE
 from distill_jax.schema import FieldSpec
 
 # Six teacher updates in three compiled calls of two: a kill after the second call

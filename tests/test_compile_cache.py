@@ -10,7 +10,7 @@ import sys
 
 import jax
 
-from distill_jax import compile_cache
+from distill_jax.run import compile_cache
 
 # What a fresh interpreter does with compile_cache.enable(DIR, MAX_BYTES) and then one small
 # program per SCALE (comma-separated, one cache entry each): the directory in force, JAX's cap,
@@ -19,7 +19,7 @@ from distill_jax import compile_cache
 PROBE = """
 import json, pathlib, sys, warnings
 import jax, jax.numpy as jnp, numpy as np
-from distill_jax import compile_cache
+from distill_jax.run import compile_cache
 hits = []
 jax.monitoring.register_event_listener(
     lambda event, **kw: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None)

@@ -16,7 +16,7 @@ from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.evaluate import Panel, evaluate_panel
 from distill_jax.loop import NonFiniteError
 from distill_jax.ppo.teacher import train_teacher
-from distill_jax.report import first_seed
+from distill_jax.treeops import first_seed
 
 TINY_PPO = PPOConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2)
 TINY = DistillConfig(num_envs=16, unroll_length=8, num_minibatches=2, num_epochs=2, total_env_steps=16 * 8 * 2)

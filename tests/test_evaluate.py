@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from distill_jax.evaluate import first_episode_scores, summarize, wilson_interval
-from distill_jax.report import markdown_table
+from distill_jax.run.report import markdown_table
 from distill_jax.rollout import Transition
 
 

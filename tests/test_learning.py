@@ -11,8 +11,8 @@ from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs import get_env
 from distill_jax.evaluate import Panel, make_teacher_evaluator
 from distill_jax.ppo.teacher import train_teacher
-from distill_jax.presets import DEFAULT
-from distill_jax.report import first_seed
+from distill_jax.run.presets import DEFAULT
+from distill_jax.treeops import first_seed
 from distill_jax.train import main
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from distill_jax import plots
+from distill_jax.run import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -143,7 +143,7 @@ def test_missing_run_dir_raises(tmp_path):
 
 def test_no_matplotlib_at_import():
     code = (
-        "import sys, distill_jax, distill_jax.plots, distill_jax.progress\n"
+        "import sys, distill_jax, distill_jax.run.plots, distill_jax.run.progress\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

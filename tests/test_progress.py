@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from distill_jax.progress import JsonlLog, Progress, format_duration, mean_over_seeds
+from distill_jax.run.progress import JsonlLog, Progress, format_duration, mean_over_seeds
 
 
 def make_rows(n, timed_every, first=1):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from distill_jax import checkpoint
+from distill_jax.run import checkpoint
 
 ARGS = ["--preset", "smoke", "--quiet", "--set", "updates_per_call=1",
         "--set", "ppo.total_env_steps=2048", "--set", "distill.total_env_steps=1024"]

@@ -20,8 +20,9 @@ from distill_jax.envs import VmapAutoReset, get_env
 from distill_jax.envs.base import Wrapper
 from distill_jax.loop import NonFiniteError, check_finite
 from distill_jax.ppo.teacher import initial_teacher_states, train_teacher
-from distill_jax.ppo.update import make_teacher_networks, train_step
-from distill_jax.report import first_seed
+from distill_jax.networks import make_teacher_networks
+from distill_jax.ppo.update import train_step
+from distill_jax.treeops import first_seed
 from distill_jax.rollout import PolicyStep, unroll
 
 TINY = PPOConfig(
@@ -78,7 +79,7 @@ def test_unrolled_minibatch_loop_takes_the_same_steps(env):
     from distill_jax.sgd import make_optimizer, sgd_epochs
 
     batched = VmapAutoReset(env, TINY.num_envs)
-    nets = make_teacher_networks(env.schema, env.action_size, TINY)
+    nets = make_teacher_networks(env.schema, env.action_size, TINY.network)
     state = first_seed(initial_teacher_states(batched, nets, TINY, 0, 1))
     batch = ppo_update.collect(state, state.key, env=batched, nets=nets, config=TINY).batch
     plain = ppo_update.ppo_epochs(state.params, state.opt_state, batch, state.key, nets=nets, config=TINY)
@@ -97,7 +98,7 @@ def test_unrolled_minibatch_loop_takes_the_same_steps(env):
 def test_saturated_steps_metric_counts_mean_actions_at_the_bound(env):
     """A constant mean action tanh(bias): tanh(5) = 0.9999 is saturated, tanh(1) = 0.76 is not."""
     batched = VmapAutoReset(env, TINY.num_envs)
-    nets = make_teacher_networks(env.schema, env.action_size, TINY)
+    nets = make_teacher_networks(env.schema, env.action_size, TINY.network)
     state = first_seed(initial_teacher_states(batched, nets, TINY, 0, 1))
     step = jax.jit(functools.partial(train_step, env=batched, nets=nets, config=TINY))
     actor = state.params["actor"]["params"]
@@ -117,7 +118,7 @@ def _qr_operand_ranks(fn) -> list[int]:
 def test_seeds_are_initialised_without_batched_lapack_qr(env):
     """A vmapped orthogonal init is a batched CPU QR, which deadlocks jaxlib 0.10 on 2 cores (it hung CI)."""
     batched = VmapAutoReset(env, TINY.num_envs)
-    nets = make_teacher_networks(batched.schema, batched.action_size, TINY)
+    nets = make_teacher_networks(batched.schema, batched.action_size, TINY.network)
     config = DistillConfig(student_kind="gru", gru_size=8)
     student = build_student(batched, config)
     for init in (lambda: initial_teacher_states(batched, nets, TINY, 0, 4),

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from distill_jax import checkpoint
+from distill_jax.run import checkpoint
 from distill_jax.config import ConfigError
-from distill_jax.report import EVAL_KEYS
+from distill_jax.run.report import EVAL_KEYS
 from distill_jax.train import main
 
 
@@ -144,7 +144,7 @@ def test_resume_may_only_raise_a_budget(smoke_run, capsys, setting, message):
 
 
 def test_unreadable_teacher_step_file_is_named(tmp_path):
-    from distill_jax.pipeline import Run, RunError
+    from distill_jax.run.pipeline import Run, RunError
 
     run = Run(tmp_path, config=None, env=None)  # teacher_step reads only the directory
     assert run.teacher_step is None
@@ -213,7 +213,7 @@ def test_every_preset_and_config_file_resolves_to_a_valid_config():
     import pathlib
 
     from distill_jax.envs import list_envs
-    from distill_jax.presets import GPU, preset
+    from distill_jax.run.presets import GPU, preset
     from distill_jax.train import build_parser, resolve_config
 
     for name, config in GPU.items():
@@ -231,14 +231,14 @@ def test_every_preset_and_config_file_resolves_to_a_valid_config():
 def test_reset_pool_options_reach_both_phases_batched_envs(tmp_path):
     import jax
 
-    from distill_jax import pipeline
+    from distill_jax.run import pipeline
     from distill_jax.config import RunConfig, apply_override
 
     config = apply_override(RunConfig(), "ppo.reset_pool=true")
     run = pipeline.create_run(tmp_path / "run", config)
-    _, teacher_env, teacher_template = pipeline._teacher_setup(run)
-    _, _, student_env, student_template = pipeline._student_setup(run)
-    assert teacher_env.reset_pool and not student_env.reset_pool
+    teacher_build, teacher_template = pipeline._teacher_setup(run)
+    student_build, _, student_template = pipeline._student_setup(run)
+    assert teacher_build.env.reset_pool and not student_build.env.reset_pool
     assert "reset_pool" in jax.eval_shape(teacher_template).env_state.info
     assert "reset_pool" not in jax.eval_shape(student_template).env_state.info
     assert json.loads((run.path / "config.json").read_text())["ppo"]["reset_pool"] is True

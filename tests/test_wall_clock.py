@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from distill_jax.wall_clock import WallClock
+from distill_jax.run.wall_clock import WallClock
 
 
 def ticking(*times):

@@ -22,7 +22,8 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple
+import dataclasses
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -114,3 +115,9 @@ def valid_mask(
         valid = valid * rule_valid
     fractions["masked/any"] = jnp.mean(1.0 - valid)
     return valid, fractions
+
+
+def schema_in_force(schema: Any, config: Any) -> Any:
+    """``schema`` (an ``ObservationSchema``) with the mask rule and thresholds of ``config`` (a
+    ``DistillConfig``) recorded in it: what a run's ``schema.json`` and checkpoints carry."""
+    return dataclasses.replace(schema, mask_rule=config.mask_rule, mask_thresholds=config.mask_thresholds)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 
@@ -46,6 +46,20 @@ def build_student(env: Env, config: DistillConfig, latent_size: int = 0) -> Stud
     )
 
 
+class DistillBuild(NamedTuple):
+    """What the distillation phase trains with, built once (:func:`build_distillation`) and handed
+    to :func:`distill_student` and to whoever restores its checkpoints."""
+
+    env: Env  # the task batched to config.num_envs with auto-reset
+    student: Student  # built from the schema's deployable fields
+
+
+def build_distillation(env: Env, config: DistillConfig, latent_size: int = 0) -> DistillBuild:
+    """The batched env and the student the distillation phase of ``config`` uses on the unbatched ``env``;
+    ``latent_size``: the teacher's privileged latent (used if the config matches latents)."""
+    return DistillBuild(env=VmapAutoReset.for_phase(env, config), student=build_student(env, config, latent_size))
+
+
 def initial_student_states(
     batched_env: Env, student: Student, config: DistillConfig, seed: int, num_seeds: int
 ) -> StudentState:
@@ -66,6 +80,7 @@ def distill_student(
     log_fn: Callable[[dict[str, Any]], None] | None = None,
     on_chunk: Callable[[StudentState, int], None] | None = None,
     initial_state: StudentState | None = None,
+    build: DistillBuild | None = None,
 ) -> DistillResult:
     """Trains one student per teacher seed on ``env`` (single-instance).
 
@@ -77,11 +92,14 @@ def distill_student(
         result.state.obs_stats)``).
       config: distillation hyper-parameters.
       seed: base seed; student ``k`` uses ``seed + k``.
+      updates_per_call, devices, log_fn, on_chunk: see :func:`distill_jax.loop.run_phase`.
+      initial_state: resume from this state instead of initialising.
+      build: the batched env and student, if the caller built them already
+        (:func:`build_distillation` of the same ``env``, ``config`` and teacher latent).
     """
     config.validate()
     num_seeds = int(jax.tree.leaves(teacher.params)[0].shape[0])
-    batched_env = VmapAutoReset.for_phase(env, config)
-    student = build_student(env, config, latent_size=getattr(teacher_actor, "latent_size", 0))
+    batched_env, student = build or build_distillation(env, config, getattr(teacher_actor, "latent_size", 0))
     if config.latent_coef > 0 and student.sequence_with_latent is None:
         raise ConfigError("distill.latent_coef > 0 needs a teacher with a privileged latent (EncodedTeacher)")
     if initial_state is None:

@@ -28,12 +28,12 @@ from distill_jax.config import DistillConfig
 from distill_jax.distill import losses, masks
 from distill_jax.distill.student import Student
 from distill_jax.envs.base import Env, EnvState
+from distill_jax.loop import finiteness
 from distill_jax.networks import make_critic
 from distill_jax.policy import action_distribution, policy_step
 from distill_jax.ppo.gae import compute_gae
 from distill_jax.ppo.loss import PPOBatch, ppo_loss
-from distill_jax.ppo.update import episode_metrics, finiteness
-from distill_jax.rollout import PolicyStep, Transition, unroll
+from distill_jax.rollout import PolicyStep, Transition, episode_metrics, unroll
 from distill_jax.sgd import make_optimizer, sgd_epochs
 from distill_jax.treeops import select_rows
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from distill_jax.config import PPOConfig
 from distill_jax.envs.base import Env
 from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.loop import init_per_seed, run_phase
-from distill_jax.ppo.update import TeacherNetworks, TeacherState, init_teacher, make_teacher_networks, train_step
+from distill_jax.networks import TeacherNetworks, make_teacher_networks
+from distill_jax.ppo.update import TeacherState, init_teacher, train_step
 
 
 @dataclasses.dataclass
@@ -35,6 +36,20 @@ class TeacherResult:
     nets: TeacherNetworks
     env: Env
     history: list[dict[str, Any]]
+
+
+class TeacherBuild(NamedTuple):
+    """What the teacher phase trains with, built once (:func:`build_teacher`) and handed to
+    :func:`train_teacher` and to whoever restores its checkpoints."""
+
+    env: Env  # the task batched to config.num_envs with auto-reset
+    nets: TeacherNetworks  # actor and asymmetric critic, built from the env's schema
+
+
+def build_teacher(env: Env, config: PPOConfig) -> TeacherBuild:
+    """The batched env and the networks the teacher phase of ``config`` uses on the unbatched ``env``."""
+    return TeacherBuild(env=VmapAutoReset.for_phase(env, config),
+                        nets=make_teacher_networks(env.schema, env.action_size, config.network))
 
 
 def initial_teacher_states(
@@ -59,6 +74,7 @@ def train_teacher(
     log_fn: Callable[[dict[str, Any]], None] | None = None,
     on_chunk: Callable[[TeacherState, int], None] | None = None,
     initial_state: TeacherState | None = None,
+    build: TeacherBuild | None = None,
 ) -> TeacherResult:
     """Trains ``num_seeds`` PPO teachers on ``env`` (single-instance, e.g. ``get_env(...)``).
 
@@ -69,14 +85,15 @@ def train_teacher(
       num_seeds: ``K`` independent teachers trained by ``vmap``.
       updates_per_call, devices, log_fn, on_chunk: see :func:`distill_jax.loop.run_phase`.
       initial_state: resume from this state instead of initialising.
+      build: the batched env and networks, if the caller built them already
+        (:func:`build_teacher` of the same ``env`` and ``config``).
 
     Raises:
       ConfigError: invalid sizes (also ``num_envs`` not divisible by the devices).
       NonFiniteError: NaN/Inf in observations, rewards, loss or parameters.
     """
     config.validate()
-    batched_env = VmapAutoReset.for_phase(env, config)
-    nets = make_teacher_networks(env.schema, env.action_size, config)
+    batched_env, nets = build or build_teacher(env, config)
     if initial_state is None:
         initial_state = initial_teacher_states(batched_env, nets, config, seed, num_seeds)
 

@@ -19,34 +19,13 @@ from flax import struct
 from distill_jax import distributions, normalization
 from distill_jax.config import PPOConfig
 from distill_jax.envs.base import Env, EnvState
-from distill_jax.networks import EncodedTeacher, make_actor, make_critic
+from distill_jax.loop import finiteness
+from distill_jax.networks import TeacherNetworks
 from distill_jax.policy import make_policy
 from distill_jax.ppo.gae import compute_gae
 from distill_jax.ppo.loss import PPOBatch, ppo_loss
-from distill_jax.rollout import Transition, flatten_time, unroll
-from distill_jax.schema import ObservationSchema
+from distill_jax.rollout import Transition, episode_metrics, flatten_time, unroll
 from distill_jax.sgd import LossFn, make_optimizer, sgd_epochs
-
-
-class TeacherNetworks(NamedTuple):
-    """The flax modules of an asymmetric actor-critic built from one schema."""
-
-    actor: Any  # reads schema.fields_for("teacher")
-    critic: Any  # reads schema.fields_for("critic")
-
-
-def make_teacher_networks(schema: ObservationSchema, action_size: int, config: PPOConfig) -> TeacherNetworks:
-    net = config.network
-    if net.privileged_latent:
-        actor = EncodedTeacher(schema=schema, action_size=int(action_size), latent_size=net.privileged_latent,
-                               hidden=tuple(net.actor_hidden), encoder_hidden=tuple(net.encoder_hidden),
-                               activation=net.activation)
-    else:
-        actor = make_actor(schema, "teacher", action_size, hidden=net.actor_hidden, activation=net.activation)
-    return TeacherNetworks(
-        actor=actor,
-        critic=make_critic(schema, hidden=net.critic_hidden, activation=net.activation),
-    )
 
 
 @struct.dataclass
@@ -90,27 +69,6 @@ def init_teacher(key: jax.Array, env: Env, nets: TeacherNetworks, config: PPOCon
 
 def _values(nets: TeacherNetworks, params, stats, obs) -> jax.Array:
     return nets.critic.apply(params["critic"], normalization.normalize(stats, obs))
-
-
-def episode_metrics(transitions: Transition) -> dict[str, jax.Array]:
-    """Means over the episodes that completed in ``transitions`` (NaN-free: 0 if none)."""
-    ep = transitions.episode
-    if "episode_completed" not in ep:
-        return {}
-    done = ep["episode_completed"]
-    n = jnp.sum(done)
-    mean = lambda x: jnp.sum(x * done) / jnp.maximum(n, 1.0)  # noqa: E731
-    return {
-        "episode_return": mean(ep["episode_return_completed"]),
-        "episode_length": mean(ep["episode_length_completed"]),
-        "episodes_completed": n,
-    }
-
-
-def finiteness(tree: Any, prefix: str) -> dict[str, jax.Array]:
-    """``{prefix/path: all-finite}`` per leaf, for the non-finite guard."""
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {f"{prefix}{jax.tree_util.keystr(path)}": jnp.all(jnp.isfinite(leaf)) for path, leaf in flat}
 
 
 class Collected(NamedTuple):

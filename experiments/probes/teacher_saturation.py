@@ -17,9 +17,9 @@ import jax
 import numpy as np
 
 from distill_jax.distributions import SATURATION_LIMIT
-from distill_jax.pipeline import open_run, restore_teacher
+from distill_jax.run.pipeline import open_run, restore_teacher
 from distill_jax.policy import make_policy
-from distill_jax.report import first_seed
+from distill_jax.treeops import first_seed
 from distill_jax.rollout import unroll
 
 teacher = restore_teacher(open_run(pathlib.Path(sys.argv[1])))

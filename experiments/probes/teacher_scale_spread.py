@@ -24,12 +24,12 @@ import sys
 
 import numpy as np
 
-from distill_jax import pipeline
+from distill_jax.run import pipeline
 from distill_jax.distill.update import FrozenTeacher
 from distill_jax.evaluate import (Panel, first_episode_alive, first_episode_transitions, student_actor_only,
                                   teacher_policy)
 from distill_jax.policy import action_distribution
-from distill_jax.report import first_seed
+from distill_jax.treeops import first_seed
 
 EPISODES = 256
 BEFORE_FALL = 20  # steps

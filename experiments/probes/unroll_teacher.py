@@ -5,13 +5,14 @@ import bench
 from distill_jax.envs import VmapAutoReset
 from distill_jax.rollout import unroll
 from distill_jax.ppo.teacher import initial_teacher_states
-from distill_jax.ppo.update import make_teacher_networks, make_policy
-from distill_jax.report import first_seed
+from distill_jax.networks import make_teacher_networks
+from distill_jax.policy import make_policy
+from distill_jax.treeops import first_seed
 env = bench.build_env("brax_inverted_pendulum", plain=True)
 B, T = 1024, 16
 cfg = bench.ppo_config(bench.parse_args([]), B)
 batched = VmapAutoReset(env, B)
-nets = make_teacher_networks(env.schema, env.action_size, cfg)
+nets = make_teacher_networks(env.schema, env.action_size, cfg.network)
 st = first_seed(initial_teacher_states(batched, nets, cfg, 0, 1))
 policy = make_policy(nets.actor.apply, st.params["actor"], st.obs_stats)
 f = jax.jit(lambda s, k: unroll(batched, s, policy, None, k, T)[0])

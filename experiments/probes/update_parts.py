@@ -30,8 +30,10 @@ from distill_jax.envs import VmapAutoReset
 from distill_jax.rollout import unroll
 from distill_jax.ppo import update as ppo_update
 from distill_jax.ppo.teacher import initial_teacher_states
-from distill_jax.ppo.update import make_teacher_networks, make_policy, train_step
-from distill_jax.report import first_seed
+from distill_jax.networks import make_teacher_networks
+from distill_jax.policy import make_policy
+from distill_jax.ppo.update import train_step
+from distill_jax.treeops import first_seed
 
 OWN_FLAGS = ("--vmap-parts", "--distill", "--sgd-variants", "--profile")
 positional = len(sys.argv) > 1 and sys.argv[1].isdigit()
@@ -42,7 +44,7 @@ env = bench.build_env(args.task, plain=args.task.startswith("brax_"))  # as benc
 cfg = bench.ppo_config(args, B)
 T = cfg.unroll_length
 batched = VmapAutoReset(env, B)
-nets = make_teacher_networks(env.schema, env.action_size, cfg)
+nets = make_teacher_networks(env.schema, env.action_size, cfg.network)
 st = first_seed(initial_teacher_states(batched, nets, cfg, 0, 1))
 
 

@@ -9,7 +9,6 @@ deployment) can be re-checked later from one file.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import pathlib
@@ -20,36 +19,12 @@ import jax.numpy as jnp
 
 from distill_jax import leak_audit
 from distill_jax.config import RunConfig, to_dict
+from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.evaluate import EPISODE_MEAN_METRICS, Panel, evaluate_panel, student_actor_only
+from distill_jax.evaluate import EPISODE_MEAN_METRICS, Panel, evaluate_panel, student_act_fn
+from distill_jax.treeops import first_seed
 
 EVAL_KEYS = ("teacher", "student", "imitation", "panel", "schema", "schema_diff", "leak_checks", "env", "config")
-
-
-def schema_in_force(schema, config: RunConfig):
-    """``schema`` with the distillation mask rule and thresholds of ``config`` recorded in it."""
-    return dataclasses.replace(
-        schema, mask_rule=config.distill.mask_rule, mask_thresholds=config.distill.mask_thresholds
-    )
-
-
-def first_seed(tree: Any) -> Any:
-    """Seed 0 of a multi-seed pytree: every leaf ``[K, ...]`` becomes ``[...]``."""
-    return jax.tree.map(lambda x: x[0], tree)
-
-
-def student_actions(student, params, obs_stats, obs) -> jax.Array:
-    """Deterministic actions ``[B, A]`` of the student evaluation wrapper on a full obs dict ``[B, ...]``
-    (fresh memory for a recurrent student)."""
-    batch = jax.tree.leaves(obs)[0].shape[0]
-    policy = student_actor_only(student, params, obs_stats, deterministic=True)
-    first = jnp.ones((batch,), jnp.float32)
-    return policy(student.initial_carry(batch), obs, first, jax.random.PRNGKey(0))[1].action
-
-
-def student_act_fn(student, params, obs_stats):
-    """``obs -> actions``: :func:`student_actions` with the student's parameters bound (for the leak audit)."""
-    return lambda obs: student_actions(student, params, obs_stats, obs)
 
 
 def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None) -> dict[str, Any]:
@@ -71,7 +46,7 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
     act = student_act_fn(student, s_params, s_stats)
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
-    schema = schema_in_force(env.schema, config)
+    schema = schema_in_force(env.schema, config.distill)
     return {
         **metrics,
         "panel": {"seeds": list(panel.seeds), "deterministic": panel.deterministic,

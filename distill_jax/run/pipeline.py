@@ -32,10 +32,22 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from distill_jax import checkpoint
 from distill_jax.config import RunConfig, replace_fields, to_dict
+from distill_jax.distill.masks import schema_in_force
+from distill_jax.distill.phase import (DistillBuild, DistillResult, build_distillation, distill_student,
+                                       initial_student_states)
+from distill_jax.distill.update import FrozenTeacher
+from distill_jax.envs import get_env, list_envs
 from distill_jax.envs.base import Env
-from distill_jax.wall_clock import WallClock
+from distill_jax.evaluate import student_actions
+from distill_jax.export import export_student, load_student
+from distill_jax.ppo.teacher import TeacherBuild, TeacherResult, build_teacher, initial_teacher_states, train_teacher
+from distill_jax.run import checkpoint
+from distill_jax.run.progress import JsonlLog, Progress
+from distill_jax.run.report import write_eval
+from distill_jax.run.wall_clock import WallClock
+from distill_jax.schema import PrivilegedFieldError
+from distill_jax.treeops import first_seed
 
 TEACHER_DIR, STUDENT_DIR, EXPORT_DIR = "checkpoints/teacher", "checkpoints/student", "export"
 # Written when distillation starts: evaluation, export and --resume must pair the student with the
@@ -74,9 +86,8 @@ class Run:
     def meta(self, phase: str) -> dict[str, Any]:
         """Checkpoint identity. The teacher's schema excludes the mask rule: that is a
         distillation setting, so one teacher can serve students with other rules."""
-        from distill_jax.report import schema_in_force
 
-        schema = self.env.schema if phase == "teacher" else schema_in_force(self.env.schema, self.config)
+        schema = self.env.schema if phase == "teacher" else schema_in_force(self.env.schema, self.config.distill)
         return checkpoint.make_meta(phase, config=to_dict(self.config), schema=schema,
                                     env_fingerprint=self.env.fingerprint())
 
@@ -87,7 +98,6 @@ def make_env(config: RunConfig, *, for_eval: bool = False) -> Env:
     Raises:
       RunError: unknown name or overrides, or an evaluation env whose schema differs.
     """
-    from distill_jax.envs import get_env, list_envs
 
     if config.env not in list_envs():
         raise RunError(f"unknown environment {config.env!r}; valid names: {list_envs()}")
@@ -100,7 +110,6 @@ def make_env(config: RunConfig, *, for_eval: bool = False) -> Env:
 
 def create_run(path: pathlib.Path, config: RunConfig) -> Run:
     """Validates everything first, then creates ``path`` and writes the run's identity."""
-    from distill_jax.report import schema_in_force
 
     config.validate()
     env = make_env(config)
@@ -110,7 +119,7 @@ def create_run(path: pathlib.Path, config: RunConfig) -> Run:
         raise RunError(f"{path}: exists and is not empty (use --resume to continue a run there)")
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
-    (path / "schema.json").write_text(schema_in_force(env.schema, config).to_json())
+    (path / "schema.json").write_text(schema_in_force(env.schema, config.distill).to_json())
     (path / "env_fingerprint.json").write_text(json.dumps(env.fingerprint(), indent=2, sort_keys=True, default=str))
     return Run(path, config, env)
 
@@ -239,7 +248,6 @@ def trim_metrics(path: pathlib.Path, phase: str, done: int) -> None:
 
 def phase_logger(run: Run, phase: str, total_updates: int, quiet: bool = False):
     """``(log_fn, close)``: JSONL rows always, a live progress line unless ``quiet``, TensorBoard if installed."""
-    from distill_jax.progress import JsonlLog, Progress
 
     jsonl = JsonlLog(run.metrics_path, phase)
     if quiet:
@@ -300,28 +308,19 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
     return result
 
 
-def _teacher_setup(run: Run):
-    """``(nets, batched_env, template_fn)``: the teacher's networks, batched env and initial-state builder."""
-    from distill_jax.envs.wrappers import VmapAutoReset
-    from distill_jax.ppo.teacher import initial_teacher_states, make_teacher_networks
-
+def _teacher_setup(run: Run) -> tuple[TeacherBuild, Callable[[], Any]]:
+    """The teacher's batched env and networks, built once, and its initial-state builder."""
     cfg = run.config
-    batched = VmapAutoReset.for_phase(run.env, cfg.ppo)
-    nets = make_teacher_networks(run.env.schema, run.env.action_size, cfg.ppo)
-    return nets, batched, lambda: initial_teacher_states(batched, nets, cfg.ppo, cfg.seed, cfg.num_seeds)
+    build = build_teacher(run.env, cfg.ppo)
+    return build, lambda: initial_teacher_states(build.env, build.nets, cfg.ppo, cfg.seed, cfg.num_seeds)
 
 
-def _student_setup(run: Run):
-    """``(student, seed, batched_env, template_fn)``: the student, its base seed, batched env and
-    initial-state builder."""
-    from distill_jax.distill.phase import build_student, initial_student_states
-    from distill_jax.envs.wrappers import VmapAutoReset
-
+def _student_setup(run: Run) -> tuple[DistillBuild, int, Callable[[], Any]]:
+    """The student's batched env and network, built once, its base seed and its initial-state builder."""
     cfg = run.config
-    batched = VmapAutoReset.for_phase(run.env, cfg.distill)
-    student = build_student(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
+    build = build_distillation(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
     seed = cfg.seed + STUDENT_SEED_OFFSET
-    return student, seed, batched, lambda: initial_student_states(batched, student, cfg.distill, seed, cfg.num_seeds)
+    return build, seed, lambda: initial_student_states(build.env, build.student, cfg.distill, seed, cfg.num_seeds)
 
 
 def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callable[[], Any], total_updates: int,
@@ -338,12 +337,11 @@ def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callabl
 def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False, clock: WallClock | None = None):
     """Trains (or finishes training) the teacher; returns a ``TeacherResult``. ``clock``: see
     :func:`_train_with_checkpoints`."""
-    from distill_jax.ppo.teacher import train_teacher
 
     cfg = run.config
-    _, _, template = _teacher_setup(run)
+    build, template = _teacher_setup(run)
     train = lambda **kw: train_teacher(run.env, cfg.ppo, seed=cfg.seed, num_seeds=cfg.num_seeds,  # noqa: E731
-                                       updates_per_call=cfg.updates_per_call or None, **kw)
+                                       updates_per_call=cfg.updates_per_call or None, build=build, **kw)
     return _train_with_checkpoints(run, "teacher", TEACHER_DIR, cfg.ppo.num_updates, cfg.ppo.batch_size,
                                    template, train, resume, quiet, clock)
 
@@ -352,20 +350,17 @@ def restore_teacher(run: Run, step: int | None = None):
     """The teacher from the run's checkpoints as a ``TeacherResult``: update ``step``, else the
     one the run's student was distilled from (``teacher_step.json``), else the newest, which must
     be finished."""
-    from distill_jax.ppo.teacher import TeacherResult
 
     step = run.teacher_step if step is None else step
-    nets, batched, template = _teacher_setup(run)
+    build, template = _teacher_setup(run)
     state = _restore_finished(run, "teacher", TEACHER_DIR, template, run.config.ppo.num_updates, step)
-    return TeacherResult(state=state, nets=nets, env=batched, history=[])
+    return TeacherResult(state=state, nets=build.nets, env=build.env, history=[])
 
 
 def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool = False,
                   clock: WallClock | None = None):
     """Distils one student per teacher seed; returns a ``DistillResult``. ``clock``: see
     :func:`_train_with_checkpoints`."""
-    from distill_jax.distill.phase import distill_student
-    from distill_jax.distill.update import FrozenTeacher
 
     cfg = run.config
     used, recorded = int(np.asarray(teacher.state.update_step).reshape(-1)[0]), run.teacher_step
@@ -374,25 +369,23 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
                        f"({TEACHER_STEP_FILE}), not {used}; distil from another teacher in a new --out directory")
     (run.path / TEACHER_STEP_FILE).write_text(json.dumps({"update": used}))
     frozen = FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats)
-    _, seed, _, template = _student_setup(run)
+    build, seed, template = _student_setup(run)
     train = lambda **kw: distill_student(run.env, teacher.nets.actor, frozen, cfg.distill, seed=seed,  # noqa: E731
-                                         updates_per_call=cfg.updates_per_call or None, **kw)
+                                         updates_per_call=cfg.updates_per_call or None, build=build, **kw)
     return _train_with_checkpoints(run, "distill", STUDENT_DIR, cfg.distill.num_updates, cfg.distill.batch_size,
                                    template, train, resume, quiet, clock)
 
 
 def restore_student(run: Run):
     """The finished student from the run's checkpoints as a ``DistillResult``."""
-    from distill_jax.distill.phase import DistillResult
 
-    student, _, batched, template = _student_setup(run)
+    build, _, template = _student_setup(run)
     state = _restore_finished(run, "distill", STUDENT_DIR, template, run.config.distill.num_updates)
-    return DistillResult(state=state, student=student, env=batched, history=[])
+    return DistillResult(state=state, student=build.student, env=build.env, history=[])
 
 
 def eval_phase(run: Run, teacher: Any, student: Any) -> dict[str, Any]:
     """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``."""
-    from distill_jax.report import write_eval
 
     env = run.env
     if run.config.eval_env_overrides:
@@ -408,9 +401,6 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
     loaded artifact and through the in-process evaluation wrapper: actions must
     be bit-identical, and a privileged field must be rejected.
     """
-    from distill_jax.export import export_student, load_student
-    from distill_jax.report import first_seed, student_actions
-    from distill_jax.schema import PrivilegedFieldError
 
     params, stats = first_seed(student.state.params), first_seed(student.state.obs_stats)
     directory = export_student(run.path / EXPORT_DIR, student.student, params, stats)

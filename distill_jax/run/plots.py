@@ -11,7 +11,7 @@ plotting works on a headless machine.
 
 Example::
 
-    python -m distill_jax.plots runs/my_run      # -> runs/my_run/plots/*.png
+    python -m distill_jax.run.plots runs/my_run      # -> runs/my_run/plots/*.png
 """
 
 from __future__ import annotations
