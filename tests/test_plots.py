@@ -360,3 +360,24 @@ def test_no_matplotlib_at_import():
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_sweep_draws_return_and_fall_rate_against_the_swept_value(tmp_path):
+    def point(value, teacher, student, fall):
+        entry = lambda mean: {"mean": mean, "ci95": [mean - 1.0, mean + 1.0], "per_seed": [mean - 0.5, mean + 0.5]}  # noqa: E731
+        return {"values": {"distill.objective.ent_coef": value}, "num_seeds": 2,
+                "teacher": {"return_mean": entry(teacher), "fall_rate": entry(0.0)},
+                "student": {"return_mean": entry(student), "fall_rate": entry(fall)}}
+
+    swept = {**EVAL, "across_seeds": [point(0.1, 240.0, 200.0, 0.3), point(0.0, 240.0, 230.0, 0.1)]}
+    figures = plots.build_figures(write_run(tmp_path / "run", teacher_rows() + distill_rows(), swept))
+    ax = axes_titled(figures["sweep"], "Held-out return per episode by ent_coef")
+    (student,) = by_gid(ax, "sweep/student/return_mean")
+    np.testing.assert_allclose(student.get_xdata(), [0.0, 0.1])  # sorted by the swept value
+    np.testing.assert_allclose(student.get_ydata(), [230.0, 200.0])
+    assert ax.get_xlabel() == "distill.objective.ent_coef"
+    (falls,) = by_gid(axes_titled(figures["sweep"], "Held-out episodes that fell"), "sweep/student/fall_rate")
+    np.testing.assert_allclose(falls.get_ydata(), [0.1, 0.3])
+    # No sweep (one point, as every run without --sweep has): no figure.
+    assert "sweep" not in plots.build_figures(write_run(tmp_path / "one", teacher_rows(), {
+        **EVAL, "across_seeds": [point(0.0, 240.0, 230.0, 0.1) | {"values": {}}]}))

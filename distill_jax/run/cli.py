@@ -8,10 +8,11 @@ Examples::
 
     python -m distill_jax.train --preset smoke --out runs/smoke
     python -m distill_jax.train --phase teacher --out runs/a --set ppo.total_env_steps=200000
-    python -m distill_jax.train --phase distill --from runs/a --out runs/a-gru --set distill.student_kind=gru
+    python -m distill_jax.train --phase distill --from runs/a --out runs/a-gru --set distill.student.kind=gru
     python -m distill_jax.train --phase eval --from runs/a-gru
     python -m distill_jax.train --resume runs/a          # continue a killed run
     python -m distill_jax.train --resume runs/a --set ppo.total_env_steps=400000   # train it longer
+    python -m distill_jax.train --sweep distill.objective.ent_coef=0,0.01,0.1     # three students, one program
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from typing import Any
 
 from distill_jax.run import compile_cache
-from distill_jax.config import ConfigError, RunConfig, apply_override, replace_fields, to_dict
+from distill_jax.config import ConfigError, RunConfig, apply_override, parse_sweep, replace_fields, to_dict
 from distill_jax.run.presets import NAMES as PRESET_NAMES
 from distill_jax.run.presets import preset
 from distill_jax.run.wall_clock import WALL_CLOCK_FILE, WallClock
@@ -63,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "that the distill, eval and export phases read")
     parser.add_argument("--resume", type=pathlib.Path, default=None, metavar="RUN_DIR",
                         help="continue a killed run from its newest checkpoints, with its recorded config "
-                        "(--set may raise its budgets, ppo/distill.total_env_steps)")
+                        "(--set may raise its budgets, ppo/distill.total_env_steps, or change coefficients that are "
+                        "not swept)")
+    parser.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
+                        help="train every value of a float coefficient (e.g. distill.objective.ent_coef=0,0.01,0.1) "
+                        "for every seed, all in one vmapped program; repeat for a grid; the evaluation scores "
+                        "every member")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field, e.g. ppo.num_envs=512 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress display (metrics.jsonl is still written)")
@@ -92,7 +98,7 @@ def open_xla_cache(flag: str | None) -> str | None:
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """``--config``, ``--env``, ``--seed``, ``--num-seeds`` and ``--set`` as one nested dict."""
+    """``--config``, ``--env``, ``--seed``, ``--num-seeds``, ``--sweep`` and ``--set`` as one nested dict."""
     changes: dict[str, Any] = {}
     if args.config is not None:
         if not args.config.is_file():
@@ -106,6 +112,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for name, value in (("env", args.env), ("seed", args.seed), ("num_seeds", args.num_seeds)):
         if value is not None:
             changes[name] = value
+    if args.sweeps:
+        changes["sweep"] = [list(parse_sweep(assignment)) for assignment in args.sweeps]
     # Apply the --set assignments to an empty shell of the same shape, so they merge with --config.
     for assignment in args.overrides:
         probe = to_dict(apply_override(RunConfig(), assignment))
@@ -148,14 +156,15 @@ def open_target(args: argparse.Namespace):
     if args.resume is not None:
         if args.source is not None or args.out is not None:
             raise UsageError("--resume RUN_DIR continues that directory; do not combine it with --from/--out")
+        given += ["--sweep"] if args.sweeps else []
         if given or args.preset != "default":
             raise UsageError("--resume uses the run's recorded config.json (--set may raise its budgets "
-                             f"{list(pipeline.BUDGET_FIELDS)}); drop "
+                             f"{list(pipeline.BUDGET_FIELDS)} or change coefficients that are not swept); drop "
                              f"{given + (['--preset'] if args.preset != 'default' else [])}")
         if not args.resume.is_dir():
             raise UsageError(f"--resume {args.resume}: no such run directory")
         run = pipeline.open_run(args.resume)
-        return pipeline.extend_budgets(run, config_overrides(args)) if args.overrides else run
+        return pipeline.change_on_resume(run, config_overrides(args)) if args.overrides else run
     if args.phase in ("all", "teacher"):
         if args.source is not None:
             raise UsageError(f"--from is read by the distill, eval and export phases, not by --phase {args.phase}")

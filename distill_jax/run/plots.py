@@ -523,6 +523,55 @@ def panel_figure(evaluation: dict[str, Any]):
     return fig
 
 
+SWEEP_PANELS = (("return_mean", "return per episode", False), ("fall_rate", "episodes that fell", True))
+
+
+def _across(group: dict[str, Any], agent: str, key: str) -> tuple[float, tuple[float, float] | None]:
+    """A sweep point's mean over seeds of ``agent``'s ``key`` and its 95 % interval (``None``: one seed)."""
+    entry = group.get(agent, {}).get(key)
+    if not isinstance(entry, dict):
+        return math.nan, None
+    ci = entry.get("ci95")
+    return _as_float(entry.get("mean")), (tuple(map(_as_float, ci)) if isinstance(ci, list) and len(ci) == 2 else None)
+
+
+def sweep_figure(evaluation: dict[str, Any]):
+    """``sweep``: held-out return and fall rate against the first swept coefficient, teacher and
+    student as lines with their 95 % interval over seeds (one line per value of any other swept
+    axis); ``None`` without a sweep of two or more points."""
+    groups = [g for g in evaluation.get("across_seeds", []) if isinstance(g, dict) and isinstance(g.get("values"), dict)]
+    if len(groups) < 2 or not groups[0]["values"]:
+        return None
+    axis, *others = list(groups[0]["values"])
+    lines: dict[tuple, list[dict[str, Any]]] = {}
+    for g in groups:
+        lines.setdefault(tuple(g["values"].get(o) for o in others), []).append(g)
+    fig, axes = _figure(len(SWEEP_PANELS), panel_size=(4.8, 3.6), left=1.0)
+    for ax, (key, label, percent) in zip(axes, SWEEP_PANELS):
+        for agent, (name, color) in AGENTS.items():
+            for n, (rest, members) in enumerate(lines.items()):
+                members = sorted(members, key=lambda g: g["values"][axis])
+                x = np.array([g["values"][axis] for g in members], float)
+                y, ci = zip(*(_across(g, agent, key) for g in members))
+                if all(math.isnan(v) for v in y):
+                    continue
+                suffix = "".join(f", {o}={v:g}" for o, v in zip(others, rest))
+                ax.plot(x, y, color=color, marker="o", ls=("-", "--", ":", "-.")[n % 4], gid=f"sweep/{agent}/{key}",
+                        label=f"{name}{suffix}")
+                if all(c is not None for c in ci):
+                    ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], color=color, alpha=0.15, lw=0)
+        ax.set_title(f"Held-out {label} by {axis.rsplit('.', 1)[-1]}")
+        ax.set_xlabel(axis)
+        seeds = groups[0].get("num_seeds", 1)
+        _style_y(ax, Metric(key, "", label + ("\n(mean over seeds, 95 % CI)" if seeds > 1 else ""), percent=percent))
+        if percent:
+            ax.set_ylim(0.0, 1.05)
+        _legend(ax)
+    seeds = groups[0].get("num_seeds", 1)
+    fig.suptitle(f"Sweep: every member on the same held-out panel\n{seeds} seed{'s' if seeds > 1 else ''} per point")
+    return fig
+
+
 def masks_figure(rows: list[dict[str, Any]]):
     """``masks``: share of distillation samples masked by each ``masked/*`` rule (``any`` in black)."""
     keys = sorted({k for row in rows for k in row if k.startswith("masked/")}, key=lambda k: (k != "masked/any", k))
@@ -636,7 +685,7 @@ def build_figures(run_dir: pathlib.Path | str) -> dict[str, Any]:
 
     Returns:
       ``{name: matplotlib.figure.Figure}`` in the order teacher, student, panel,
-      masks, summary; figures without data are left out (a teacher-only run gives
+      masks, summary, sweep; figures without data are left out (a teacher-only run gives
       ``teacher`` and ``summary``).
 
     Raises:
@@ -654,6 +703,7 @@ def build_figures(run_dir: pathlib.Path | str) -> dict[str, Any]:
         "panel": _with_style(STYLE, panel_figure, evaluation),
         "masks": _with_style(STYLE, masks_figure, distill),
         "summary": _with_style(SUMMARY_STYLE, summary_figure, phases, evaluation),
+        "sweep": _with_style(STYLE, sweep_figure, evaluation),
     }
     return {name: fig for name, fig in figures.items() if fig is not None}
 

@@ -15,20 +15,25 @@ import pathlib
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from distill_jax import leak_audit
 from distill_jax.config import RunConfig, to_dict
+from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.evaluate import EPISODE_MEAN_METRICS, Panel, evaluate_panel, student_act_fn
+from distill_jax.evaluate import EPISODE_MEAN_METRICS, Panel, across_seeds, evaluate_members, student_act_fn
 from distill_jax.treeops import first_seed
 
-EVAL_KEYS = ("teacher", "student", "imitation", "panel", "schema", "schema_diff", "leak_checks", "env", "config")
+EVAL_KEYS = ("teacher", "student", "imitation", "members", "across_seeds", "panel", "schema", "schema_diff",
+             "leak_checks", "env", "config")
 
 
 def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None) -> dict[str, Any]:
-    """The evaluation artifact (seed index 0 of teacher and student) as a JSON-able dict.
+    """The evaluation artifact as a JSON-able dict: every teacher/student member (seeds, sweep
+    points) scored on one panel in one program; ``teacher``/``student``/``imitation`` at the top are
+    member 0's (the exported student), ``members`` lists each one, ``across_seeds`` the mean and
+    95 % interval over seeds of each sweep point.
 
     ``env`` is the panel's env; ``train_env`` the training one when the panel is
     shifted (``config.eval_env_overrides``), else ``None`` (the same env).
@@ -36,19 +41,27 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     train_env = env if train_env is None else train_env
     training_seeds = tuple(config.seed + k for k in range(config.num_seeds))
     panel = Panel.held_out(config.eval_episodes, training_seeds)
-    teacher = FrozenTeacher(first_seed(teacher_result.state.params["actor"]), first_seed(teacher_result.state.obs_stats))
+    index = np.asarray(config.teacher_members())  # each student member's teacher
+    teachers = jax.tree.map(lambda x: x[index],
+                            FrozenTeacher(teacher_result.state.params["actor"], teacher_result.state.obs_stats))
     student = student_result.student
+    rule, thresholds = masks.in_force(config.distill.mask, env.schema)
+    members = evaluate_members(env, teacher_result.nets.actor, teachers, student, student_result.state.params,
+                               student_result.state.obs_stats, panel, mask_rule=rule, mask_thresholds=thresholds)
+    points, seeds = config.sweep_points, config.num_seeds
+    labelled = [{"grid_point": m // seeds, "values": points[m // seeds], "seed": config.seed + m % seeds, **metrics}
+                for m, metrics in enumerate(members)]
+    grouped = [{"values": point, "num_seeds": seeds, **across_seeds(members[g * seeds:(g + 1) * seeds])}
+               for g, point in enumerate(points)]
     s_params, s_stats = first_seed(student_result.state.params), first_seed(student_result.state.obs_stats)
-    metrics = evaluate_panel(
-        env, teacher_result.nets.actor, teacher, student, s_params, s_stats, panel,
-        mask_rule=config.distill.mask_rule, mask_thresholds=dict(config.distill.mask_thresholds),
-    )
     obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
     act = student_act_fn(student, s_params, s_stats)
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
     schema = schema_in_force(env.schema, config.distill)
     return {
-        **metrics,
+        **members[0],
+        "members": labelled,
+        "across_seeds": grouped,
         "panel": {"seeds": list(panel.seeds), "deterministic": panel.deterministic,
                   "training_seeds": list(training_seeds), "episode_length": env.episode_length,
                   "distribution": "shifted" if config.eval_env_overrides else "training",
@@ -95,7 +108,45 @@ def markdown_table(report: dict[str, Any]) -> str:
         "|---|---|---|",
         *[f"| {name} | {c['passed']} | {c['detail']} |" for name, c in report["leak_checks"].items()],
     ]
+    if "schema_diff" in report:
+        rows += ["", *schema_diff_lines(report["schema_diff"]["teacher_actor_to_student_actor"])]
+    if len(report.get("members", ())) > 1:
+        rows += ["", *members_table(report)]
     return "\n".join(rows)
+
+
+def schema_diff_lines(leak_report: dict[str, Any]) -> list[str]:
+    """The schema diff from the teacher actor's inputs to the student actor's, as Markdown lines."""
+    removed = ", ".join(f"`{f}`" for f in leak_report["removed_from_student"]) or "none"
+    return [f"Schema diff, teacher actor → student actor: removed {removed}; privileged fields among the "
+            f"student's inputs: {leak_report['privileged_in_student'] or 'none'} "
+            f"({'passed' if leak_report['passed'] else 'FAILED'}). Student reads "
+            + ", ".join(f"`{f}`" for f in leak_report["student_actor_inputs"]) + "."]
+
+
+def _mean_ci(entry: dict[str, Any], digits: int = 1) -> str:
+    if entry["ci95"] is None:
+        return f"{entry['mean']:.{digits}f}"
+    low, high = entry["ci95"]
+    return f"{entry['mean']:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+
+
+def members_table(report: dict[str, Any]) -> list[str]:
+    """Every sweep point's figures across its seeds (mean and 95 % t-interval over seeds)."""
+    groups = report["across_seeds"]
+    seeds = groups[0]["num_seeds"]
+    axes = list(groups[0]["values"])
+    head = "| " + "".join(f"{a} | " for a in axes) + "teacher return | student return | student / teacher | " \
+           "student fall rate | KL on teacher steps |"
+    rows = [f"Across {seeds} seed(s) per {'sweep point' if axes else 'run'} (mean, 95 % t-interval over seeds):", "",
+            head, "|" + "---|" * (len(axes) + 5)]
+    for g in groups:
+        cells = [f"{g['values'][a]:g}" for a in axes]
+        cells += [_mean_ci(g["teacher"]["return_mean"]), _mean_ci(g["student"]["return_mean"]),
+                  _mean_ci(g["student_over_teacher_return"], 3) if "student_over_teacher_return" in g else "–",
+                  _mean_ci(g["student"]["fall_rate"], 3), _mean_ci(g["imitation"]["kl"], 4)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result,
