@@ -30,8 +30,10 @@ from distill_jax.run.presets import NAMES as PRESET_NAMES
 from distill_jax.run.presets import preset
 from distill_jax.run.wall_clock import WALL_CLOCK_FILE, WallClock
 
-PHASES = ("all", "teacher", "distill", "eval", "export")
-ALL_PHASES = ("teacher", "distill", "eval", "export")
+PHASES = ("all", "teacher", "baseline", "distill", "oracle", "eval", "export")
+# What --phase all runs, in order; the reference policies only where the config enables them. The
+# export comes before the evaluation, whose diagnosis reads the export's check.
+ALL_PHASES = ("teacher", "baseline", "distill", "oracle", "export", "eval")
 
 
 class UsageError(Exception):
@@ -47,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--phase", default="all", choices=PHASES,
-                        help="phase to run; 'all' runs teacher, distill, eval and export in order")
+                        help="phase to run; 'all' runs teacher, distill, export and eval in order, with the "
+                        "deployable-only baseline and the oracle student where the config enables them "
+                        "(baseline.enabled, oracle.enabled); 'baseline' and 'oracle' train them into an "
+                        "existing run (--from RUN)")
     parser.add_argument("--preset", default="default", choices=PRESET_NAMES,
                         help="base configuration: 'default' (CPU, minutes), 'smoke' (every phase, tiny), "
                         "'gpu' (one GPU, per --env)")
@@ -203,25 +208,35 @@ def run_phases(run, phase: str, *, resume: bool, quiet: bool, teacher_step: int 
     from distill_jax.run.plots import plot_run
 
     clock = clock or WallClock(run.path / WALL_CLOCK_FILE)
-    phases = ALL_PHASES if phase == "all" else (phase,)
-    teacher = student = report = exported = None
+    enabled = {"baseline": run.config.baseline.enabled, "oracle": run.config.oracle.enabled}
+    phases = tuple(p for p in ALL_PHASES if enabled.get(p, True)) if phase == "all" else (phase,)
+    teacher = baseline = student = oracle = report = exported = None
     if "teacher" in phases:
         with clock.stage("teacher"):
             teacher = pipeline.teacher_phase(run, resume=resume, quiet=quiet, clock=clock)
+    if "baseline" in phases:
+        with clock.stage("baseline"):
+            baseline = pipeline.teacher_phase(run, resume=resume, quiet=quiet, clock=clock, phase="baseline")
     if "distill" in phases:
         with clock.stage("distill"):
             if teacher is None:
                 teacher = pipeline.restore_teacher(run, step=teacher_step)
             student = pipeline.distill_phase(run, teacher, resume=resume, quiet=quiet, clock=clock)
-    if "eval" in phases:
-        with clock.stage("eval"):  # the held-out panel for both policies, and the leak audit
-            teacher = teacher or pipeline.restore_teacher(run)
-            student = student or pipeline.restore_student(run)
-            report = pipeline.eval_phase(run, teacher, student)
+    if "oracle" in phases:
+        with clock.stage("oracle"):
+            teacher = teacher or pipeline.restore_teacher(run, step=teacher_step)
+            oracle = pipeline.distill_phase(run, teacher, resume=resume, quiet=quiet, clock=clock, phase="oracle")
     if "export" in phases:
         with clock.stage("export"):
             student = student or pipeline.restore_student(run)
             exported = pipeline.export_phase(run, student)
+    if "eval" in phases:
+        with clock.stage("eval"):  # the held-out panel for every policy, the suite and the leak audit
+            teacher = teacher or pipeline.restore_teacher(run)
+            student = student or pipeline.restore_student(run)
+            baseline = baseline or pipeline.restore_reference(run, "baseline")
+            oracle = oracle or pipeline.restore_reference(run, "oracle")
+            report = pipeline.eval_phase(run, teacher, student, baseline=baseline, oracle=oracle)
     with clock.stage("plots"):
         plot_run(run.path)
     pipeline.write_summary(run, report, exported, clock)

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from distill_jax.config import RunConfig, get_value, replace_fields, to_dict, traced_paths
+from distill_jax.config import PPOConfig, RunConfig, get_value, replace_fields, to_dict, traced_paths
 from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.phase import (DistillBuild, DistillResult, build_distillation, distill_student,
@@ -44,6 +44,7 @@ from distill_jax.evaluate import student_actions
 from distill_jax.export import export_student, load_student
 from distill_jax.hyperparams import member_coefficients
 from distill_jax.ppo.teacher import TeacherBuild, TeacherResult, build_teacher, initial_teacher_states, train_teacher
+from distill_jax.references import baseline_env, oracle_env
 from distill_jax.run import checkpoint
 from distill_jax.run.progress import JsonlLog, Progress
 from distill_jax.run.report import write_eval
@@ -52,6 +53,10 @@ from distill_jax.schema import PrivilegedFieldError
 from distill_jax.treeops import first_seed
 
 TEACHER_DIR, STUDENT_DIR, EXPORT_DIR = "checkpoints/teacher", "checkpoints/student", "export"
+# The reference policies of the claims (distill_jax.references): trained like the teacher and the
+# student, on re-declared schemas, each in a checkpoint directory of its own.
+BASELINE_DIR, ORACLE_DIR = "checkpoints/baseline", "checkpoints/oracle"
+PHASE_DIRS = {"teacher": TEACHER_DIR, "baseline": BASELINE_DIR, "distill": STUDENT_DIR, "oracle": ORACLE_DIR}
 # Written when distillation starts: evaluation, export and --resume must pair the student with the
 # teacher it imitates, which need not be the newest (--from RUN/checkpoints/teacher/<update>).
 TEACHER_STEP_FILE = "teacher_step.json"
@@ -85,13 +90,21 @@ class Run:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise RunError(f"{path}: unreadable ({e!r}); expected {{\"update\": <int>}}") from e
 
+    def phase_env(self, phase: str) -> Env:
+        """The (unbatched) env a phase trains on: the task, or its schema view for a reference policy."""
+        if phase == "baseline":
+            return baseline_env(self.env)
+        if phase == "oracle":
+            return oracle_env(self.env)
+        return self.env
+
     def meta(self, phase: str) -> dict[str, Any]:
         """Checkpoint identity. The teacher's schema excludes the mask rule: that is a
         distillation setting, so one teacher can serve students with other rules."""
-
-        schema = self.env.schema if phase == "teacher" else schema_in_force(self.env.schema, self.config.distill)
+        env = self.phase_env(phase)
+        schema = env.schema if phase in ("teacher", "baseline") else schema_in_force(env.schema, self.config.distill)
         return checkpoint.make_meta(phase, config=to_dict(self.config), schema=schema,
-                                    env_fingerprint=self.env.fingerprint())
+                                    env_fingerprint=env.fingerprint())
 
 
 def make_env(config: RunConfig, *, for_eval: bool = False) -> Env:
@@ -193,7 +206,7 @@ def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None,
 # them. Traced coefficients (not swept): they are data in the train state, so the resumed run
 # continues with the new value in the same compiled program. Every other field fixes the shapes
 # of the checkpointed state or the meaning of what was already trained.
-BUDGET_FIELDS = ("ppo.total_env_steps", "distill.total_env_steps")
+BUDGET_FIELDS = ("ppo.total_env_steps", "distill.total_env_steps", "baseline.total_env_steps")
 CHANGES_LOG = "config_changes.jsonl"
 
 
@@ -244,7 +257,7 @@ def change_on_resume(run: Run, changes: dict[str, Any]) -> Run:
                        f"past it. Copy the run without {STUDENT_DIR} and {TEACHER_STEP_FILE}, and resume the copy")
     if changed:
         reached = {phase: (checkpoint.complete_steps(run.path / directory) or [0])[-1]
-                   for phase, directory in (("teacher", TEACHER_DIR), ("distill", STUDENT_DIR))}
+                   for phase, directory in PHASE_DIRS.items()}
         (run.path / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
         with (run.path / CHANGES_LOG).open("a") as log:
             log.writelines(json.dumps({**c, "at_update": reached[_phase_of(c["field"])]}) + "\n" for c in changed)
@@ -252,7 +265,7 @@ def change_on_resume(run: Run, changes: dict[str, Any]) -> Run:
 
 
 def _phase_of(field: str) -> str:
-    return "teacher" if field.startswith("ppo.") else "distill"
+    return {"ppo": "teacher", "baseline": "baseline"}.get(field.split(".")[0], "distill")
 
 
 # ---------------------------------------------------------------- metrics log
@@ -338,20 +351,25 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
     return result
 
 
-def _teacher_setup(run: Run) -> tuple[TeacherBuild, Callable[[], Any]]:
-    """The teacher's batched env and networks, built once, and its initial-state builder (every
-    teacher member: the ``ppo.*`` sweep grid times the seeds)."""
-    cfg = run.config
-    build = build_teacher(run.env, cfg.ppo)
+def _ppo_config(run: Run, phase: str) -> PPOConfig:
+    return run.config.baseline_ppo if phase == "baseline" else run.config.ppo
+
+
+def _teacher_setup(run: Run, phase: str = "teacher") -> tuple[TeacherBuild, Callable[[], Any]]:
+    """The batched env and networks of a PPO phase (``teacher`` or ``baseline``), built once, and its
+    initial-state builder (every member: the ``ppo.*`` sweep grid times the seeds; the baseline
+    starts from the teacher's seeds, common random numbers for the teacher claim)."""
+    cfg, ppo = run.config, _ppo_config(run, phase)
+    build = build_teacher(run.phase_env(phase), ppo)
     points = cfg.phase_points("ppo")
-    return build, lambda: initial_teacher_states(build.env, build.nets, cfg.ppo, cfg.seed, cfg.num_seeds, points)
+    return build, lambda: initial_teacher_states(build.env, build.nets, ppo, cfg.seed, cfg.num_seeds, points)
 
 
-def _student_setup(run: Run) -> tuple[DistillBuild, int, Callable[[], Any]]:
-    """The student's batched env and network, built once, its base seed and its initial-state
-    builder (every member: the whole sweep grid times the seeds)."""
+def _student_setup(run: Run, phase: str = "distill") -> tuple[DistillBuild, int, Callable[[], Any]]:
+    """The batched env and network of a distillation phase (``distill`` or ``oracle``), built once, its
+    base seed and its initial-state builder (every member: the whole sweep grid times the seeds)."""
     cfg = run.config
-    build = build_distillation(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
+    build = build_distillation(run.phase_env(phase), cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
     seed = cfg.seed + STUDENT_SEED_OFFSET
     points = cfg.phase_points("distill")
     return build, seed, lambda: initial_student_states(build.env, build.student, cfg.distill, seed, cfg.num_seeds,
@@ -369,70 +387,76 @@ def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callabl
     return state
 
 
-def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False, clock: WallClock | None = None):
-    """Trains (or finishes training) the teacher; returns a ``TeacherResult``. ``clock``: see
-    :func:`_train_with_checkpoints`."""
-
-    cfg = run.config
-    build, template = _teacher_setup(run)
-    train = lambda **kw: train_teacher(run.env, cfg.ppo, seed=cfg.seed, num_seeds=cfg.num_seeds,  # noqa: E731
-                                       updates_per_call=cfg.updates_per_call or None, build=build,
-                                       sweep_points=cfg.phase_points("ppo"), **kw)
-    hparams = member_coefficients(cfg.ppo, cfg.phase_points("ppo"), cfg.num_seeds)
-    return _train_with_checkpoints(run, "teacher", TEACHER_DIR, cfg.ppo.num_updates, cfg.ppo.batch_size,
+def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False, clock: WallClock | None = None,
+                  phase: str = "teacher"):
+    """Trains (or finishes training) the teacher, or with ``phase="baseline"`` the deployable-only
+    baseline; returns a ``TeacherResult``. ``clock``: see :func:`_train_with_checkpoints`."""
+    cfg, ppo = run.config, _ppo_config(run, phase)
+    build, template = _teacher_setup(run, phase)
+    train = lambda **kw: train_teacher(run.phase_env(phase), ppo, seed=cfg.seed,  # noqa: E731
+                                       num_seeds=cfg.num_seeds, updates_per_call=cfg.updates_per_call or None,
+                                       build=build, sweep_points=cfg.phase_points("ppo"), **kw)
+    hparams = member_coefficients(ppo, cfg.phase_points("ppo"), cfg.num_seeds)
+    return _train_with_checkpoints(run, phase, PHASE_DIRS[phase], ppo.num_updates, ppo.batch_size,
                                    template, train, resume, quiet, clock, hparams)
 
 
-def restore_teacher(run: Run, step: int | None = None):
+def restore_teacher(run: Run, step: int | None = None, phase: str = "teacher"):
     """The teacher from the run's checkpoints as a ``TeacherResult``: update ``step``, else the
     one the run's student was distilled from (``teacher_step.json``), else the newest, which must
-    be finished."""
-
-    step = run.teacher_step if step is None else step
-    build, template = _teacher_setup(run)
-    state = _restore_finished(run, "teacher", TEACHER_DIR, template, run.config.ppo.num_updates, step)
+    be finished. ``phase="baseline"``: the deployable-only baseline's newest, finished."""
+    step = (run.teacher_step if step is None else step) if phase == "teacher" else None
+    build, template = _teacher_setup(run, phase)
+    state = _restore_finished(run, phase, PHASE_DIRS[phase], template, _ppo_config(run, phase).num_updates, step)
     return TeacherResult(state=state, nets=build.nets, env=build.env, history=[])
 
 
 def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool = False,
-                  clock: WallClock | None = None):
-    """Distils one student per teacher seed; returns a ``DistillResult``. ``clock``: see
-    :func:`_train_with_checkpoints`."""
-
+                  clock: WallClock | None = None, phase: str = "distill"):
+    """Distils one student per teacher member (with ``phase="oracle"``, the oracle student from the
+    same teacher); returns a ``DistillResult``. ``clock``: see :func:`_train_with_checkpoints`."""
     cfg = run.config
     used, recorded = int(np.asarray(teacher.state.update_step).reshape(-1)[0]), run.teacher_step
     if recorded not in (None, used):
         raise RunError(f"{run.path}: its student was distilled from teacher update {recorded} "
                        f"({TEACHER_STEP_FILE}), not {used}; distil from another teacher in a new --out directory")
-    (run.path / TEACHER_STEP_FILE).write_text(json.dumps({"update": used}))
+    if phase == "distill":
+        (run.path / TEACHER_STEP_FILE).write_text(json.dumps({"update": used}))
     # Student member g * K + k learns from the teacher member with the same seed and ppo.* sweep values.
     members = np.asarray(cfg.teacher_members())
     frozen = jax.tree.map(lambda x: x[members], FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats))
-    build, seed, template = _student_setup(run)
-    train = lambda **kw: distill_student(run.env, teacher.nets.actor, frozen, cfg.distill, seed=seed,  # noqa: E731
-                                         updates_per_call=cfg.updates_per_call or None, build=build,
+    build, seed, template = _student_setup(run, phase)
+    train = lambda **kw: distill_student(run.phase_env(phase), teacher.nets.actor, frozen, cfg.distill,  # noqa: E731
+                                         seed=seed, updates_per_call=cfg.updates_per_call or None, build=build,
                                          sweep_points=cfg.phase_points("distill"), **kw)
     hparams = member_coefficients(cfg.distill, cfg.phase_points("distill"), cfg.num_seeds)
-    return _train_with_checkpoints(run, "distill", STUDENT_DIR, cfg.distill.num_updates, cfg.distill.batch_size,
+    return _train_with_checkpoints(run, phase, PHASE_DIRS[phase], cfg.distill.num_updates, cfg.distill.batch_size,
                                    template, train, resume, quiet, clock, hparams)
 
 
-def restore_student(run: Run):
-    """The finished student from the run's checkpoints as a ``DistillResult``."""
-
-    build, _, template = _student_setup(run)
-    state = _restore_finished(run, "distill", STUDENT_DIR, template, run.config.distill.num_updates)
+def restore_student(run: Run, phase: str = "distill"):
+    """The finished student (or with ``phase="oracle"`` the oracle student) as a ``DistillResult``."""
+    build, _, template = _student_setup(run, phase)
+    state = _restore_finished(run, phase, PHASE_DIRS[phase], template, run.config.distill.num_updates)
     return DistillResult(state=state, student=build.student, env=build.env, history=[])
 
 
-def eval_phase(run: Run, teacher: Any, student: Any) -> dict[str, Any]:
-    """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``."""
+def restore_reference(run: Run, phase: str):
+    """The finished baseline or oracle student of the run, or ``None`` where it has no checkpoints."""
+    if not checkpoint.complete_steps(run.path / PHASE_DIRS[phase]):
+        return None
+    return restore_teacher(run, phase=phase) if phase == "baseline" else restore_student(run, phase=phase)
 
+
+def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, oracle: Any = None) -> dict[str, Any]:
+    """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``. ``baseline``
+    (a ``TeacherResult``) and ``oracle`` (a ``DistillResult``), where trained, join the panel."""
     env = run.env
     if run.config.eval_env_overrides:
         env = make_env(run.config, for_eval=True)
         check_eval_env(run.env, env)
-    return write_eval(run.path, env, run.config, teacher, student, train_env=run.env)
+    return write_eval(run.path, env, run.config, teacher, student, train_env=run.env, baseline=baseline,
+                      oracle=oracle)
 
 
 def export_phase(run: Run, student: Any) -> dict[str, Any]:
