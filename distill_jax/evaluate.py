@@ -29,8 +29,8 @@ from distill_jax import normalization
 from distill_jax.distill import losses, masks
 from distill_jax.distill.student import Student
 from distill_jax.distill.update import FrozenTeacher
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Env
-from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.policy import action_distribution, policy_step
 from distill_jax.rollout import Policy, Transition, unroll
 from distill_jax.schema import SchemaError
