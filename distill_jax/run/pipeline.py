@@ -38,7 +38,7 @@ from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.phase import (DistillBuild, DistillResult, build_distillation, distill_student,
                                        initial_student_states)
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.envs import get_env, list_envs
+from distill_jax.envs import get_env
 from distill_jax.envs.base import Env
 from distill_jax.evaluate import student_actions
 from distill_jax.export import export_student, load_student
@@ -108,14 +108,12 @@ class Run:
 
 
 def make_env(config: RunConfig, *, for_eval: bool = False) -> Env:
-    """The task named by ``config.env`` (with ``eval_env_overrides`` on top if ``for_eval``).
+    """The task named by ``config.env`` (a registered name or ``package.module:factory``), with
+    ``eval_env_overrides`` on top if ``for_eval``.
 
     Raises:
       RunError: unknown name or overrides, or an evaluation env whose schema differs.
     """
-
-    if config.env not in list_envs():
-        raise RunError(f"unknown environment {config.env!r}; valid names: {list_envs()}")
     overrides = {**dict(config.env_overrides), **(dict(config.eval_env_overrides) if for_eval else {})}
     try:
         return get_env(config.env, **overrides)

@@ -193,8 +193,10 @@ class RoughTerrainQuadruped(MjxEnv):
             student_obs=STUDENT_FIELDS,
             teacher_only=TEACHER_FIELDS,
             critic_only=CRITIC_FIELDS,
-            mask_rule=("falls", "timeouts", "resets", "saturated_actions"),
-            mask_thresholds=(("saturation", SATURATION_LIMIT),),
+            # The rule every quadruped student so far was distilled with (the config's default, which
+            # overrode this declaration until the declaration became the default the config starts from).
+            mask_rule=("falls", "timeouts", "saturated_actions", "nonfinite_teacher"),
+            mask_thresholds=(("fall_horizon", 1.0), ("saturation", SATURATION_LIMIT)),
         )
         return with_inferred_specs(base, self.reset)
 
