@@ -1,8 +1,9 @@
-"""Every relative link in the Markdown docs points at a file or folder that exists.
+"""The docs stay doors: every relative link resolves, and ARCHITECTURE.md names every module.
 
-Checked: README.md, docs/*.md and every Markdown file under experiments/ (the results, their
-archive, the runbook), since results move to the archive and docs move between files. Web links
-and in-page anchors are not followed; a link's ``#anchor`` part is dropped before the path is checked.
+Links are checked in README.md, docs/*.md and every Markdown file under experiments/ (the results,
+their archive, the runbook), since results move to the archive and docs move between files. Web
+links and in-page anchors are not followed; a link's ``#anchor`` part is dropped before the path is
+checked. A module added to ``distill_jax/`` needs a row in its folder's table of docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+PACKAGE = ROOT / "distill_jax"
+ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
 
 
 def markdown_files() -> list[pathlib.Path]:
@@ -43,3 +48,37 @@ def test_every_relative_link_resolves():
     assert ROOT / "README.md" in files and any(p.parent.name == "docs" for p in files)
     broken = {str(p.relative_to(ROOT)): links for p in files if (links := broken_links(p))}
     assert not broken, f"relative links to missing files: {broken}"
+
+
+def architecture_sections(text: str) -> dict[str, str]:
+    """``{heading: body}`` of the ``### `` sections of docs/ARCHITECTURE.md."""
+    parts = re.split(r"^### (.*)$", text, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def unnamed_modules(text: str) -> list[str]:
+    """Modules of the package that their folder's section of ``text`` does not name (``__init__.py`` aside)."""
+    sections = architecture_sections(text)
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if path.name == "__init__.py":
+            continue
+        folder = "distill_jax/train.py" if relative.as_posix() == "train.py" else (
+            f"distill_jax/{relative.parts[0]}/" if len(relative.parts) > 1 else "distill_jax/")
+        body = "".join(b for heading, b in sections.items() if f"`{folder}`" in heading)
+        if not re.search(rf"[`/]{re.escape(path.name)}`", body):
+            missing.append(relative.as_posix())
+    return missing
+
+
+def test_architecture_names_every_module():
+    assert not unnamed_modules(ARCHITECTURE.read_text()), "docs/ARCHITECTURE.md has no row for these modules"
+
+
+def test_a_module_named_only_in_another_folders_section_counts_as_missing():
+    text = ARCHITECTURE.read_text()
+    top = next(heading for heading in architecture_sections(text) if "`distill_jax/`" in heading)
+    without_config = text.replace(architecture_sections(text)[top],
+                                  architecture_sections(text)[top].replace("`config.py`", "`configuration`"))
+    assert unnamed_modules(without_config) == ["config.py"]  # the quadruped's config.py does not stand in for it
