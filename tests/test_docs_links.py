@@ -2,8 +2,8 @@
 
 Links are checked in README.md, docs/*.md and every Markdown file under experiments/ (the results,
 their archive, the runbook), since results move to the archive and docs move between files. Web
-links and in-page anchors are not followed; a link's ``#anchor`` part is dropped before the path is
-checked. A module added to ``distill_jax/`` needs a row in its folder's table of docs/ARCHITECTURE.md.
+links are not followed; a link's ``#anchor`` into a Markdown file must name one of its headings
+(GitHub's slugs). A module added to ``distill_jax/`` needs a row in its folder's table of docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -32,9 +32,20 @@ def relative_links(text: str) -> list[str]:
     return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
 
 
+def heading_slugs(text: str) -> set[str]:
+    """GitHub's anchors of the Markdown headings in ``text`` (lower case, punctuation dropped, spaces to ``-``)."""
+    headings = re.findall(r"^#{1,6}\s+(.*?)\s*$", FENCE.sub("", text), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
 def broken_links(path: pathlib.Path) -> list[str]:
-    return [target for target in relative_links(path.read_text())
-            if not (path.parent / target.split("#", 1)[0]).exists()]
+    broken = []
+    for target in relative_links(path.read_text()):
+        file, _, anchor = target.partition("#")
+        linked = path.parent / file
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in heading_slugs(linked.read_text())):
+            broken.append(target)
+    return broken
 
 
 def test_link_extraction_skips_code_web_links_and_anchors():
@@ -43,11 +54,16 @@ def test_link_extraction_skips_code_web_links_and_anchors():
     assert relative_links(text) == ["docs/a.md#part", "b.md"]
 
 
+def test_heading_slugs_follow_github():
+    assert heading_slugs("# Sweeps: hyperparameters as data\n## The `run/` shell\n```\n# not a heading\n```\n") == {
+        "sweeps-hyperparameters-as-data", "the-run-shell"}
+
+
 def test_every_relative_link_resolves():
     files = markdown_files()
     assert ROOT / "README.md" in files and any(p.parent.name == "docs" for p in files)
     broken = {str(p.relative_to(ROOT)): links for p in files if (links := broken_links(p))}
-    assert not broken, f"relative links to missing files: {broken}"
+    assert not broken, f"relative links to missing files or headings: {broken}"
 
 
 def architecture_sections(text: str) -> dict[str, str]:
