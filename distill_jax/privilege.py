@@ -35,11 +35,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs.base import Env
-from distill_jax.evaluate import Panel, rollout_first_episodes, teacher_policy, wilson_interval
+from distill_jax.evaluate import Panel, rollout_first_episodes, t_interval, teacher_policy, wilson_interval
 from distill_jax.rollout import Policy
 from distill_jax.schema import ObservationSchema
 from distill_jax.xla_options import compiler_options
@@ -119,13 +118,14 @@ def permuted_scores(env: Env, teacher_actor: Any, teacher: FrozenTeacher, panel:
     return jax.device_get(run(teacher, perm))
 
 
-def paired_t_interval(differences: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Two-sided t-interval of the mean of paired differences ``[N]`` (a point if they are all equal)."""
+def paired_t_interval(differences: np.ndarray) -> tuple[float, float]:
+    """Two-sided 95 % t-interval of the mean of paired differences ``[N]`` (a point if they are all
+    equal); :func:`distill_jax.evaluate.t_interval`."""
     d = np.asarray(differences, np.float64)
     if d.size < 2:
         raise ValueError(f"a paired t-interval needs at least 2 pairs, got {d.size}")
-    half = stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
-    return float(d.mean() - half), float(d.mean() + half)
+    low, high = t_interval(d)["ci95"]
+    return low, high
 
 
 def summarize_field(reference: dict[str, np.ndarray], permuted: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -76,10 +76,13 @@ def claims(member: dict[str, Any], references: dict[str, dict[str, Any]],
         "student_fall_rate": student["fall_rate"], "student_fall_rate_ci95": student["fall_rate_ci95"],
         "student_minus_teacher_return": paired_difference(episodes["student"]["return"], episodes["teacher"]["return"]),
     }
+    # Succeeding means matching the teacher *and* not failing outright: a student that falls as
+    # often as a falling teacher has matched it, not succeeded.
     deployment["supported"] = bool(
         deployment["student_over_teacher_return"] is not None
         and deployment["student_over_teacher_return"] >= thresholds.healthy_return_ratio
-        and student["fall_rate"] <= teacher["fall_rate"] + thresholds.fall_rate_margin)
+        and student["fall_rate"] <= teacher["fall_rate"] + thresholds.fall_rate_margin
+        and student["fall_rate"] <= thresholds.teacher_fall_rate_max + thresholds.fall_rate_margin)
     if "baseline" in references:
         base = references["baseline"]
         diff = paired_difference(episodes["teacher"]["return"], base["episodes"]["return"])
