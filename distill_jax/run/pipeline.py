@@ -32,6 +32,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from distill_jax import suite
 from distill_jax.config import PPOConfig, RunConfig, get_value, replace_fields, to_dict, traced_paths
 from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
@@ -50,6 +51,7 @@ from distill_jax.run.progress import JsonlLog, Progress
 from distill_jax.run.report import write_eval
 from distill_jax.run.wall_clock import WallClock
 from distill_jax.schema import PrivilegedFieldError
+from distill_jax.suite import SuitePoint
 from distill_jax.treeops import first_seed
 
 TEACHER_DIR, STUDENT_DIR, EXPORT_DIR = "checkpoints/teacher", "checkpoints/student", "export"
@@ -126,6 +128,7 @@ def create_run(path: pathlib.Path, config: RunConfig) -> Run:
 
     config.validate()
     env = make_env(config)
+    suite_points(config, env)  # refuses an unknown condition or strength before anything is written
     if config.eval_env_overrides:
         check_eval_env(env, make_env(config, for_eval=True))
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -135,6 +138,20 @@ def create_run(path: pathlib.Path, config: RunConfig) -> Run:
     (path / "schema.json").write_text(schema_in_force(env.schema, config.distill).to_json())
     (path / "env_fingerprint.json").write_text(json.dumps(env.fingerprint(), indent=2, sort_keys=True, default=str))
     return Run(path, config, env)
+
+
+def suite_points(config: RunConfig, env: Env) -> list[SuitePoint]:
+    """The run's suite points (``[]`` when the suite is off, or the task declares none and none was asked).
+
+    Raises:
+      RunError: a condition or strength the task does not declare, or a suite asked of a task without one.
+    """
+    if not config.suite.enabled or (suite.declared(config.env) is None and not config.suite.requested):
+        return []
+    try:
+        return suite.resolve(env, config.env, config.suite.conditions, config.suite.strengths)
+    except suite.SuiteError as e:
+        raise RunError(str(e)) from e
 
 
 def check_eval_env(train_env: Env, eval_env: Env) -> None:
@@ -454,7 +471,7 @@ def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, or
         env = make_env(run.config, for_eval=True)
         check_eval_env(run.env, env)
     return write_eval(run.path, env, run.config, teacher, student, train_env=run.env, baseline=baseline,
-                      oracle=oracle)
+                      oracle=oracle, points=suite_points(run.config, env))
 
 
 def export_phase(run: Run, student: Any) -> dict[str, Any]:
