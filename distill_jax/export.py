@@ -222,7 +222,7 @@ FIELD_MEANINGS = {
 }
 
 
-def _wrappers(env: Any) -> tuple[list[Any], Any]:
+def unwrap(env: Any) -> tuple[list[Any], Any]:
     """``(wrappers outermost first, the task)`` of a single-instance env."""
     chain = []
     while isinstance(env, Wrapper):
@@ -259,7 +259,7 @@ def deploy_contract(env: Any, student: Any) -> DeployContract:
     Noise, latency and history come from the env's wrapper stack (only those the student's
     fields see); the control period from the task's MuJoCo timestep and substeps.
     """
-    chain, task = _wrappers(env)
+    chain, task = unwrap(env)
     schema, specs = student.schema, student.schema.field_specs
     fields = list(schema.student_obs)
     meanings = FIELD_MEANINGS.get(task.name, {})

@@ -26,7 +26,8 @@ class DeployInputError(ValueError):
     """An observation or carry the exported student cannot take (named in the message)."""
 
 
-def _import_onnxruntime():
+def import_onnxruntime():
+    """The ``onnxruntime`` module, or an ImportError saying which extra installs it."""
     try:
         import onnxruntime
     except ImportError:
@@ -37,7 +38,7 @@ def _import_onnxruntime():
 
 def open_session(path: pathlib.Path | str, threads: int = 1):
     """An ONNX Runtime CPU session on ``path`` using ``threads`` threads (1: one core, no thread pool)."""
-    ort = _import_onnxruntime()
+    ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
