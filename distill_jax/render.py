@@ -32,10 +32,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --episodes {args.episodes}: must be at least 1", file=sys.stderr)
         return 2
     try:
-        check_gl()  # before any JAX work: a machine without OpenGL learns it in a second
-        from distill_jax.run.pipeline import RunError
+        check_gl()  # before any JAX work (and before MuJoCo is imported): no OpenGL is known in a second
+    except RenderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from distill_jax.run.pipeline import RunError
 
-        open_xla_cache(None)  # the train command's persistent cache: a second render compiles nothing
+    open_xla_cache(None)  # the train command's persistent cache: a second render compiles nothing
+    try:
         report = render_run(args.run_dir, args.episodes, gif=not args.no_gif)
     except (RenderError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)

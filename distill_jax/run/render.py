@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from typing import Any
 
 GL_BACKENDS_HINT = ("install EGL (Debian/Ubuntu: apt-get install libegl1) and set MUJOCO_GL=egl, or OSMesa "
@@ -61,10 +62,12 @@ def check_gl() -> None:
     """
     backend = prepare_gl()
     try:
-        import mujoco
+        with warnings.catch_warnings():  # GLFW warns on its way to the failure; the one line below says it all
+            warnings.simplefilter("ignore")
+            import mujoco
 
-        renderer = mujoco.Renderer(mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>"), 8, 8)
-        renderer.close()
+            renderer = mujoco.Renderer(mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>"), 8, 8)
+            renderer.close()
     except Exception as e:  # ImportError, RuntimeError, OSError, GL errors: all mean "no usable context"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RenderError(f"MuJoCo cannot open an OpenGL context (MUJOCO_GL={backend}: {reason}); "
