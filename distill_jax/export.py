@@ -138,6 +138,9 @@ class DeployedStudent:
         with np.load(self.directory / VARIABLES_FILE, allow_pickle=False) as data:
             self.variables = {name: jnp.asarray(data[name]) for name in self.manifest["variables"]}
         self._exported = jax.export.deserialize(bytearray((self.directory / PROGRAM_FILE).read_bytes()))
+        # Jitted once: a bare Exported.call re-lowers on every call (1.4-3.9 ms a step on one core,
+        # against 60-180 us jitted; experiments/results/deploy_cpu.md).
+        self._call = jax.jit(self._exported.call)
         self.action_size = int(self.manifest["action_size"])
         self.recurrent = self.manifest["carry_size"] is not None
 
@@ -188,7 +191,7 @@ class DeployedStudent:
             carry = self.initial_carry(batch)
             first = np.ones((batch,), np.float32) if first is None else first
         first = np.zeros((batch,), np.float32) if first is None else np.asarray(first, np.float32).reshape(batch)
-        carry, actions = self._exported.call(self.variables, carry, arrays, first)
+        carry, actions = self._call(self.variables, carry, arrays, first)
         return carry, (actions[0] if unbatched else actions)
 
     def __call__(self, obs: Mapping[str, Any]) -> jax.Array:

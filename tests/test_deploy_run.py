@@ -72,6 +72,8 @@ def test_render_writes_a_video_whose_frames_are_the_episode(smoke_run):
 
     before = set(listing(smoke_run))
     result = command("-m", "distill_jax.render", str(smoke_run))
+    if result.returncode == 2 and "cannot open an OpenGL context" in result.stderr:
+        pytest.skip(f"no OpenGL backend on this machine: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr
     report = json.loads((smoke_run / "videos" / "render.json").read_text())
     (episode,) = report["episodes"]
