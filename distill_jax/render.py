@@ -8,17 +8,16 @@ backends to install (exit status 2), before restoring or rolling out anything.
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
+
+from distill_jax.deploy.sim2sim import run_dir_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m distill_jax.render",
-        description="Render held-out panel episodes of a run's teacher and student side by side (same seed) "
-                    "to RUN_DIR/videos/*.mp4 and *.gif, captioned with policy, return and fall.")
-    parser.add_argument("run_dir", type=pathlib.Path, help="a run directory with teacher and student checkpoints")
-    parser.add_argument("--episodes", type=int, default=1, help="panel episodes to render, from the first")
+    parser = run_dir_parser(
+        "render", "Render held-out panel episodes of a run's teacher and student side by side (same seed) to "
+        "RUN_DIR/videos/*.mp4 and *.gif, captioned with policy, return and fall.",
+        "a run directory with teacher and student checkpoints", 1, "panel episodes to render, from the first")
     parser.add_argument("--no-gif", action="store_true", help="write the MP4 only")
     return parser
 
@@ -28,9 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     from distill_jax.run.render import RenderError, check_gl, render_run
 
     args = build_parser().parse_args(argv)
-    if args.episodes < 1:
-        print(f"error: --episodes {args.episodes}: must be at least 1", file=sys.stderr)
-        return 2
     try:
         check_gl()  # before any JAX work (and before MuJoCo is imported): no OpenGL is known in a second
     except RenderError as e:

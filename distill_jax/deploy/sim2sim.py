@@ -198,22 +198,33 @@ def sim2sim(run_dir: pathlib.Path | str, episodes: int | None = None) -> dict[st
     return report
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m distill_jax.sim2sim",
-        description="Run a run's exported ONNX student in MuJoCo's C engine (no JAX) over held-out episodes "
-                    "and compare with the MJX panel in eval.json; writes RUN_DIR/sim2sim.json.")
-    parser.add_argument("run_dir", type=pathlib.Path, help="a run directory with export/student.onnx")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="held-out episodes (default: as many as the MJX panel in eval.json, else 64)")
+def episodes_count(text: str) -> int:
+    """``--episodes``: a positive integer (argparse type)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
+def run_dir_parser(command: str, description: str, run_dir_help: str, episodes: int | None,
+                   episodes_help: str) -> argparse.ArgumentParser:
+    """The shared command line of ``python -m distill_jax.<command> RUN_DIR [--episodes N]``."""
+    parser = argparse.ArgumentParser(prog=f"python -m distill_jax.{command}", description=description)
+    parser.add_argument("run_dir", type=pathlib.Path, help=run_dir_help)
+    parser.add_argument("--episodes", type=episodes_count, default=episodes, help=episodes_help)
     return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return run_dir_parser(
+        "sim2sim", "Run a run's exported ONNX student in MuJoCo's C engine (no JAX) over held-out episodes and "
+        "compare with the MJX panel in eval.json; writes RUN_DIR/sim2sim.json.",
+        "a run directory with export/student.onnx", None,
+        "held-out episodes (default: as many as the MJX panel in eval.json, else 64)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.episodes is not None and args.episodes < 1:
-        print(f"error: --episodes {args.episodes}: must be at least 1", file=sys.stderr)
-        return 2
     try:
         report = sim2sim(args.run_dir, args.episodes)
     except ImportError as e:
