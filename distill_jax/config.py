@@ -1,14 +1,25 @@
 """Frozen configuration dataclasses.
 
-Sizes that fix array shapes (``num_envs``, ``unroll_length``, minibatches…) are
-static; derived sizes are properties, never written back. ``validate`` raises a
-``ConfigError`` naming the field and value for nonsensical settings.
+Two kinds of settings, kept apart on purpose:
+
+* **static** settings fix shapes or program structure (``num_envs``, ``unroll_length``,
+  minibatches, network sizes, the student's kind, whether a loss term exists). Changing one
+  compiles a new program. Derived sizes are properties, never written back.
+* **traced** float coefficients (each dataclass lists them in ``TRACED``: learning rates,
+  clipping, entropy, bound and loss weights, discounting, the β schedule's ends) travel as
+  float32 scalars in the train state (:mod:`distill_jax.hyperparams`). Changing one reuses the
+  compiled program, and a sweep over them is one more ``vmap`` axis (``RunConfig.sweep``).
+
+``validate`` raises a :class:`ConfigError` naming the field and value for nonsensical settings,
+non-finite floats included.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import itertools
+import math
+from typing import Any, ClassVar
 
 
 class ConfigError(ValueError):
@@ -20,9 +31,32 @@ def _require(cond: bool, field: str, value: Any, why: str) -> None:
         raise ConfigError(f"{field}={value!r}: {why}")
 
 
+def _positive_ints(config: Any, prefix: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, f"{prefix}.{name}", value,
+                 "must be a positive integer")
+
+
+def _layer_sizes(sizes: tuple[int, ...], field: str) -> None:
+    _require(len(sizes) > 0 and all(isinstance(s, int) and s > 0 for s in sizes), field, sizes,
+             "needs one or more positive layer sizes")
+
+
+def _finite_floats(config: Any, prefix: str) -> None:
+    """Every float field of ``config`` (not nested sections) is finite: NaN and ±Inf are refused."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float):
+            _require(math.isfinite(value), f"{prefix}.{f.name}" if prefix else f.name, value, "must be a finite number")
+
+
+ACTIVATIONS = ("tanh", "relu", "elu", "swish")
+
+
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Hidden layer sizes and activation of the MLP actor and critic."""
+    """Hidden layer sizes and activation of the teacher's MLP actor and critic."""
 
     actor_hidden: tuple[int, ...] = (64, 64)
     critic_hidden: tuple[int, ...] = (128, 128)
@@ -31,15 +65,20 @@ class NetworkConfig:
     privileged_latent: int = 0
     encoder_hidden: tuple[int, ...] = (64,)
 
+    TRACED: ClassVar[tuple[str, ...]] = ()
+
     def validate(self, prefix: str = "network") -> None:
         for name in ("actor_hidden", "critic_hidden"):
-            sizes = getattr(self, name)
-            _require(len(sizes) > 0 and all(int(s) > 0 for s in sizes), f"{prefix}.{name}", sizes,
-                     "needs one or more positive layer sizes")
-        _require(self.activation in ("tanh", "relu", "elu", "swish"), f"{prefix}.activation",
-                 self.activation, "must be one of tanh, relu, elu, swish")
+            _layer_sizes(getattr(self, name), f"{prefix}.{name}")
+        _require(self.activation in ACTIVATIONS, f"{prefix}.activation", self.activation,
+                 f"must be one of {', '.join(ACTIVATIONS)}")
         _require(isinstance(self.privileged_latent, int) and self.privileged_latent >= 0,
                  f"{prefix}.privileged_latent", self.privileged_latent, "must be a non-negative integer")
+        if self.privileged_latent:
+            _layer_sizes(self.encoder_hidden, f"{prefix}.encoder_hidden")
+
+
+ENTROPY_KINDS = ("gaussian", "squashed")  # the keys of distributions.ENTROPIES (config stays jax-free)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +98,8 @@ class PPOConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_eps: float = 0.2
+    # Clipping range of the value prediction around the collection-time value (ppo.loss); 0 = off.
+    value_clip: float = 0.0
     vf_coef: float = 0.5
     ent_coef: float = 0.0
     # Which entropy the bonus raises (distributions.ENTROPIES): "gaussian" (pre-squash, unbounded in
@@ -77,6 +118,11 @@ class PPOConfig:
     reset_pool: bool = False
     network: NetworkConfig = NetworkConfig()
 
+    TRACED: ClassVar[tuple[str, ...]] = (
+        "learning_rate", "max_grad_norm", "gamma", "gae_lambda", "clip_eps", "value_clip", "vf_coef", "ent_coef",
+        "bound_coef", "action_bound", "reward_scale",
+    )
+
     @property
     def batch_size(self) -> int:
         """Env steps per update (per seed)."""
@@ -92,42 +138,176 @@ class PPOConfig:
         return -(-self.total_env_steps // self.batch_size)
 
     def validate(self, prefix: str = "ppo") -> None:
-        for name in ("num_envs", "unroll_length", "num_minibatches", "num_epochs", "total_env_steps"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and value > 0, f"{prefix}.{name}", value, "must be a positive integer")
+        _finite_floats(self, prefix)
+        _positive_ints(self, prefix, ("num_envs", "unroll_length", "num_minibatches", "num_epochs", "total_env_steps"))
         _require(self.batch_size % self.num_minibatches == 0, f"{prefix}.num_minibatches", self.num_minibatches,
                  f"must divide num_envs * unroll_length = {self.batch_size}")
         for name in ("learning_rate", "max_grad_norm", "clip_eps", "reward_scale"):
-            value = getattr(self, name)
-            _require(value > 0, f"{prefix}.{name}", value, "must be > 0")
+            _require(getattr(self, name) > 0, f"{prefix}.{name}", getattr(self, name), "must be > 0")
         for name in ("gamma", "gae_lambda"):
-            value = getattr(self, name)
-            _require(0.0 <= value <= 1.0, f"{prefix}.{name}", value, "must be in [0, 1]")
-        for name in ("vf_coef", "ent_coef", "bound_coef"):
-            value = getattr(self, name)
-            _require(value >= 0, f"{prefix}.{name}", value, "must be >= 0")
+            _require(0.0 <= getattr(self, name) <= 1.0, f"{prefix}.{name}", getattr(self, name), "must be in [0, 1]")
+        for name in ("vf_coef", "ent_coef", "bound_coef", "value_clip"):
+            _require(getattr(self, name) >= 0, f"{prefix}.{name}", getattr(self, name), "must be >= 0")
         _require(0.0 < self.action_bound < 1.0, f"{prefix}.action_bound", self.action_bound, "must be in (0, 1)")
         _require(self.entropy in ENTROPY_KINDS, f"{prefix}.entropy", self.entropy, f"must be one of {ENTROPY_KINDS}")
         self.network.validate(f"{prefix}.network")
 
 
-BEHAVIOURS = ("teacher", "student", "mixture")
-ENTROPY_KINDS = ("gaussian", "squashed")  # the keys of distributions.ENTROPIES (config stays jax-free)
 OBJECTIVES = ("kl", "mse")
+KL_DIRECTIONS = ("reverse", "forward")
+BEHAVIOURS = ("teacher", "student", "mixture")
 STUDENT_KINDS = ("mlp", "gru")
 MASK_RULES = ("falls", "timeouts", "resets", "saturated_actions", "nonfinite_teacher")  # distill.masks.RULES' keys
+MASK_THRESHOLDS = ("fall_horizon", "saturation")  # the thresholds those rules read
+# The rule in force when neither the config nor the env's schema names one.
+DEFAULT_MASK_RULE = ("falls", "timeouts", "saturated_actions", "nonfinite_teacher")
+DEFAULT_MASK_THRESHOLDS = (("fall_horizon", 1.0), ("saturation", 0.99))
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """What the student minimises on valid teacher steps.
+
+    ``kind="kl"``: ``KL(student || teacher) - ent_coef · H(student)`` (``kl_direction="forward"``:
+    ``KL(teacher || student)``); ``kind="mse"``: masked action MSE. ``latent_coef`` weighs the
+    RMA-style regression of the teacher's privileged latent (needs ``student.latent_head``).
+    """
+
+    kind: str = "kl"
+    kl_direction: str = "reverse"
+    ent_coef: float = 0.0
+    # The student's entropy bonus, as ppo.entropy: "gaussian" (pre-squash) or "squashed" (bounded).
+    entropy: str = "gaussian"
+    latent_coef: float = 1.0
+
+    TRACED: ClassVar[tuple[str, ...]] = ("ent_coef", "latent_coef")
+
+    def validate(self, prefix: str = "distill.objective") -> None:
+        _finite_floats(self, prefix)
+        _require(self.kind in OBJECTIVES, f"{prefix}.kind", self.kind, f"must be one of {OBJECTIVES}")
+        _require(self.kl_direction in KL_DIRECTIONS, f"{prefix}.kl_direction", self.kl_direction,
+                 f"must be one of {KL_DIRECTIONS}")
+        _require(self.ent_coef >= 0, f"{prefix}.ent_coef", self.ent_coef, "must be >= 0 (it is a bonus)")
+        _require(self.entropy in ENTROPY_KINDS, f"{prefix}.entropy", self.entropy, f"must be one of {ENTROPY_KINDS}")
+        _require(self.latent_coef >= 0, f"{prefix}.latent_coef", self.latent_coef, "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class BehaviourConfig:
+    """Who acts while the student's data is collected.
+
+    ``kind="teacher"``: the student learns on teacher states; ``"student"`` (DAgger): the student
+    acts and the teacher relabels every visited state; ``"mixture"``: per env and step the teacher
+    acts with probability β, decaying linearly from ``beta_start`` to ``beta_end`` over
+    ``beta_decay_updates`` updates.
+    """
+
+    kind: str = "student"
+    beta_start: float = 1.0
+    beta_end: float = 0.0
+    beta_decay_updates: int = 10
+
+    TRACED: ClassVar[tuple[str, ...]] = ("beta_start", "beta_end")
+
+    def validate(self, prefix: str = "distill.behaviour") -> None:
+        _finite_floats(self, prefix)
+        _require(self.kind in BEHAVIOURS, f"{prefix}.kind", self.kind, f"must be one of {BEHAVIOURS}")
+        for name in ("beta_start", "beta_end"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"{prefix}.{name}", getattr(self, name), "must be in [0, 1]")
+        _positive_ints(self, prefix, ("beta_decay_updates",))
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig:
+    """The student network, built from the schema's deployable fields (``distill.student``).
+
+    ``fields`` narrows it to a subset of ``student_obs`` (e.g. a memoryless student without
+    ``history``); ``latent_head`` adds a head that predicts the teacher's privileged latent
+    (MLP students, with a teacher whose ``ppo.network.privileged_latent > 0``).
+    """
+
+    kind: str = "mlp"
+    hidden: tuple[int, ...] = (128, 128)
+    gru_size: int = 64
+    activation: str = "elu"
+    fields: tuple[str, ...] | None = None
+    latent_head: bool = False
+
+    TRACED: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self, prefix: str = "distill.student") -> None:
+        _require(self.kind in STUDENT_KINDS, f"{prefix}.kind", self.kind, f"must be one of {STUDENT_KINDS}")
+        _layer_sizes(self.hidden, f"{prefix}.hidden")
+        _positive_ints(self, prefix, ("gru_size",))
+        _require(self.activation in ACTIVATIONS, f"{prefix}.activation", self.activation,
+                 f"must be one of {', '.join(ACTIVATIONS)}")
+        _require(not self.latent_head or self.kind == "mlp", f"{prefix}.latent_head", self.latent_head,
+                 "latent matching is implemented for MLP students (distill.student.kind='mlp')")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskConfig:
+    """Which teacher steps are never imitation targets (rules of :mod:`distill_jax.distill.masks`).
+
+    ``None`` takes what the env's schema declares, else :data:`DEFAULT_MASK_RULE` /
+    :data:`DEFAULT_MASK_THRESHOLDS`; a run records the rule in force in its ``schema.json``.
+    """
+
+    rule: tuple[str, ...] | None = None
+    thresholds: tuple[tuple[str, float], ...] | None = None
+
+    TRACED: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self, prefix: str = "distill.mask") -> None:
+        if self.rule is not None:
+            unknown = [r for r in self.rule if r not in MASK_RULES]
+            _require(not unknown, f"{prefix}.rule", self.rule, f"unknown rule(s) {unknown}; known {list(MASK_RULES)}")
+        if self.thresholds is not None:
+            for pair in self.thresholds:
+                _require(isinstance(pair, tuple) and len(pair) == 2, f"{prefix}.thresholds", self.thresholds,
+                         "must be a list of [name, value] pairs")
+                name, value = pair
+                _require(name in MASK_THRESHOLDS, f"{prefix}.thresholds", self.thresholds,
+                         f"unknown threshold {name!r}; known {list(MASK_THRESHOLDS)}")
+                _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                         and value > 0, f"{prefix}.thresholds.{name}", value, "must be a finite number > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOTermConfig:
+    """The optional ``coef · PPO`` term on the student's own rollouts (``distill.ppo_term``).
+
+    Off by default (pure distillation: no rewards are read). When ``enabled`` the student gets an
+    asymmetric critic (every field, normalised with the teacher's statistics, training only) and
+    its loss adds ``coef · (clipped surrogate + vf_coef · value loss)``.
+    """
+
+    enabled: bool = False
+    coef: float = 1.0
+    clip_eps: float = 0.2
+    vf_coef: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    reward_scale: float = 1.0
+    critic_hidden: tuple[int, ...] = (128, 128)
+
+    TRACED: ClassVar[tuple[str, ...]] = ("coef", "clip_eps", "vf_coef", "gamma", "gae_lambda", "reward_scale")
+
+    def validate(self, prefix: str = "distill.ppo_term") -> None:
+        _finite_floats(self, prefix)
+        for name in ("coef", "vf_coef"):
+            _require(getattr(self, name) >= 0, f"{prefix}.{name}", getattr(self, name), "must be >= 0")
+        for name in ("clip_eps", "reward_scale"):
+            _require(getattr(self, name) > 0, f"{prefix}.{name}", getattr(self, name), "must be > 0")
+        for name in ("gamma", "gae_lambda"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"{prefix}.{name}", getattr(self, name), "must be in [0, 1]")
+        _layer_sizes(self.critic_hidden, f"{prefix}.critic_hidden")
 
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-    """Student distillation hyper-parameters.
-
-    ``behaviour`` picks who acts while collecting: ``"teacher"`` (the student
-    learns on teacher states), ``"student"`` (DAgger: the student acts and the
-    teacher relabels every visited state) or ``"mixture"`` (per env and step
-    the teacher acts with probability β, decaying linearly from
-    ``beta_start`` to ``beta_end`` over ``beta_decay_updates`` updates).
-    """
+    """Student distillation: batching and optimiser at the top, one section per concern
+    (``objective``, ``behaviour``, ``student``, ``mask``, ``ppo_term``)."""
 
     num_envs: int = 256
     unroll_length: int = 32
@@ -135,40 +315,18 @@ class DistillConfig:
     num_epochs: int = 2
     learning_rate: float = 1e-3
     max_grad_norm: float = 1.0
-    objective: str = "kl"
-    kl_direction: str = "reverse"
-    ent_coef: float = 0.0
-    # The student's entropy bonus, as ppo.entropy: "gaussian" (pre-squash) or "squashed" (bounded).
-    entropy: str = "gaussian"
-    behaviour: str = "student"
-    beta_start: float = 1.0
-    beta_end: float = 0.0
-    beta_decay_updates: int = 10
-    mask_rule: tuple[str, ...] = ("falls", "timeouts", "saturated_actions", "nonfinite_teacher")
-    mask_thresholds: tuple[tuple[str, float], ...] = (("fall_horizon", 1.0), ("saturation", 0.99))
-    student_kind: str = "mlp"
-    student_hidden: tuple[int, ...] = (128, 128)
-    gru_size: int = 64
-    student_activation: str = "elu"
-    student_fields: tuple[str, ...] | None = None
     normalize_observations: bool = True
-    # Optional λ·PPO on the student's own rollouts (λ = ppo_coef; 0 = pure distillation, no
-    # rewards read). Its critic is asymmetric: it reads every field, normalised with the
-    # teacher's statistics, and exists only during training.
-    ppo_coef: float = 0.0
-    ppo_clip_eps: float = 0.2
-    ppo_vf_coef: float = 0.5
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    reward_scale: float = 1.0
-    critic_hidden: tuple[int, ...] = (128, 128)
-    # Auxiliary RMA-style feature matching: weight of the masked regression of the teacher's
-    # privileged latent by the student (needs ppo.network.privileged_latent > 0, an MLP student).
-    latent_coef: float = 0.0
     total_env_steps: int = 200_000
     # Restart finished envs from a pool of stored initial states, refilled in batches every few steps
     # (VmapAutoReset(reset_pool=True)): cheaper when episodes are short, at the price of reusing states.
     reset_pool: bool = False
+    objective: ObjectiveConfig = ObjectiveConfig()
+    behaviour: BehaviourConfig = BehaviourConfig()
+    student: StudentConfig = StudentConfig()
+    mask: MaskConfig = MaskConfig()
+    ppo_term: PPOTermConfig = PPOTermConfig()
+
+    TRACED: ClassVar[tuple[str, ...]] = ("learning_rate", "max_grad_norm")
 
     @property
     def batch_size(self) -> int:
@@ -179,47 +337,58 @@ class DistillConfig:
         return -(-self.total_env_steps // self.batch_size)
 
     def validate(self, prefix: str = "distill") -> None:
-        for name in ("num_envs", "unroll_length", "num_minibatches", "num_epochs", "total_env_steps",
-                     "gru_size", "beta_decay_updates"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and value > 0, f"{prefix}.{name}", value, "must be a positive integer")
+        _finite_floats(self, prefix)
+        _positive_ints(self, prefix, ("num_envs", "unroll_length", "num_minibatches", "num_epochs", "total_env_steps"))
         # Minibatches split the env axis (whole sequences, so recurrent students can replay them).
         _require(self.num_envs % self.num_minibatches == 0, f"{prefix}.num_minibatches", self.num_minibatches,
                  f"must divide num_envs = {self.num_envs}")
-        _require(self.learning_rate > 0, f"{prefix}.learning_rate", self.learning_rate, "must be > 0")
-        _require(self.max_grad_norm > 0, f"{prefix}.max_grad_norm", self.max_grad_norm, "must be > 0")
-        _require(self.ent_coef >= 0, f"{prefix}.ent_coef", self.ent_coef, "must be >= 0 (it is a bonus)")
-        _require(self.entropy in ENTROPY_KINDS, f"{prefix}.entropy", self.entropy, f"must be one of {ENTROPY_KINDS}")
-        _require(self.objective in OBJECTIVES, f"{prefix}.objective", self.objective, f"must be one of {OBJECTIVES}")
-        _require(self.kl_direction in ("reverse", "forward"), f"{prefix}.kl_direction", self.kl_direction,
-                 "must be 'reverse' or 'forward'")
-        _require(self.behaviour in BEHAVIOURS, f"{prefix}.behaviour", self.behaviour, f"must be one of {BEHAVIOURS}")
-        for name in ("beta_start", "beta_end"):
-            value = getattr(self, name)
-            _require(0.0 <= value <= 1.0, f"{prefix}.{name}", value, "must be in [0, 1]")
-        _require(self.student_kind in STUDENT_KINDS, f"{prefix}.student_kind", self.student_kind,
-                 f"must be one of {STUDENT_KINDS}")
-        _require(len(self.student_hidden) > 0 and all(h > 0 for h in self.student_hidden),
-                 f"{prefix}.student_hidden", self.student_hidden, "needs one or more positive layer sizes")
-        _require(self.ppo_coef >= 0, f"{prefix}.ppo_coef", self.ppo_coef, "must be >= 0 (0: pure distillation)")
-        _require(self.ppo_coef == 0 or self.behaviour == "student", f"{prefix}.ppo_coef", self.ppo_coef,
-                 f"the PPO term is on-policy for the student: needs behaviour='student', not {self.behaviour!r}")
-        for name in ("gamma", "gae_lambda"):
-            value = getattr(self, name)
-            _require(0.0 <= value <= 1.0, f"{prefix}.{name}", value, "must be in [0, 1]")
-        _require(self.ppo_clip_eps > 0, f"{prefix}.ppo_clip_eps", self.ppo_clip_eps, "must be > 0")
-        _require(self.latent_coef >= 0, f"{prefix}.latent_coef", self.latent_coef, "must be >= 0")
-        _require(self.latent_coef == 0 or self.student_kind == "mlp", f"{prefix}.latent_coef", self.latent_coef,
-                 "latent matching is implemented for MLP students (student_kind='mlp')")
-        _require(len(self.critic_hidden) > 0 and all(h > 0 for h in self.critic_hidden),
-                 f"{prefix}.critic_hidden", self.critic_hidden, "needs one or more positive layer sizes")
-        unknown = [r for r in self.mask_rule if r not in MASK_RULES]
-        _require(not unknown, f"{prefix}.mask_rule", self.mask_rule, f"unknown rule(s) {unknown}; known {list(MASK_RULES)}")
+        for name in ("learning_rate", "max_grad_norm"):
+            _require(getattr(self, name) > 0, f"{prefix}.{name}", getattr(self, name), "must be > 0")
+        for section in ("objective", "behaviour", "student", "mask", "ppo_term"):
+            getattr(self, section).validate(f"{prefix}.{section}")
+        _require(not self.ppo_term.enabled or self.behaviour.kind == "student", f"{prefix}.ppo_term.enabled",
+                 self.ppo_term.enabled, "the PPO term is on-policy for the student: needs "
+                 f"distill.behaviour.kind='student', not {self.behaviour.kind!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+    """The deployable-only baseline (:mod:`distill_jax.references`): the teacher's PPO, networks and
+    settings, its actor reading only ``student_obs``; the reference of the teacher claim.
+
+    ``total_env_steps`` 0 gives it the teacher's and the student's env steps together, the whole
+    pipeline's cost: distillation is then compared with direct RL at equal cost, and the teacher
+    with a baseline that had more experience than it did.
+    """
+
+    enabled: bool = False
+    total_env_steps: int = 0
+
+    TRACED: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self, prefix: str = "baseline") -> None:
+        _require(isinstance(self.total_env_steps, int) and self.total_env_steps >= 0, f"{prefix}.total_env_steps",
+                 self.total_env_steps, "must be a non-negative integer (0: teacher + distillation env steps)")
+
+
+@dataclasses.dataclass(frozen=True)
+class OracleConfig:
+    """The oracle student (:mod:`distill_jax.references`): the student's own settings and budget, its
+    network also reading the teacher-only fields. Evidence for the diagnosis only, never exported."""
+
+    enabled: bool = False
+
+    TRACED: ClassVar[tuple[str, ...]] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """A whole pipeline run: task, seeds, and each phase's settings."""
+    """A whole pipeline run: task, seeds, each phase's settings, and an optional sweep.
+
+    ``sweep`` holds ``(path, values)`` pairs over traced float fields (``"distill.objective.ent_coef"``,
+    ``(0.0, 0.01, 0.1)``): the grid is their product, and every grid point is trained with every
+    seed, all in one program (:mod:`distill_jax.sweep`).
+    """
 
     env: str = "cartpole"
     env_overrides: tuple[tuple[str, Any], ...] = ()
@@ -232,23 +401,119 @@ class RunConfig:
     # Iterations per compiled call (0: about ten calls per phase); a checkpoint is saved after every call.
     updates_per_call: int = 0
     checkpoint_keep: int = 3
+    sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
     ppo: PPOConfig = PPOConfig()
     distill: DistillConfig = DistillConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    oracle: OracleConfig = OracleConfig()
+
+    TRACED: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
-        _require(isinstance(self.num_seeds, int) and self.num_seeds > 0, "num_seeds", self.num_seeds,
-                 "must be a positive integer")
-        _require(isinstance(self.eval_episodes, int) and self.eval_episodes > 0, "eval_episodes",
-                 self.eval_episodes, "must be a positive integer")
+        for name, why in (("num_seeds", "must be a positive integer"), ("eval_episodes", "must be a positive integer"),
+                          ("checkpoint_keep", "must be a positive integer")):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, name, value, why)
         _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "must be a non-negative integer")
         _require(isinstance(self.updates_per_call, int) and self.updates_per_call >= 0, "updates_per_call",
                  self.updates_per_call, "must be a non-negative integer (0: automatic)")
-        _require(isinstance(self.checkpoint_keep, int) and self.checkpoint_keep > 0, "checkpoint_keep",
-                 self.checkpoint_keep, "must be a positive integer")
         self.ppo.validate("ppo")
         self.distill.validate("distill")
-        _require(self.distill.latent_coef == 0 or self.ppo.network.privileged_latent > 0, "distill.latent_coef",
-                 self.distill.latent_coef, "needs a teacher with a privileged latent (ppo.network.privileged_latent > 0)")
+        self.baseline.validate("baseline")
+        _require(not self.distill.student.latent_head or self.ppo.network.privileged_latent > 0,
+                 "distill.student.latent_head", self.distill.student.latent_head,
+                 "needs a teacher with a privileged latent (ppo.network.privileged_latent > 0)")
+        self._validate_sweep()
+
+    def _validate_sweep(self) -> None:
+        seen = set()
+        for entry in self.sweep:
+            _require(isinstance(entry, tuple) and len(entry) == 2, "sweep", self.sweep,
+                     "must be a list of [path, [values]] pairs")
+            path, values = entry
+            _require(path in traced_paths(self), "sweep", path,
+                     f"only traced float fields can be swept; they are {sorted(traced_paths(self))}")
+            _require(path not in seen, "sweep", path, "is swept twice")
+            seen.add(path)
+            _require(isinstance(values, tuple) and len(values) >= 1, f"sweep {path}", values,
+                     "needs one or more values")
+            for value in values:
+                _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                         f"sweep {path}", value, "must be a finite number")
+                try:
+                    with_value(self, path, float(value)).validate_without_sweep()
+                except ConfigError as e:
+                    raise ConfigError(f"sweep {path}={value!r}: {e}") from None
+
+    def validate_without_sweep(self) -> None:
+        dataclasses.replace(self, sweep=()).validate()
+
+    @property
+    def sweep_points(self) -> list[dict[str, float]]:
+        """The sweep grid: one ``{path: value}`` per point, the first axis slowest (``[{}]`` without a sweep)."""
+        return _grid(self.sweep)
+
+    @property
+    def num_members(self) -> int:
+        """Students trained (and evaluated): every grid point with every seed."""
+        return len(self.sweep_points) * self.num_seeds
+
+    def phase_points(self, section: str) -> list[dict[str, float]]:
+        """The grid points a phase trains, with paths relative to its section (``"ppo"`` or ``"distill"``).
+
+        The teacher phase trains the grid of the ``ppo.*`` axes only (a sweep over distillation
+        coefficients reuses one teacher per seed); the distillation phase trains the whole grid,
+        each point keeping its ``distill.*`` values.
+        """
+        prefix = f"{section}."
+        strip = lambda point: {p[len(prefix):]: v for p, v in point.items() if p.startswith(prefix)}  # noqa: E731
+        if section == "ppo":
+            return [strip(point) for point in _grid(tuple(e for e in self.sweep if e[0].startswith(prefix)))]
+        return [strip(point) for point in self.sweep_points]
+
+    @property
+    def baseline_ppo(self) -> PPOConfig:
+        """The baseline's PPO settings: the teacher's, with the baseline's budget."""
+        steps = self.baseline.total_env_steps or self.ppo.total_env_steps + self.distill.total_env_steps
+        return dataclasses.replace(self.ppo, total_env_steps=steps)
+
+    def teacher_members(self) -> list[int]:
+        """For each student member ``g * K + k`` (the whole grid), the teacher member it learns from."""
+        teacher_grid = _grid(tuple(e for e in self.sweep if e[0].startswith("ppo.")))
+        index = []
+        for point in self.sweep_points:
+            own = {p: v for p, v in point.items() if p.startswith("ppo.")}
+            index += [teacher_grid.index(own) * self.num_seeds + k for k in range(self.num_seeds)]
+        return index
+
+
+def _grid(sweep: tuple[tuple[str, tuple[float, ...]], ...]) -> list[dict[str, float]]:
+    paths = [path for path, _ in sweep]
+    return [dict(zip(paths, map(float, values))) for values in itertools.product(*(v for _, v in sweep))]
+
+
+def traced_paths(config: Any, prefix: str = "") -> tuple[str, ...]:
+    """The dotted paths of every traced float field of ``config`` (nested sections included)."""
+    paths = [f"{prefix}{name}" for name in getattr(config, "TRACED", ())]
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            paths += traced_paths(value, f"{prefix}{f.name}.")
+    return tuple(paths)
+
+
+def with_value(config: Any, path: str, value: Any) -> Any:
+    """``config`` with the field at dotted ``path`` replaced by ``value`` (no coercion)."""
+    head, _, rest = path.partition(".")
+    if not rest:
+        return dataclasses.replace(config, **{head: value})
+    return dataclasses.replace(config, **{head: with_value(getattr(config, head), rest, value)})
+
+
+def get_value(config: Any, path: str) -> Any:
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
 
 
 def to_dict(config: Any) -> Any:
@@ -260,11 +525,31 @@ def to_dict(config: Any) -> Any:
     return config
 
 
+# Fields that moved when DistillConfig was nested by concern: named in the error for an old config.
+MOVED_FIELDS = {
+    "distill.student_kind": "distill.student.kind", "distill.student_hidden": "distill.student.hidden",
+    "distill.gru_size": "distill.student.gru_size", "distill.student_activation": "distill.student.activation",
+    "distill.student_fields": "distill.student.fields", "distill.kl_direction": "distill.objective.kl_direction",
+    "distill.ent_coef": "distill.objective.ent_coef", "distill.entropy": "distill.objective.entropy",
+    "distill.latent_coef": "distill.objective.latent_coef (with distill.student.latent_head=true)",
+    "distill.beta_start": "distill.behaviour.beta_start", "distill.beta_end": "distill.behaviour.beta_end",
+    "distill.beta_decay_updates": "distill.behaviour.beta_decay_updates",
+    "distill.mask_rule": "distill.mask.rule", "distill.mask_thresholds": "distill.mask.thresholds",
+    "distill.ppo_coef": "distill.ppo_term.coef (with distill.ppo_term.enabled=true)",
+    "distill.ppo_clip_eps": "distill.ppo_term.clip_eps", "distill.ppo_vf_coef": "distill.ppo_term.vf_coef",
+    "distill.gamma": "distill.ppo_term.gamma", "distill.gae_lambda": "distill.ppo_term.gae_lambda",
+    "distill.reward_scale": "distill.ppo_term.reward_scale", "distill.critic_hidden": "distill.ppo_term.critic_hidden",
+}
+# Old string-valued fields that are sections now.
+MOVED_SECTIONS = {"distill.objective": "distill.objective.kind", "distill.behaviour": "distill.behaviour.kind"}
+
+
 def _coerce(value: Any, like: Any, path: str) -> Any:
     """Converts a parsed JSON/CLI ``value`` to the type of the default ``like``."""
     if dataclasses.is_dataclass(like):
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}={value!r}: expected a mapping of {type(like).__name__} fields")
+            moved = f" (it moved to {MOVED_SECTIONS[path]})" if path in MOVED_SECTIONS else ""
+            raise ConfigError(f"{path}={value!r}: expected a mapping of {type(like).__name__} fields{moved}")
         return replace_fields(like, value, path)
     if isinstance(like, bool):
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
@@ -279,14 +564,26 @@ def _coerce(value: Any, like: Any, path: str) -> Any:
             raise ConfigError(f"{path}={value!r}: expected an integer")
         return value
     if isinstance(like, float):
+        if isinstance(value, str):  # JSON has no NaN/Infinity literals that json.loads would not already take
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{path}={value!r}: expected a number") from None
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{path}={value!r}: expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}={value!r}: must be a finite number")
         return float(value)
     if isinstance(like, tuple) or (like is None and isinstance(value, list)):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}={value!r}: expected a list")
-        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        return tuple(_freeze(v) for v in value)
     return value
+
+
+def _freeze(value: Any) -> Any:
+    """Lists (from JSON) as tuples, nested ones too, so configs stay hashable."""
+    return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def replace_fields(config: Any, updates: dict[str, Any], path: str = "") -> Any:
@@ -296,23 +593,47 @@ def replace_fields(config: Any, updates: dict[str, Any], path: str = "") -> Any:
     for key, value in updates.items():
         full = f"{path}.{key}" if path else key
         if key not in names:
-            raise ConfigError(f"unknown config field {full!r}; valid fields here: {sorted(names)}")
+            moved = f" (it moved to {MOVED_FIELDS[full]})" if full in MOVED_FIELDS else ""
+            raise ConfigError(f"unknown config field {full!r}{moved}; valid fields here: {sorted(names)}")
         changes[key] = _coerce(value, getattr(config, key), full)
     return dataclasses.replace(config, **changes)
 
 
-def apply_override(config: Any, assignment: str) -> Any:
-    """Applies one ``dotted.path=value`` override; the value is parsed as JSON when it can be."""
+def parse_assignment(assignment: str, flag: str = "--set") -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> ``(["a", "b"], value)``; the value is parsed as JSON when it can be."""
     import json
 
     if "=" not in assignment:
-        raise ConfigError(f"override {assignment!r} must look like section.field=value")
+        raise ConfigError(f"{flag} {assignment!r} must look like section.field=value")
     path, raw = assignment.split("=", 1)
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
+    return path.strip().split("."), value
+
+
+def apply_override(config: Any, assignment: str) -> Any:
+    """Applies one ``dotted.path=value`` override; the value is parsed as JSON when it can be."""
+    parts, value = parse_assignment(assignment)
     nested: Any = value
-    for part in reversed(path.strip().split(".")):
+    for part in reversed(parts):
         nested = {part: nested}
     return replace_fields(config, nested)
+
+
+def parse_sweep(assignment: str) -> tuple[str, tuple[float, ...]]:
+    """``"distill.objective.ent_coef=0,0.01,0.1"`` -> ``("distill.objective.ent_coef", (0.0, 0.01, 0.1))``."""
+    if "=" not in assignment:
+        raise ConfigError(f"--sweep {assignment!r} must look like section.field=v1,v2,...")
+    path, raw = assignment.split("=", 1)
+    values = []
+    for item in raw.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise ConfigError(f"--sweep {path.strip()}: {item.strip()!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"--sweep {path.strip()}: {item.strip()!r} must be a finite number")
+        values.append(value)
+    return path.strip(), tuple(values)

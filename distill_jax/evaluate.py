@@ -10,9 +10,10 @@ them, the per-step task metrics in ``EPISODE_MEAN_METRICS`` averaged over the
 episode (the quadruped's xy velocity tracking error). The student's imitation
 loss is measured on the teacher's trajectories, on valid teacher steps only.
 
-The student only ever sees its deployable fields, through
+The student only ever sees its deployable fields, through the evaluation
+wrapper its schema names (``schema.eval_wrapper``, :data:`EVAL_WRAPPERS`; today
 :func:`student_actor_only`, which forwards ``schema.student_obs`` and guards
-the student actor's input.
+the student actor's input).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from distill_jax import normalization
 from distill_jax.distill import losses, masks
 from distill_jax.distill.student import Student
 from distill_jax.distill.update import FrozenTeacher
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Env
-from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.policy import action_distribution, policy_step
 from distill_jax.rollout import Policy, Transition, unroll
+from distill_jax.schema import SchemaError
 from distill_jax.xla_options import compiler_options
 
 EVAL_SEED_OFFSET = 1_000_000  # panel seeds start here; training seeds are small integers
@@ -75,11 +77,28 @@ def student_actor_only(student: Student, params: Any, obs_stats: Any, *, determi
     return policy
 
 
+# The evaluation wrappers a schema may name in ``eval_wrapper``: how the student is run wherever it
+# is scored or audited (the panel, the leak audit, the export check).
+EVAL_WRAPPERS = {"student_actor_only": student_actor_only}
+
+
+def eval_wrapper(student: Student, params: Any, obs_stats: Any, *, deterministic: bool = True) -> Policy:
+    """The student's policy under the wrapper its schema names (``schema.eval_wrapper``).
+
+    Raises:
+      SchemaError: a wrapper this version does not have (an artifact from elsewhere).
+    """
+    name = student.schema.eval_wrapper
+    if name not in EVAL_WRAPPERS:
+        raise SchemaError(f"schema eval_wrapper {name!r} is unknown; known wrappers: {sorted(EVAL_WRAPPERS)}")
+    return EVAL_WRAPPERS[name](student, params, obs_stats, deterministic=deterministic)
+
+
 def student_actions(student, params, obs_stats, obs) -> jax.Array:
     """Deterministic actions ``[B, A]`` of the student evaluation wrapper on a full obs dict ``[B, ...]``
     (fresh memory for a recurrent student)."""
     batch = jax.tree.leaves(obs)[0].shape[0]
-    policy = student_actor_only(student, params, obs_stats, deterministic=True)
+    policy = eval_wrapper(student, params, obs_stats, deterministic=True)
     first = jnp.ones((batch,), jnp.float32)
     return policy(student.initial_carry(batch), obs, first, jax.random.PRNGKey(0))[1].action
 
@@ -152,6 +171,66 @@ def make_teacher_evaluator(env: Env, teacher_actor: Any, panel: Panel):
     return lambda teacher: summarize(jax.device_get(scores(teacher)))
 
 
+def imitation(student: losses.TanhGaussian, teacher: losses.TanhGaussian, tr: Transition,
+              mask_rule: tuple[str, ...], mask_thresholds: dict[str, float] | None) -> dict[str, jax.Array]:
+    """KL and action MSE of ``student`` to ``teacher`` (``[T, N, A]``) on the valid steps of the first
+    episodes of ``tr``, and the fraction each mask rule dropped (``masked/<rule>``, ``masked/any``)."""
+    valid, masked = masks.valid_mask(
+        mask_rule, masks.MaskInputs(tr.terminated, tr.truncated, tr.first, teacher.loc, teacher.scale), mask_thresholds)
+    valid = valid * first_episode_alive(tr)
+    kl, _ = losses.kl_distillation_loss(student, teacher, valid)
+    mse, _ = losses.action_mse_loss(jnp.tanh(student.loc), jnp.tanh(teacher.loc), valid)
+    return {"kl": kl, "action_mse": mse, **masked}
+
+
+def panel_program(
+    env: Env,
+    teacher_actor: Any,
+    student: Student,
+    panel: Panel,
+    *,
+    mask_rule: tuple[str, ...],
+    mask_thresholds: dict[str, float] | None = None,
+):
+    """The panel pass of one teacher/student pair as a pure function (jit- and vmap-able):
+    ``(keys [N, 2], teacher, student_params, student_stats) -> (teacher_scores, student_scores, imitation)``.
+
+    Both policies start from the same reset keys (common random numbers); the scores are
+    :func:`first_episode_scores` (``[N]`` per key). ``imitation`` holds the student's KL and action
+    MSE on the teacher's own valid first-episode steps and the fraction each mask rule dropped
+    (``kl``, ``action_mse``, ``masked/<rule>``), and the same on the states the *student* visits,
+    relabelled by the teacher (``student_states/kl``, ``student_states/action_mse``,
+    ``student_states/masked/any``): imitation that holds on the teacher's states but not on the
+    student's own is the signature of missing state coverage.
+    """
+    horizon = env.episode_length
+    if horizon is None:
+        raise ValueError("the panel needs an env with a time limit (episode_length)")
+    batched = VmapAutoReset(env, len(panel.seeds))
+
+    def run(keys, teacher, student_params, student_stats):
+        start = batched.reset_with_keys(keys)
+        act_key = jax.random.PRNGKey(0)
+        t_policy = teacher_policy(teacher_actor, teacher, deterministic=panel.deterministic)
+        s_policy = eval_wrapper(student, student_params, student_stats, deterministic=panel.deterministic)
+        _, _, t_tr = unroll(batched, start, t_policy, None, act_key, horizon)
+        _, _, s_tr = unroll(batched, start, s_policy, student.initial_carry(len(panel.seeds)), act_key, horizon)
+        # Imitation claim: the student's distribution on the teacher's own (valid) steps.
+        student_obs = normalization.normalize(student_stats, student.schema.select(t_tr.obs, "student"))
+        s_dist = student.sequence(student_params, student.initial_carry(len(panel.seeds)), student_obs, t_tr.first)
+        t_dist = losses.TanhGaussian(t_tr.policy.loc, t_tr.policy.scale)
+        on_teacher_states = imitation(s_dist, t_dist, t_tr, mask_rule, mask_thresholds)
+        # The student's own states, relabelled by the teacher (what DAgger would train on).
+        relabel = action_distribution(teacher_actor.apply, teacher.params, teacher.obs_stats, s_tr.obs)
+        on_student_states = imitation(losses.TanhGaussian(s_tr.policy.loc, s_tr.policy.scale), relabel, s_tr,
+                                      mask_rule, mask_thresholds)
+        student_states = {f"student_states/{k}": v for k, v in on_student_states.items()
+                          if k in ("kl", "action_mse", "masked/any")}
+        return first_episode_scores(t_tr), first_episode_scores(s_tr), {**on_teacher_states, **student_states}
+
+    return run
+
+
 def evaluate_panel(
     env: Env,
     teacher_actor: Any,
@@ -180,41 +259,91 @@ def evaluate_panel(
       ``EPISODE_MEAN_METRICS`` the task reports) for each policy; ``kl``, ``action_mse``,
       ``masked/<rule>`` for the imitation claim.
     """
-    horizon = env.episode_length
-    if horizon is None:
-        raise ValueError("evaluate_panel needs an env with a time limit (episode_length)")
-    batched = VmapAutoReset(env, len(panel.seeds))
-    keys = panel.reset_keys()
+    members = evaluate_members(env, teacher_actor, jax.tree.map(lambda x: x[None], teacher), student,
+                               jax.tree.map(lambda x: x[None], student_params),
+                               jax.tree.map(lambda x: x[None], student_stats), panel,
+                               mask_rule=mask_rule, mask_thresholds=mask_thresholds)
+    return members[0]
 
+
+def evaluate_members(
+    env: Env,
+    teacher_actor: Any,
+    teachers: FrozenTeacher,
+    student: Student,
+    student_params: Any,
+    student_stats: Any,
+    panel: Panel,
+    *,
+    mask_rule: tuple[str, ...],
+    mask_thresholds: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`evaluate_panel` for ``M`` teacher/student pairs (seeds, sweep members) in one program.
+
+    ``teachers``, ``student_params`` and ``student_stats`` carry a leading member axis ``[M]``;
+    every member is scored on the same reset keys. Returns one :func:`evaluate_panel`-style dict
+    per member.
+    """
+    run = panel_program(env, teacher_actor, student, panel, mask_rule=mask_rule, mask_thresholds=mask_thresholds)
     # Parameters are arguments, not closed-over constants: a closure would bake them into the
     # program, so every newly trained policy would compile again and add a cache entry.
-    @functools.partial(jax.jit, compiler_options=compiler_options())
-    def run(keys, teacher, student_params, student_stats):
-        start = batched.reset_with_keys(keys)
-        act_key = jax.random.PRNGKey(0)
-        t_policy = teacher_policy(teacher_actor, teacher, deterministic=panel.deterministic)
-        s_policy = student_actor_only(student, student_params, student_stats, deterministic=panel.deterministic)
-        _, _, t_tr = unroll(batched, start, t_policy, None, act_key, horizon)
-        _, _, s_tr = unroll(batched, start, s_policy, student.initial_carry(len(panel.seeds)), act_key, horizon)
-        # Imitation claim: the student's distribution on the teacher's own (valid) steps.
-        student_obs = normalization.normalize(student_stats, student.schema.select(t_tr.obs, "student"))
-        s_dist = student.sequence(student_params, student.initial_carry(len(panel.seeds)), student_obs, t_tr.first)
-        t_dist = losses.TanhGaussian(t_tr.policy.loc, t_tr.policy.scale)
-        valid, masked = masks.valid_mask(
-            mask_rule, masks.MaskInputs(t_tr.terminated, t_tr.truncated, t_tr.first, t_dist.loc, t_dist.scale),
-            mask_thresholds,
-        )
-        valid = valid * first_episode_alive(t_tr)
-        kl, _ = losses.kl_distillation_loss(s_dist, t_dist, valid)
-        mse, _ = losses.action_mse_loss(jnp.tanh(s_dist.loc), jnp.tanh(t_dist.loc), valid)
-        return first_episode_scores(t_tr), first_episode_scores(s_tr), {"kl": kl, "action_mse": mse, **masked}
+    program = jax.jit(jax.vmap(run, in_axes=(None, 0, 0, 0)), compiler_options=compiler_options())
+    teacher_scores, student_scores, imitation = jax.device_get(
+        program(panel.reset_keys(), teachers, student_params, student_stats))
+    members = int(jax.tree.leaves(imitation)[0].shape[0])
+    return [{"teacher": summarize(_pick(teacher_scores, m)), "student": summarize(_pick(student_scores, m)),
+             "imitation": {k: float(v[m]) for k, v in imitation.items()},
+             "episodes": {"teacher": episodes(_pick(teacher_scores, m)), "student": episodes(_pick(student_scores, m))}}
+            for m in range(members)]
 
-    teacher_scores, student_scores, imitation = jax.device_get(run(keys, teacher, student_params, student_stats))
-    return {
-        "teacher": summarize(teacher_scores),
-        "student": summarize(student_scores),
-        "imitation": {k: float(v) for k, v in imitation.items()},
-    }
+
+def _pick(tree: Any, m: int) -> Any:
+    return jax.tree.map(lambda x: x[m], tree)
+
+
+def episodes(scores: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Per-episode return and fall (``[N]`` lists, panel order) of :func:`first_episode_scores`: the raw
+    material of paired comparisons between policies that share the panel's reset keys."""
+    return {"return": np.asarray(scores["return"], np.float64).tolist(),
+            "fall": np.asarray(scores["fall"], np.float64).tolist()}
+
+
+def score_members(env: Env, panel: Panel, make_policy: Any, params: Any, initial_carry: Any = None) -> list[dict]:
+    """Panel statistics of ``M`` members of one kind of policy, one jitted program over the members.
+
+    Args:
+      env: the unbatched task; panel: its held-out seeds (the same reset keys as every other policy).
+      make_policy: ``params_m -> Policy`` (e.g. a reference policy's :func:`teacher_policy`).
+      params: the members' parameters, leading axis ``[M]`` (passed as arguments, not constants).
+      initial_carry: ``batch -> carry`` of a recurrent policy (``None``: feed-forward).
+
+    Returns:
+      One ``{"summary": summarize(...), "episodes": episodes(...)}`` per member.
+    """
+    n = len(panel.seeds)
+    batched = VmapAutoReset(env, n)
+
+    def run(keys, member_params):
+        carry = None if initial_carry is None else initial_carry(n)
+        _, _, tr = unroll(batched, batched.reset_with_keys(keys), make_policy(member_params), carry,
+                          jax.random.PRNGKey(0), env.episode_length)
+        return first_episode_scores(tr)
+
+    program = jax.jit(jax.vmap(run, in_axes=(None, 0)), compiler_options=compiler_options())
+    scores = jax.device_get(program(panel.reset_keys(), params))
+    members = int(jax.tree.leaves(params)[0].shape[0])
+    return [{"summary": summarize(_pick(scores, m)), "episodes": episodes(_pick(scores, m))} for m in range(members)]
+
+
+def paired_difference(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> dict[str, Any]:
+    """Mean of ``a - b`` over paired panel episodes (same reset keys) with its 95 % t-interval.
+
+    Pairing removes the spread of the initial states from the comparison: two policies started
+    from the same states differ by less than their returns vary across states.
+    """
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    out = t_interval(diff)
+    return {"mean": out["mean"], "ci95": out["ci95"], "episodes": int(diff.size)}
 
 
 def wilson_interval(count: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -230,6 +359,50 @@ def wilson_interval(count: float, n: int, z: float = 1.96) -> tuple[float, float
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (a table, to keep scipy out); a dof
+# between two entries takes the smaller one's (wider) quantile.
+_T_975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 6: 2.446912, 7: 2.364624,
+          8: 2.306004, 9: 2.262157, 10: 2.228139, 11: 2.200985, 12: 2.178813, 13: 2.160369, 14: 2.144787,
+          15: 2.131450, 16: 2.119905, 17: 2.109816, 18: 2.100922, 19: 2.093024, 20: 2.085963, 25: 2.059539,
+          30: 2.042272, 40: 2.021075, 60: 2.000298, 120: 1.979930}
+
+
+def t_interval(values: list[float] | np.ndarray) -> dict[str, Any]:
+    """Mean of independent per-seed figures with its 95 % Student-t interval.
+
+    Returns ``{"mean", "ci95": [low, high] or None (one seed), "per_seed": [...]}``: the interval
+    is over seeds (how much the figure varies from one training run to the next), not over the
+    panel's episodes, which each seed's own interval covers.
+    """
+    x = np.asarray(values, np.float64)
+    out: dict[str, Any] = {"mean": float(x.mean()), "ci95": None, "per_seed": x.tolist()}
+    if x.size > 1:
+        dof = x.size - 1
+        quantile = _T_975[max(d for d in _T_975 if d <= dof)] if dof < 120 else 1.96
+        half = quantile * x.std(ddof=1) / np.sqrt(x.size)
+        out["ci95"] = [float(x.mean() - half), float(x.mean() + half)]
+    return out
+
+
+ACROSS_SEEDS = {"teacher": ("return_mean", "success_rate", "fall_rate", "episode_length_mean"),
+                "student": ("return_mean", "success_rate", "fall_rate", "episode_length_mean"),
+                "imitation": ("kl", "action_mse", "masked/any", "student_states/kl", "student_states/action_mse")}
+
+
+def across_seeds(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`t_interval` of each headline figure over the members of one grid point (one per seed)."""
+    out = {role: {name: t_interval([m[role][name] for m in members]) for name in names if name in members[0][role]}
+           for role, names in ACROSS_SEEDS.items()}
+    for name in EPISODE_MEAN_METRICS:
+        for role in ("teacher", "student"):
+            if f"{name}_mean" in members[0][role]:
+                out[role][f"{name}_mean"] = t_interval([m[role][f"{name}_mean"] for m in members])
+    ratios = [m["student"]["return_mean"] / m["teacher"]["return_mean"] for m in members if m["teacher"]["return_mean"]]
+    if ratios:
+        out["student_over_teacher_return"] = t_interval(ratios)
+    return out
 
 
 def summarize(scores: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -42,8 +42,13 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     return jnp.stack([jax.random.PRNGKey(seed + k) for k in range(num_seeds)])
 
 
-def init_per_seed(init: Callable[[jax.Array], Any], seed: int, num_seeds: int) -> Any:
+def init_per_seed(init: Callable[..., Any], seed: int, num_seeds: int, hparams: Any = None) -> Any:
     """``init(key)`` for each of :func:`seed_keys`, stacked on a leading seed axis ``[K]``.
+
+    With ``hparams`` (coefficients stacked on a leading member axis ``[G * K]``, e.g. from
+    :func:`distill_jax.hyperparams.member_coefficients`), member ``g * K + k`` is
+    ``init(key_k, hparams=hparams[g * K + k])``: every grid point of a sweep starts from the same
+    seeds (common random numbers), so members differ only by their coefficients.
 
     Seeds are initialised one after another (``lax.map``), not by ``vmap``: a vmapped
     orthogonal initialiser becomes batched LAPACK QRs, and jaxlib 0.10's CPU QR kernel
@@ -51,7 +56,14 @@ def init_per_seed(init: Callable[[jax.Array], Any], seed: int, num_seeds: int) -
     several such QRs (one per layer) running at once on a 2-core machine every worker
     waits and the program hangs. Unbatched QRs run inline; the result is unchanged.
     """
-    return jax.jit(lambda keys: jax.lax.map(init, keys))(seed_keys(seed, num_seeds))
+    keys = seed_keys(seed, num_seeds)
+    if hparams is None:
+        return jax.jit(lambda keys: jax.lax.map(init, keys))(keys)
+    members = int(jax.tree.leaves(hparams)[0].shape[0])
+    if members % num_seeds:
+        raise ConfigError(f"{members} sets of coefficients cannot be split over {num_seeds} seeds")
+    keys = jnp.tile(keys, (members // num_seeds, 1))
+    return jax.jit(lambda keys, hp: jax.lax.map(lambda kh: init(kh[0], hparams=kh[1]), (keys, hp)))(keys, hparams)
 
 
 def make_mesh(devices: list | None, num_envs: int) -> Mesh:

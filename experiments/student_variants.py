@@ -28,12 +28,12 @@ CURRENT_ONLY = ["cart_pos", "pole_angle", "last_action"]  # cartpole's deployabl
 
 VARIANTS: dict[str, dict] = {
     "MLP + history, DAgger (default)": {},
-    "MLP, no history (memoryless), DAgger": {"student_fields": CURRENT_ONLY},
-    "GRU, no history, DAgger": {"student_kind": "gru", "student_fields": CURRENT_ONLY},
-    "MLP + history, teacher acts": {"behaviour": "teacher"},
-    "MLP + history, β-mixture 1→0 over 10 updates": {"behaviour": "mixture"},
-    "MLP + history, DAgger, action MSE": {"objective": "mse"},
-    "MLP + history, DAgger + 0.1·PPO": {"ppo_coef": 0.1},
+    "MLP, no history (memoryless), DAgger": {"student": {"fields": CURRENT_ONLY}},
+    "GRU, no history, DAgger": {"student": {"kind": "gru", "fields": CURRENT_ONLY}},
+    "MLP + history, teacher acts": {"behaviour": {"kind": "teacher"}},
+    "MLP + history, β-mixture 1→0 over 10 updates": {"behaviour": {"kind": "mixture"}},
+    "MLP + history, DAgger, action MSE": {"objective": {"kind": "mse"}},
+    "MLP + history, DAgger + 0.1·PPO": {"ppo_term": {"enabled": True, "coef": 0.1}},
     # Budget: ~10 % and ~5 % of the default teacher's 409,600 env steps, with fewer envs so the
     # student still gets 20 / 10 updates.
     "MLP + history, DAgger, 40,960 steps (64 envs)": {"total_env_steps": 40_960, "num_envs": 64},

@@ -81,19 +81,35 @@ def test_a_finished_teacher_given_a_larger_budget_continues_to_the_uninterrupted
     pipeline.teacher_phase(run, quiet=True)
 
     six = {"ppo": {"total_env_steps": RESUME_CONFIG.ppo.total_env_steps}}
-    extended = pipeline.extend_budgets(pipeline.open_run(run.path), six)
+    extended = pipeline.change_on_resume(pipeline.open_run(run.path), six)
     assert extended.config == RESUME_CONFIG
     assert json.loads((run.path / "config.json").read_text())["ppo"]["total_env_steps"] == 16 * 8 * 6
-    assert [json.loads(line) for line in (run.path / pipeline.BUDGET_LOG).read_text().splitlines()] == [
-        {"field": "ppo.total_env_steps", "from": 16 * 8 * 4, "to": 16 * 8 * 6}]
+    assert [json.loads(line) for line in (run.path / pipeline.CHANGES_LOG).read_text().splitlines()] == [
+        {"field": "ppo.total_env_steps", "from": 16 * 8 * 4, "to": 16 * 8 * 6, "at_update": 4}]
     continued = pipeline.teacher_phase(pipeline.open_run(run.path), resume=True, quiet=True)
     assert_same_teacher(continued, uninterrupted)
     updates = [json.loads(line)["update"] for line in (run.path / "metrics.jsonl").read_text().splitlines()]
     assert updates == [1, 2, 3, 4, 5, 6]
 
     # The same budget again changes nothing and logs nothing.
-    assert pipeline.extend_budgets(pipeline.open_run(run.path), six).config == RESUME_CONFIG
-    assert len((run.path / pipeline.BUDGET_LOG).read_text().splitlines()) == 1
+    assert pipeline.change_on_resume(pipeline.open_run(run.path), six).config == RESUME_CONFIG
+    assert len((run.path / pipeline.CHANGES_LOG).read_text().splitlines()) == 1
+
+
+def test_a_coefficient_changed_on_resume_applies_from_the_next_update(tmp_path, uninterrupted):
+    four = dataclasses.replace(RESUME_CONFIG, ppo=dataclasses.replace(RESUME_CONFIG.ppo, total_env_steps=16 * 8 * 4))
+    run = pipeline.create_run(tmp_path / "short", four)
+    pipeline.teacher_phase(run, quiet=True)
+    changes = {"ppo": {"total_env_steps": RESUME_CONFIG.ppo.total_env_steps, "ent_coef": 0.05}}
+    changed = pipeline.change_on_resume(pipeline.open_run(run.path), changes)
+    logged = [json.loads(line) for line in (run.path / pipeline.CHANGES_LOG).read_text().splitlines()]
+    assert {"field": "ppo.ent_coef", "from": RESUME_CONFIG.ppo.ent_coef, "to": 0.05, "at_update": 4} in logged
+    continued = pipeline.teacher_phase(changed, resume=True, quiet=True)
+    assert float(continued.state.hparams["ent_coef"][0]) == pytest.approx(0.05)
+    params = lambda result: jax.tree.leaves(result.state.params)  # noqa: E731
+    assert not all(np.array_equal(a, b) for a, b in zip(params(continued), params(uninterrupted)))
+    with pytest.raises(pipeline.RunError, match="cannot change"):
+        pipeline.change_on_resume(pipeline.open_run(run.path), {"ppo": {"num_envs": 32}})
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax.config import ConfigError, DistillConfig, PPOConfig
+from distill_jax.config import ConfigError, DistillConfig, PPOConfig, replace_fields
+from distill_jax.distill.masks import in_force
+from distill_jax.hyperparams import coefficients
 from distill_jax.distill.phase import build_student, distill_student, initial_student_states
 from distill_jax.distill.update import FrozenTeacher, teacher_probability
 from distill_jax.envs import get_env
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Wrapper
-from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.evaluate import Panel, evaluate_panel
 from distill_jax.loop import NonFiniteError
 from distill_jax.ppo.teacher import train_teacher
@@ -33,15 +35,21 @@ def tiny_teacher(env):
     return result.nets.actor, FrozenTeacher(result.state.params["actor"], result.state.obs_stats)
 
 
+def behaviour(**fields):
+    return replace_fields(TINY, {"behaviour": fields})
+
+
 def test_behaviour_schedule():
-    assert float(teacher_probability(dataclasses.replace(TINY, behaviour="teacher"), jnp.array(5))) == 1.0
-    assert float(teacher_probability(dataclasses.replace(TINY, behaviour="student"), jnp.array(0))) == 0.0
-    mix = dataclasses.replace(TINY, behaviour="mixture", beta_start=0.8, beta_end=0.2, beta_decay_updates=4)
-    got = [float(teacher_probability(mix, jnp.array(u))) for u in range(6)]
-    np.testing.assert_allclose(got, [0.8, 0.65, 0.5, 0.35, 0.2, 0.2], atol=1e-6)
+    def beta(config, update):
+        return float(teacher_probability(config, coefficients(config), jnp.array(update)))
+
+    assert beta(behaviour(kind="teacher"), 5) == 1.0
+    assert beta(behaviour(kind="student"), 0) == 0.0
+    mix = behaviour(kind="mixture", beta_start=0.8, beta_end=0.2, beta_decay_updates=4)
+    np.testing.assert_allclose([beta(mix, u) for u in range(6)], [0.8, 0.65, 0.5, 0.35, 0.2, 0.2], atol=1e-6)
 
 
-MIXTURE = dataclasses.replace(TINY, behaviour="mixture", beta_start=1.0, beta_end=0.0, beta_decay_updates=1)
+MIXTURE = behaviour(kind="mixture", beta_start=1.0, beta_end=0.0, beta_decay_updates=1)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +82,7 @@ def test_same_seed_same_student(env, tiny_teacher, mixture_run):
 
 def test_gru_student_trains(env, tiny_teacher):
     actor, teacher = tiny_teacher
-    config = dataclasses.replace(TINY, student_kind="gru", gru_size=16, student_hidden=(32,))
+    config = replace_fields(TINY, {"student": {"kind": "gru", "gru_size": 16, "hidden": (32,)}})
     result = distill_student(env, actor, teacher, config, seed=2)
     assert result.state.carry.shape == (1, 16, 16)
     assert np.isfinite(result.history[-1]["loss"]).all()
@@ -92,12 +100,12 @@ def test_student_cannot_read_privileged_fields(env, mixture_run):
 
 
 def test_bad_distill_config_is_named():
-    with pytest.raises(ConfigError, match="distill.behaviour='expert'"):
-        dataclasses.replace(TINY, behaviour="expert").validate()
+    with pytest.raises(ConfigError, match="distill.behaviour.kind='expert'"):
+        behaviour(kind="expert").validate()
     with pytest.raises(ConfigError, match="distill.num_minibatches=3"):
         dataclasses.replace(TINY, num_minibatches=3).validate()
     with pytest.raises(ConfigError, match="unknown rule"):
-        dataclasses.replace(TINY, mask_rule=("falls", "bogus")).validate()
+        replace_fields(TINY, {"mask": {"rule": ["falls", "bogus"]}}).validate()
 
 
 class NaNRewards(Wrapper):
@@ -120,7 +128,7 @@ def test_pure_distillation_reads_no_rewards(env, tiny_teacher):
 @pytest.mark.slow  # three distillation programs of their own (~60 s on 2 cores)
 def test_ppo_term_trains_an_asymmetric_critic_from_rewards(env, tiny_teacher):
     actor, teacher = tiny_teacher
-    config = dataclasses.replace(TINY, ppo_coef=0.5, critic_hidden=(32,))
+    config = replace_fields(TINY, {"ppo_term": {"enabled": True, "coef": 0.5, "critic_hidden": (32,)}})
     with_ppo = distill_student(env, actor, teacher, config, seed=3)
     pure = distill_student(env, actor, teacher, TINY, seed=3)
     row = with_ppo.history[-1]
@@ -136,8 +144,8 @@ def test_ppo_term_trains_an_asymmetric_critic_from_rewards(env, tiny_teacher):
                    zip(jax.tree.leaves(with_ppo.state.params), jax.tree.leaves(pure.state.params)))
     with pytest.raises(NonFiniteError, match="reward"):
         distill_student(NaNRewards(env), actor, teacher, config, seed=3)
-    with pytest.raises(ConfigError, match="needs behaviour='student'"):
-        dataclasses.replace(config, behaviour="teacher").validate()
+    with pytest.raises(ConfigError, match="needs distill.behaviour.kind='student'"):
+        replace_fields(config, {"behaviour": {"kind": "teacher"}}).validate()
 
 
 @pytest.mark.slow  # an encoder teacher and a latent student of their own (~60 s on 2 cores)
@@ -155,7 +163,8 @@ def test_latent_matching_regresses_the_teachers_privileged_latent(env):
     moved_privileged = {k: (v + 1.0 if k in env.schema.teacher_only else v) for k, v in obs.items()}
     assert not np.allclose(z, actor.apply(params, moved_privileged, method="encode"))
 
-    config = dataclasses.replace(TINY, latent_coef=1.0, total_env_steps=16 * 8 * 6)
+    config = replace_fields(TINY, {"student": {"latent_head": True}, "objective": {"latent_coef": 1.0},
+                                   "total_env_steps": 16 * 8 * 6})
     frozen = FrozenTeacher(result.state.params["actor"], result.state.obs_stats)
     student = distill_student(env, actor, frozen, config, seed=4)
     assert np.isfinite([row["latent_error"][0] for row in student.history]).all()
@@ -198,7 +207,8 @@ def test_a_new_student_reuses_the_compiled_panel_program(env, tiny_teacher):
     def evaluate(k):
         params, stats = jax.tree.map(lambda x: x[k], (states.params, states.obs_stats))
         return evaluate_panel(env, actor, first_seed(teacher), student, params, stats, panel,
-                              mask_rule=TINY.mask_rule, mask_thresholds=dict(TINY.mask_thresholds))
+                              mask_rule=in_force(TINY.mask, env.schema)[0],
+                              mask_thresholds=in_force(TINY.mask, env.schema)[1])
 
     min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # store even a fast compile
@@ -212,3 +222,52 @@ def test_a_new_student_reuses_the_compiled_panel_program(env, tiny_teacher):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
     assert misses == [], "the second student's weights compiled a new panel program"
     assert first["student"] != second["student"]  # the weights did reach the program
+
+
+def test_a_sweep_trains_every_value_in_one_program_equal_to_separate_runs(env, tiny_teacher, monkeypatch):
+    from distill_jax.distill import phase
+
+    actor, teacher = tiny_teacher
+    values = (0.0, 0.05, 0.5)
+    traces = []
+    original = phase.distill_step
+    monkeypatch.setattr(phase, "distill_step", lambda *a, **k: (traces.append(1), original(*a, **k))[1])
+    tiled = jax.tree.map(lambda x: jnp.repeat(x, len(values), axis=0), teacher)  # one teacher per member
+    swept = distill_student(env, actor, tiled, TINY, seed=5,
+                            sweep_points=[{"objective.ent_coef": v} for v in values])
+    assert len(traces) == 1, "the grid's training step was traced more than once"
+    assert [float(x) for x in swept.state.hparams["objective"]["ent_coef"]] == pytest.approx(values)
+    monkeypatch.undo()
+    for g, value in enumerate(values):
+        alone = distill_student(env, actor, teacher, replace_fields(TINY, {"objective": {"ent_coef": value}}), seed=5)
+        for x, y in zip(jax.tree.leaves(swept.state.params), jax.tree.leaves(alone.state.params)):
+            np.testing.assert_allclose(np.asarray(x)[g], np.asarray(y)[0], rtol=1e-5, atol=1e-6)
+    scale = lambda p: p["params"]  # noqa: E731
+    first, last = (jax.tree.leaves(jax.tree.map(lambda x: x[g], scale(swept.state.params))) for g in (0, 2))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, last)), "the coefficient did not reach the program"
+
+
+def test_a_changed_coefficient_runs_the_same_compiled_program(env, tiny_teacher):
+    # Float coefficients are data in the train state, not constants in the program: a run with
+    # another ε and learning rate loads the first run's programs from the persistent cache.
+    actor, teacher = tiny_teacher
+    misses = []
+
+    def count_misses(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_misses":
+            misses.append(event)
+
+    changed = replace_fields(TINY, {"objective": {"ent_coef": 0.3}, "learning_rate": 3e-3, "max_grad_norm": 0.5})
+    min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # store even a fast compile
+    jax.monitoring.register_event_listener(count_misses)
+    try:
+        first = distill_student(env, actor, teacher, TINY, seed=6)
+        misses.clear()
+        second = distill_student(env, actor, teacher, changed, seed=6)
+    finally:
+        jax.monitoring.unregister_event_listener(count_misses)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
+    assert misses == [], "changing a coefficient compiled a new program"
+    assert float(second.state.hparams["objective"]["ent_coef"][0]) == pytest.approx(0.3)
+    assert not np.array_equal(jax.tree.leaves(first.state.params)[0], jax.tree.leaves(second.state.params)[0])

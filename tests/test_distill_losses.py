@@ -199,10 +199,10 @@ def test_saturated_and_nonfinite_teacher_rules():
 def test_default_thresholds_agree_across_config_mask_and_ppo_metric():
     """The config's defaults are plain Python (import-light) but must equal the mask module's,
     and PPO's saturated_steps metric must count with the same limit the mask drops."""
-    from distill_jax.config import DistillConfig
+    from distill_jax.config import DEFAULT_MASK_THRESHOLDS
     from distill_jax.distributions import SATURATION_LIMIT, saturated
 
-    assert dict(DistillConfig().mask_thresholds) == masks.DEFAULT_THRESHOLDS
+    assert dict(DEFAULT_MASK_THRESHOLDS) == masks.DEFAULT_THRESHOLDS
     assert masks.DEFAULT_THRESHOLDS["saturation"] == SATURATION_LIMIT
     at_limit = jnp.full((1, 2), jnp.arctanh(SATURATION_LIMIT) + 1e-4)
     assert float(saturated(at_limit)[0]) == 1.0 and float(saturated(at_limit - 2e-3)[0]) == 0.0

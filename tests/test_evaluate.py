@@ -105,3 +105,47 @@ def test_summarize_reports_each_rate_with_its_interval():
     assert summary["fall_rate"] == 7 / 32 and summary["episodes"] == 32
     np.testing.assert_allclose(summary["fall_rate_ci95"], wilson_interval(7, 32))
     np.testing.assert_allclose(summary["success_rate_ci95"], wilson_interval(25, 32))
+
+
+def test_the_schema_names_the_evaluation_wrapper_and_an_unknown_one_is_refused():
+    import dataclasses
+
+    from distill_jax.distill.student import make_student
+    from distill_jax.envs import get_env
+    from distill_jax.evaluate import EVAL_WRAPPERS, eval_wrapper
+    from distill_jax.schema import SchemaError
+
+    env = get_env("cartpole")
+    student = make_student(env.schema, env.action_size, kind="mlp", hidden=(8,))
+    assert env.schema.eval_wrapper in EVAL_WRAPPERS
+    eval_wrapper(student, None, None)  # builds the named wrapper's policy
+    renamed = student._replace(schema=dataclasses.replace(student.schema, eval_wrapper="actor_with_everything"))
+    with pytest.raises(SchemaError, match="eval_wrapper 'actor_with_everything' is unknown"):
+        eval_wrapper(renamed, None, None)
+
+
+def test_across_seed_interval_is_the_student_t_interval():
+    from distill_jax.evaluate import t_interval
+
+    got = t_interval([1.0, 2.0, 3.0])  # mean 2, sample sd 1, 2 degrees of freedom: t(0.975, 2) = 4.302653
+    assert got["mean"] == 2.0 and got["per_seed"] == [1.0, 2.0, 3.0]
+    np.testing.assert_allclose(got["ci95"], [2.0 - 4.302653 / np.sqrt(3), 2.0 + 4.302653 / np.sqrt(3)])
+    assert t_interval([5.0])["ci95"] is None  # one seed says nothing about seed-to-seed spread
+
+
+def test_the_table_of_several_members_gives_each_sweep_point_its_seeds_mean_and_interval():
+    from distill_jax.evaluate import across_seeds
+    from distill_jax.run.report import members_table
+
+    def member(teacher_return, student_return):
+        report = _report({})
+        report["teacher"]["return_mean"], report["student"]["return_mean"] = teacher_return, student_return
+        return report
+
+    groups = [{"values": {"distill.objective.ent_coef": v}, "num_seeds": 2,
+               **across_seeds([member(200.0, s), member(200.0, s + 10.0)])} for v, s in ((0.0, 150.0), (0.1, 180.0))]
+    lines = members_table({"across_seeds": groups})
+    assert lines[2].startswith("| distill.objective.ent_coef | teacher return | student return |")
+    # t(1) = 12.706: 155 ± 12.706 * 5 over the two seeds; the teacher's seeds agree exactly.
+    assert lines[4].startswith("| 0 | 200.0 (200.0–200.0) | 155.0 (91.5–218.5) | 0.775 (0.457–1.093) |")
+    assert lines[5].startswith("| 0.1 | 200.0 (200.0–200.0) | 185.0 (121.5–248.5) | 0.925")

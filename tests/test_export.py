@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax.config import DistillConfig
+from distill_jax.config import DistillConfig, StudentConfig
 from distill_jax.distill.phase import build_student
 from distill_jax.distill.update import init_student
 from distill_jax.envs import get_env
-from distill_jax.envs.wrappers import VmapAutoReset
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.evaluate import student_actor_only
 from distill_jax.export import ExportError, export_student, load_student
 from distill_jax.normalization import update_stats
@@ -41,7 +41,7 @@ def in_process_rollout(student, params, stats, env_step, env_state, steps):
 def exported(request, tmp_path_factory):
     env = get_env("cartpole")
     batched = VmapAutoReset(env, NUM_ENVS)
-    config = DistillConfig(num_envs=NUM_ENVS, student_kind=request.param, student_hidden=(32, 32), gru_size=16)
+    config = DistillConfig(num_envs=NUM_ENVS, student=StudentConfig(kind=request.param, hidden=(32, 32), gru_size=16))
     student = build_student(env, config)
     state = init_student(jax.random.PRNGKey(0), batched, student, config)
     # Non-trivial normaliser statistics, so normalisation inside the artifact is exercised.

@@ -59,7 +59,7 @@ def reference(params, batch, clip_eps, vf_coef, ent_coef, normalize, value_clip)
     pol = -np.mean(np.minimum(ratio * adv, np.clip(ratio, 1 - clip_eps, 1 + clip_eps) * adv))
     v = x @ c["u"] + c["c"]
     err = (v - batch.returns) ** 2
-    if value_clip is not None:
+    if value_clip:
         vc = batch.old_values + np.clip(v - batch.old_values, -value_clip, value_clip)
         err = np.maximum(err, (vc - batch.returns) ** 2)
     vloss = 0.5 * err.mean()
@@ -72,7 +72,7 @@ def reference(params, batch, clip_eps, vf_coef, ent_coef, normalize, value_clip)
 
 
 @pytest.mark.parametrize(
-    "normalize,value_clip,ent_coef", [(True, None, 0.01), (False, 0.2, 0.0), (True, 0.05, 0.1)]
+    "normalize,value_clip,ent_coef", [(True, 0.0, 0.01), (False, 0.2, 0.0), (True, 0.05, 0.1)]
 )
 def test_matches_hand_computation(normalize, value_clip, ent_coef):
     params, batch = make_case()
@@ -94,6 +94,10 @@ def test_value_clip_changes_value_loss():
     _, m0 = ppo_loss(params, batch, **base)
     _, m1 = ppo_loss(params, batch, value_clip=0.01, **base)
     assert float(m1["value_loss"]) > float(m0["value_loss"])
+    # A traced range (as carried in the train state) gives the same losses; a traced 0 is "off".
+    traced = jax.jit(lambda c: ppo_loss(params, batch, value_clip=c, **base)[1]["value_loss"])
+    np.testing.assert_allclose(float(traced(0.01)), float(m1["value_loss"]), rtol=1e-6)
+    np.testing.assert_allclose(float(traced(0.0)), float(m0["value_loss"]), rtol=1e-6)
     with pytest.raises(ValueError, match="old_values"):
         ppo_loss(params, batch._replace(old_values=None), value_clip=0.1, **base)
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax.config import ConfigError, DistillConfig, PPOConfig
+from distill_jax.config import ConfigError, DistillConfig, PPOConfig, StudentConfig
 from distill_jax.distill.phase import build_student, initial_student_states
 from distill_jax.envs import VmapAutoReset, get_env
 from distill_jax.envs.base import Wrapper
@@ -119,7 +119,7 @@ def test_seeds_are_initialised_without_batched_lapack_qr(env):
     """A vmapped orthogonal init is a batched CPU QR, which deadlocks jaxlib 0.10 on 2 cores (it hung CI)."""
     batched = VmapAutoReset(env, TINY.num_envs)
     nets = make_teacher_networks(batched.schema, batched.action_size, TINY.network)
-    config = DistillConfig(student_kind="gru", gru_size=8)
+    config = DistillConfig(student=StudentConfig(kind="gru", gru_size=8))
     student = build_student(batched, config)
     for init in (lambda: initial_teacher_states(batched, nets, TINY, 0, 4),
                  lambda: initial_student_states(batched, student, config, 0, 4)):

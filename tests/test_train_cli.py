@@ -6,7 +6,7 @@ import math
 import pytest
 
 from distill_jax.run import checkpoint
-from distill_jax.config import ConfigError
+from distill_jax.config import DEFAULT_MASK_RULE, ConfigError
 from distill_jax.run.report import EVAL_KEYS
 from distill_jax.train import main
 
@@ -39,7 +39,10 @@ def test_smoke_preset_runs_every_phase_and_writes_the_artifact(smoke_run):
             assert math.isfinite(report[role][key]), (role, key)
     assert all(check["passed"] for check in report["leak_checks"].values())
     assert report["schema_diff"]["teacher_actor_to_student_actor"]["passed"]
-    assert report["schema"]["mask_rule"] == list(report["config"]["distill"]["mask_rule"])
+    # The config names no rule (null), so the env's declared one, else the library default, is in force.
+    assert report["config"]["distill"]["mask"]["rule"] is None
+    assert report["schema"]["mask_rule"] == list(DEFAULT_MASK_RULE)
+    assert len(report["members"]) == 1 and report["members"][0]["student"] == report["student"]
     assert not set(report["panel"]["seeds"]) & set(report["panel"]["training_seeds"])
     phases = {json.loads(line)["phase"] for line in (out / "metrics.jsonl").read_text().splitlines()}
     assert phases == {"teacher", "distill"}
@@ -56,7 +59,7 @@ def test_the_wall_clock_names_every_stage_and_agrees_with_the_metrics(smoke_run)
     seconds = {row["stage"]: row["seconds"] for row in first}
     assert [row["stage"] for row in first] == [
         "setup", "teacher/compiled_calls", "teacher/checkpoints", "teacher",
-        "distill/compiled_calls", "distill/checkpoints", "distill", "eval", "export", "plots"]
+        "distill/compiled_calls", "distill/checkpoints", "distill", "export", "eval", "plots"]
     assert all(math.isfinite(value) and value > 0 for value in seconds.values()), seconds
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     for phase in ("teacher", "distill"):
@@ -98,10 +101,10 @@ def test_distill_phase_forks_a_run_from_a_teacher_checkpoint(smoke_run, tmp_path
     out, _ = smoke_run
     fork = tmp_path / "gru"
     args = ["--phase", "distill", "--from", str(out / "checkpoints" / "teacher" / "2"), "--out", str(fork),
-            "--set", "distill.student_kind=gru", "--set", "distill.gru_size=8", "--quiet"]
+            "--set", "distill.student.kind=gru", "--set", "distill.student.gru_size=8", "--quiet"]
     assert main(args) == 0
     config = json.loads((fork / "config.json").read_text())
-    assert config["distill"]["student_kind"] == "gru" and config["ppo"] == json.loads((out / "config.json").read_text())["ppo"]
+    assert config["distill"]["student"]["kind"] == "gru" and config["ppo"] == json.loads((out / "config.json").read_text())["ppo"]
     assert checkpoint.complete_steps(fork / "checkpoints" / "student")[-1] == 2
     # A second distill into the same directory without --resume would overwrite: refused.
     assert main(["--phase", "distill", "--from", str(fork), "--quiet"]) == 2

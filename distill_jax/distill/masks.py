@@ -1,8 +1,9 @@
 """Named invalid-step rules: which teacher steps must never be imitation targets.
 
 A rule maps a :class:`MaskInputs` batch (time-major ``[T, B]``) to a *valid*
-mask (1.0 = keep). The schema's ``mask_rule`` names the rules in force and its
-``mask_thresholds`` parameterise them; the combined mask is the product of the
+mask (1.0 = keep). The rules in force and their thresholds come from the
+config's ``distill.mask``, else from the env schema's declared ``mask_rule`` /
+``mask_thresholds``, else from the library default (:func:`in_force`); the combined mask is the product of the
 rules' masks, and each update reports the fraction each rule masked.
 
 Rules:
@@ -28,6 +29,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from distill_jax.config import DEFAULT_MASK_RULE, DEFAULT_MASK_THRESHOLDS
 from distill_jax.distributions import SATURATION_LIMIT, saturated
 
 
@@ -117,7 +119,17 @@ def valid_mask(
     return valid, fractions
 
 
+def in_force(mask: Any, schema: Any) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The rule and thresholds in force: the config's ``distill.mask`` (a ``MaskConfig``) where it
+    names them, else what the env's schema declares, else the library default
+    (``config.DEFAULT_MASK_RULE`` / ``DEFAULT_MASK_THRESHOLDS``)."""
+    rule = mask.rule if mask.rule is not None else (schema.mask_rule or DEFAULT_MASK_RULE)
+    thresholds = mask.thresholds if mask.thresholds is not None else (schema.mask_thresholds or DEFAULT_MASK_THRESHOLDS)
+    return tuple(rule), dict(thresholds)
+
+
 def schema_in_force(schema: Any, config: Any) -> Any:
-    """``schema`` (an ``ObservationSchema``) with the mask rule and thresholds of ``config`` (a
-    ``DistillConfig``) recorded in it: what a run's ``schema.json`` and checkpoints carry."""
-    return dataclasses.replace(schema, mask_rule=config.mask_rule, mask_thresholds=config.mask_thresholds)
+    """``schema`` (an ``ObservationSchema``) with the mask rule and thresholds in force under
+    ``config`` (a ``DistillConfig``) recorded in it: what a run's ``schema.json`` and checkpoints carry."""
+    rule, thresholds = in_force(config.mask, schema)
+    return dataclasses.replace(schema, mask_rule=rule, mask_thresholds=tuple(thresholds.items()))

@@ -17,8 +17,9 @@ import jax
 from distill_jax.config import ConfigError, DistillConfig
 from distill_jax.distill.student import Student, make_student
 from distill_jax.distill.update import FrozenTeacher, StudentState, distill_step, init_student
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Env
-from distill_jax.envs.wrappers import VmapAutoReset
+from distill_jax.hyperparams import member_coefficients
 from distill_jax.loop import init_per_seed, run_phase
 
 
@@ -33,16 +34,18 @@ class DistillResult:
 
 
 def build_student(env: Env, config: DistillConfig, latent_size: int = 0) -> Student:
-    """The student ``config`` describes; ``latent_size``: the teacher's latent, used if ``latent_coef > 0``."""
+    """The student ``config.student`` describes; ``latent_size``: the teacher's latent, used if the
+    student has a latent head."""
+    student = config.student
     return make_student(
         env.schema,
         env.action_size,
-        kind=config.student_kind,
-        hidden=config.student_hidden,
-        gru_size=config.gru_size,
-        activation=config.student_activation,
-        student_fields=config.student_fields,
-        latent_size=latent_size if config.latent_coef > 0 else 0,
+        kind=student.kind,
+        hidden=student.hidden,
+        gru_size=student.gru_size,
+        activation=student.activation,
+        student_fields=student.fields,
+        latent_size=latent_size if student.latent_head else 0,
     )
 
 
@@ -61,11 +64,13 @@ def build_distillation(env: Env, config: DistillConfig, latent_size: int = 0) ->
 
 
 def initial_student_states(
-    batched_env: Env, student: Student, config: DistillConfig, seed: int, num_seeds: int
+    batched_env: Env, student: Student, config: DistillConfig, seed: int, num_seeds: int,
+    sweep_points: list[dict[str, float]] | None = None,
 ) -> StudentState:
-    """``num_seeds`` fresh :class:`StudentState`s stacked on a leading seed axis ``[K]``."""
+    """Fresh :class:`StudentState`s stacked on a leading member axis ``[G * K]`` (``num_seeds`` seeds
+    for each of the ``G`` sweep points; ``None``: the config's own coefficients, ``[K]``)."""
     init = functools.partial(init_student, env=batched_env, student=student, config=config)
-    return init_per_seed(init, seed, num_seeds)
+    return init_per_seed(init, seed, num_seeds, member_coefficients(config, sweep_points or [{}], num_seeds))
 
 
 def distill_student(
@@ -81,29 +86,35 @@ def distill_student(
     on_chunk: Callable[[StudentState, int], None] | None = None,
     initial_state: StudentState | None = None,
     build: DistillBuild | None = None,
+    sweep_points: list[dict[str, float]] | None = None,
 ) -> DistillResult:
     """Trains one student per teacher seed on ``env`` (single-instance).
 
     Args:
       env: the unbatched task (the same one the teacher was trained on).
       teacher_actor: the teacher's actor module (``TeacherNetworks.actor``).
-      teacher: frozen teacher params and normaliser stats with a leading seed
-        axis ``[K]`` (e.g. ``FrozenTeacher(result.state.params["actor"],
-        result.state.obs_stats)``).
+      teacher: frozen teacher params and normaliser stats with a leading member
+        axis ``[G * K]`` (e.g. ``FrozenTeacher(result.state.params["actor"],
+        result.state.obs_stats)``): student member ``m`` learns from teacher ``m``.
       config: distillation hyper-parameters.
       seed: base seed; student ``k`` uses ``seed + k``.
       updates_per_call, devices, log_fn, on_chunk: see :func:`distill_jax.loop.run_phase`.
       initial_state: resume from this state instead of initialising.
       build: the batched env and student, if the caller built them already
         (:func:`build_distillation` of the same ``env``, ``config`` and teacher latent).
+      sweep_points: the ``G`` coefficient settings (``{path relative to config: value}``) the
+        members train with, member ``g * K + k`` at point ``g`` (``None``: one point).
     """
     config.validate()
-    num_seeds = int(jax.tree.leaves(teacher.params)[0].shape[0])
+    members = int(jax.tree.leaves(teacher.params)[0].shape[0])
+    points = sweep_points or [{}]
+    if members % len(points):
+        raise ConfigError(f"{members} teachers cannot be split over {len(points)} sweep points")
     batched_env, student = build or build_distillation(env, config, getattr(teacher_actor, "latent_size", 0))
-    if config.latent_coef > 0 and student.sequence_with_latent is None:
-        raise ConfigError("distill.latent_coef > 0 needs a teacher with a privileged latent (EncodedTeacher)")
+    if config.student.latent_head and student.sequence_with_latent is None:
+        raise ConfigError("distill.student.latent_head needs a teacher with a privileged latent (EncodedTeacher)")
     if initial_state is None:
-        initial_state = initial_student_states(batched_env, student, config, seed, num_seeds)
+        initial_state = initial_student_states(batched_env, student, config, seed, members // len(points), points)
 
     def step(state, frozen_teacher):
         return distill_step(

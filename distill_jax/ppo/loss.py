@@ -93,7 +93,7 @@ def ppo_loss(
     vf_coef: float | jax.Array = 0.5,
     ent_coef: float | jax.Array = 0.0,
     normalize_advantages: bool = True,
-    value_clip: float | jax.Array | None = None,
+    value_clip: float | jax.Array = 0.0,
     bound_coef: float | jax.Array = 0.0,
     action_bound: float = 0.95,
     entropy_kind: str = "gaussian",
@@ -121,7 +121,7 @@ def ppo_loss(
       ent_coef: weight of the entropy bonus.
       normalize_advantages: standardise advantages (mean 0, std 1) over the batch.
       value_clip: clipping range for the value prediction around ``old_values``
-        (``None``: no clipping). Requires ``batch.old_values``.
+        (0: no clipping; may be traced). A non-zero range requires ``batch.old_values``.
       bound_coef: weight of the action-bound penalty (0: off).
       action_bound: mean-action magnitude ``|tanh(loc)|`` in (0, 1) above which
         the penalty starts.
@@ -150,11 +150,13 @@ def ppo_loss(
     policy_loss = -jnp.mean(surrogate)
 
     sq_err = jnp.square(values - batch.returns)
-    if value_clip is not None:
-        if batch.old_values is None:
-            raise ValueError("value_clip needs batch.old_values")
+    if batch.old_values is not None:
+        # A traced range (a coefficient carried in the train state) cannot pick a branch at trace
+        # time, so both are computed and 0 selects the unclipped one.
         clipped = batch.old_values + jnp.clip(values - batch.old_values, -value_clip, value_clip)
-        sq_err = jnp.maximum(sq_err, jnp.square(clipped - batch.returns))
+        sq_err = jnp.where(value_clip > 0, jnp.maximum(sq_err, jnp.square(clipped - batch.returns)), sq_err)
+    elif not (isinstance(value_clip, (int, float)) and value_clip == 0):
+        raise ValueError("value_clip needs batch.old_values")
     value_loss = 0.5 * jnp.mean(sq_err)
 
     entropy = jnp.mean(dists.entropy_fn(entropy_kind)(dist))

@@ -14,8 +14,9 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 from distill_jax.config import PPOConfig
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Env
-from distill_jax.envs.wrappers import VmapAutoReset
+from distill_jax.hyperparams import member_coefficients
 from distill_jax.loop import init_per_seed, run_phase
 from distill_jax.networks import TeacherNetworks, make_teacher_networks
 from distill_jax.ppo.update import TeacherState, init_teacher, train_step
@@ -53,14 +54,17 @@ def build_teacher(env: Env, config: PPOConfig) -> TeacherBuild:
 
 
 def initial_teacher_states(
-    batched_env: Env, nets: TeacherNetworks, config: PPOConfig, seed: int, num_seeds: int
+    batched_env: Env, nets: TeacherNetworks, config: PPOConfig, seed: int, num_seeds: int,
+    sweep_points: list[dict[str, float]] | None = None,
 ) -> TeacherState:
-    """``num_seeds`` fresh :class:`TeacherState`s stacked on a leading seed axis ``[K]``.
+    """Fresh :class:`TeacherState`s stacked on a leading member axis ``[G * K]``: ``num_seeds``
+    seeds for each of the ``G`` sweep points (``{path relative to config: value}``; ``None``: one
+    point, the config's own coefficients, so ``[K]``).
 
     Wrap in ``jax.eval_shape`` for a restore template without computing anything.
     """
     init = functools.partial(init_teacher, env=batched_env, nets=nets, config=config)
-    return init_per_seed(init, seed, num_seeds)
+    return init_per_seed(init, seed, num_seeds, member_coefficients(config, sweep_points or [{}], num_seeds))
 
 
 def train_teacher(
@@ -75,6 +79,7 @@ def train_teacher(
     on_chunk: Callable[[TeacherState, int], None] | None = None,
     initial_state: TeacherState | None = None,
     build: TeacherBuild | None = None,
+    sweep_points: list[dict[str, float]] | None = None,
 ) -> TeacherResult:
     """Trains ``num_seeds`` PPO teachers on ``env`` (single-instance, e.g. ``get_env(...)``).
 
@@ -87,6 +92,9 @@ def train_teacher(
       initial_state: resume from this state instead of initialising.
       build: the batched env and networks, if the caller built them already
         (:func:`build_teacher` of the same ``env`` and ``config``).
+      sweep_points: train every seed at each of these coefficient settings
+        (``{path relative to config: value}``, e.g. ``[{"ent_coef": 0.0}, {"ent_coef": 0.01}]``),
+        all in one program: the state's leading axis becomes ``[G * K]``, member ``g * K + k``.
 
     Raises:
       ConfigError: invalid sizes (also ``num_envs`` not divisible by the devices).
@@ -95,7 +103,7 @@ def train_teacher(
     config.validate()
     batched_env, nets = build or build_teacher(env, config)
     if initial_state is None:
-        initial_state = initial_teacher_states(batched_env, nets, config, seed, num_seeds)
+        initial_state = initial_teacher_states(batched_env, nets, config, seed, num_seeds, sweep_points)
 
     def step(state, frozen):
         del frozen

@@ -2,9 +2,14 @@
 
 ``train_step(state, *, env, nets, config) -> (state, metrics)`` is the unit
 that the teacher phase scans (several iterations per compiled call), vmaps
-(independent seeds) and shards (environments over devices). Its two halves,
-:func:`collect` and :func:`ppo_epochs`, are public so that they can be timed
-or reused on their own.
+(independent seeds, sweep members) and shards (environments over devices). Its
+two halves, :func:`collect` and :func:`ppo_epochs`, are public so that they can
+be timed or reused on their own.
+
+``config`` supplies only the static settings (sizes, switches); the float
+coefficients (learning rate, clipping, discounting, loss weights) are read from
+``state.hparams`` (:mod:`distill_jax.hyperparams`), so a changed coefficient
+runs the same compiled program.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from flax import struct
 from distill_jax import distributions, normalization
 from distill_jax.config import PPOConfig
 from distill_jax.envs.base import Env, EnvState
+from distill_jax.hyperparams import Hyperparams, coefficients
 from distill_jax.loop import finiteness
 from distill_jax.networks import TeacherNetworks
 from distill_jax.policy import make_policy
@@ -41,6 +47,8 @@ class TeacherState:
       update_step: iterations done, int32 scalar. Env steps so far are ``update_step *
         config.batch_size``, counted in Python ints by the loop and the checkpoints: an int32
         env-step counter here would wrap after 2**31 steps (about an hour at 580k env-steps/s).
+      hparams: the ``PPOConfig``'s traced coefficients as float32 scalars
+        (:func:`distill_jax.hyperparams.coefficients`), e.g. ``hparams["clip_eps"]``.
     """
 
     params: dict[str, Any]
@@ -49,21 +57,26 @@ class TeacherState:
     env_state: EnvState
     key: jax.Array
     update_step: jax.Array
+    hparams: Hyperparams
 
 
-def init_teacher(key: jax.Array, env: Env, nets: TeacherNetworks, config: PPOConfig) -> TeacherState:
-    """Initial state for one seed. ``env`` is batched (``[num_envs]`` states)."""
+def init_teacher(key: jax.Array, env: Env, nets: TeacherNetworks, config: PPOConfig,
+                 hparams: Hyperparams | None = None) -> TeacherState:
+    """Initial state for one seed. ``env`` is batched (``[num_envs]`` states); ``hparams``
+    defaults to ``config``'s coefficients (a sweep member passes its own)."""
+    hparams = coefficients(config) if hparams is None else hparams
     key, actor_key, critic_key, env_key = jax.random.split(key, 4)
     env_state = env.reset(env_key)
     one_obs = jax.tree.map(lambda x: x[0], env_state.obs)
     params = {"actor": nets.actor.init(actor_key, one_obs), "critic": nets.critic.init(critic_key, one_obs)}
     return TeacherState(
         params=params,
-        opt_state=make_optimizer(config.learning_rate, config.max_grad_norm).init(params),
+        opt_state=make_optimizer(hparams["learning_rate"], hparams["max_grad_norm"]).init(params),
         obs_stats=normalization.init_stats(one_obs),
         env_state=env_state,
         key=key,
         update_step=jnp.zeros((), jnp.int32),
+        hparams=hparams,
     )
 
 
@@ -85,9 +98,10 @@ def collect(
 ) -> Collected:
     """The collection half of a PPO iteration: rollout -> normaliser -> GAE -> flat batch.
 
-    Rewards are multiplied by ``config.reward_scale`` before GAE; advantages
+    Rewards are multiplied by ``state.hparams["reward_scale"]`` before GAE; advantages
     bootstrap on truncation but not on termination.
     """
+    hp = state.hparams
     policy = make_policy(nets.actor.apply, state.params["actor"], state.obs_stats)
     env_state, _, transitions = unroll(env, state.env_state, policy, None, key, config.unroll_length)
 
@@ -98,13 +112,13 @@ def collect(
     values = _values(nets, state.params, obs_stats, transitions.obs)
     next_values = _values(nets, state.params, obs_stats, transitions.next_obs)
     advantages, returns = compute_gae(
-        transitions.reward * config.reward_scale,
+        transitions.reward * hp["reward_scale"],
         values,
         next_values,
         transitions.terminated,
         transitions.truncated,
-        config.gamma,
-        config.gae_lambda,
+        hp["gamma"],
+        hp["gae_lambda"],
     )
     batch = flatten_time(
         PPOBatch(
@@ -119,8 +133,9 @@ def collect(
     return Collected(env_state, obs_stats, batch, transitions)
 
 
-def make_ppo_loss(nets: TeacherNetworks, config: PPOConfig) -> LossFn:
-    """The clipped-PPO loss ``(params, minibatch) -> (loss, metrics)`` with ``config``'s coefficients."""
+def make_ppo_loss(nets: TeacherNetworks, config: PPOConfig, hparams: Hyperparams) -> LossFn:
+    """The clipped-PPO loss ``(params, minibatch) -> (loss, metrics)``: coefficients from ``hparams``,
+    the static switches (advantage normalisation, entropy kind) from ``config``."""
 
     def loss_fn(params, minibatch):
         return ppo_loss(
@@ -128,12 +143,13 @@ def make_ppo_loss(nets: TeacherNetworks, config: PPOConfig) -> LossFn:
             minibatch,
             apply_actor=nets.actor.apply,
             apply_critic=nets.critic.apply,
-            clip_eps=config.clip_eps,
-            vf_coef=config.vf_coef,
-            ent_coef=config.ent_coef,
+            clip_eps=hparams["clip_eps"],
+            vf_coef=hparams["vf_coef"],
+            ent_coef=hparams["ent_coef"],
             normalize_advantages=config.normalize_advantages,
-            bound_coef=config.bound_coef,
-            action_bound=config.action_bound,
+            value_clip=hparams["value_clip"],
+            bound_coef=hparams["bound_coef"],
+            action_bound=hparams["action_bound"],
             entropy_kind=config.entropy,
         )
 
@@ -141,7 +157,8 @@ def make_ppo_loss(nets: TeacherNetworks, config: PPOConfig) -> LossFn:
 
 
 def ppo_epochs(
-    params: Any, opt_state: Any, batch: PPOBatch, key: jax.Array, *, nets: TeacherNetworks, config: PPOConfig
+    params: Any, opt_state: Any, batch: PPOBatch, key: jax.Array, *, nets: TeacherNetworks, config: PPOConfig,
+    hparams: Hyperparams,
 ) -> tuple[Any, Any, dict[str, jax.Array]]:
     """The SGD half of a PPO iteration: ``num_epochs`` x ``num_minibatches`` clipped-PPO steps.
 
@@ -152,8 +169,8 @@ def ppo_epochs(
         opt_state,
         batch,
         key,
-        loss_fn=make_ppo_loss(nets, config),
-        optimizer=make_optimizer(config.learning_rate, config.max_grad_norm),
+        loss_fn=make_ppo_loss(nets, config, hparams),
+        optimizer=make_optimizer(hparams["learning_rate"], hparams["max_grad_norm"]),
         num_epochs=config.num_epochs,
         num_minibatches=config.num_minibatches,
     )
@@ -171,7 +188,7 @@ def train_step(
     key, rollout_key, sgd_key = jax.random.split(state.key, 3)
     env_state, obs_stats, batch, transitions = collect(state, rollout_key, env=env, nets=nets, config=config)
     params, opt_state, sgd_metrics = ppo_epochs(state.params, state.opt_state, batch, sgd_key, nets=nets,
-                                                config=config)
+                                                config=config, hparams=state.hparams)
     finite = {
         **finiteness(transitions.obs, "obs"),
         "reward": jnp.all(jnp.isfinite(transitions.reward)),

@@ -8,10 +8,11 @@ Examples::
 
     python -m distill_jax.train --preset smoke --out runs/smoke
     python -m distill_jax.train --phase teacher --out runs/a --set ppo.total_env_steps=200000
-    python -m distill_jax.train --phase distill --from runs/a --out runs/a-gru --set distill.student_kind=gru
+    python -m distill_jax.train --phase distill --from runs/a --out runs/a-gru --set distill.student.kind=gru
     python -m distill_jax.train --phase eval --from runs/a-gru
     python -m distill_jax.train --resume runs/a          # continue a killed run
     python -m distill_jax.train --resume runs/a --set ppo.total_env_steps=400000   # train it longer
+    python -m distill_jax.train --sweep distill.objective.ent_coef=0,0.01,0.1     # three students, one program
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ import time
 from typing import Any
 
 from distill_jax.run import compile_cache
-from distill_jax.config import ConfigError, RunConfig, apply_override, replace_fields, to_dict
+from distill_jax.config import ConfigError, RunConfig, apply_override, parse_sweep, replace_fields, to_dict
 from distill_jax.run.presets import NAMES as PRESET_NAMES
 from distill_jax.run.presets import preset
 from distill_jax.run.wall_clock import WALL_CLOCK_FILE, WallClock
 
-PHASES = ("all", "teacher", "distill", "eval", "export")
-ALL_PHASES = ("teacher", "distill", "eval", "export")
+PHASES = ("all", "teacher", "baseline", "distill", "oracle", "eval", "export")
+# What --phase all runs, in order; the reference policies only where the config enables them. The
+# export comes before the evaluation, whose diagnosis reads the export's check.
+ALL_PHASES = ("teacher", "baseline", "distill", "oracle", "export", "eval")
 
 
 class UsageError(Exception):
@@ -46,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--phase", default="all", choices=PHASES,
-                        help="phase to run; 'all' runs teacher, distill, eval and export in order")
+                        help="phase to run; 'all' runs teacher, distill, export and eval in order, with the "
+                        "deployable-only baseline and the oracle student where the config enables them "
+                        "(baseline.enabled, oracle.enabled); 'baseline' and 'oracle' train them into an "
+                        "existing run (--from RUN)")
     parser.add_argument("--preset", default="default", choices=PRESET_NAMES,
                         help="base configuration: 'default' (CPU, minutes), 'smoke' (every phase, tiny), "
                         "'gpu' (one GPU, per --env)")
@@ -63,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "that the distill, eval and export phases read")
     parser.add_argument("--resume", type=pathlib.Path, default=None, metavar="RUN_DIR",
                         help="continue a killed run from its newest checkpoints, with its recorded config "
-                        "(--set may raise its budgets, ppo/distill.total_env_steps)")
+                        "(--set may raise its budgets, ppo/distill.total_env_steps, or change coefficients that are "
+                        "not swept)")
+    parser.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
+                        help="train every value of a float coefficient (e.g. distill.objective.ent_coef=0,0.01,0.1) "
+                        "for every seed, all in one vmapped program; repeat for a grid; the evaluation scores "
+                        "every member")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field, e.g. ppo.num_envs=512 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress display (metrics.jsonl is still written)")
@@ -95,7 +106,7 @@ def open_xla_cache(flag: str | None) -> str | None:
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """``--config``, ``--env``, ``--seed``, ``--num-seeds`` and ``--set`` as one nested dict."""
+    """``--config``, ``--env``, ``--seed``, ``--num-seeds``, ``--sweep`` and ``--set`` as one nested dict."""
     changes: dict[str, Any] = {}
     if args.config is not None:
         if not args.config.is_file():
@@ -109,6 +120,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for name, value in (("env", args.env), ("seed", args.seed), ("num_seeds", args.num_seeds)):
         if value is not None:
             changes[name] = value
+    if args.sweeps:
+        changes["sweep"] = [list(parse_sweep(assignment)) for assignment in args.sweeps]
     # Apply the --set assignments to an empty shell of the same shape, so they merge with --config.
     for assignment in args.overrides:
         probe = to_dict(apply_override(RunConfig(), assignment))
@@ -151,14 +164,15 @@ def open_target(args: argparse.Namespace):
     if args.resume is not None:
         if args.source is not None or args.out is not None:
             raise UsageError("--resume RUN_DIR continues that directory; do not combine it with --from/--out")
+        given += ["--sweep"] if args.sweeps else []
         if given or args.preset != "default":
             raise UsageError("--resume uses the run's recorded config.json (--set may raise its budgets "
-                             f"{list(pipeline.BUDGET_FIELDS)}); drop "
+                             f"{list(pipeline.BUDGET_FIELDS)} or change coefficients that are not swept); drop "
                              f"{given + (['--preset'] if args.preset != 'default' else [])}")
         if not args.resume.is_dir():
             raise UsageError(f"--resume {args.resume}: no such run directory")
         run = pipeline.open_run(args.resume)
-        return pipeline.extend_budgets(run, config_overrides(args)) if args.overrides else run
+        return pipeline.change_on_resume(run, config_overrides(args)) if args.overrides else run
     if args.phase in ("all", "teacher"):
         if args.source is not None:
             raise UsageError(f"--from is read by the distill, eval and export phases, not by --phase {args.phase}")
@@ -197,25 +211,35 @@ def run_phases(run, phase: str, *, resume: bool, quiet: bool, teacher_step: int 
     from distill_jax.run.plots import plot_run
 
     clock = clock or WallClock(run.path / WALL_CLOCK_FILE)
-    phases = ALL_PHASES if phase == "all" else (phase,)
-    teacher = student = report = exported = None
+    enabled = {"baseline": run.config.baseline.enabled, "oracle": run.config.oracle.enabled}
+    phases = tuple(p for p in ALL_PHASES if enabled.get(p, True)) if phase == "all" else (phase,)
+    teacher = baseline = student = oracle = report = exported = None
     if "teacher" in phases:
         with clock.stage("teacher"):
             teacher = pipeline.teacher_phase(run, resume=resume, quiet=quiet, clock=clock)
+    if "baseline" in phases:
+        with clock.stage("baseline"):
+            baseline = pipeline.teacher_phase(run, resume=resume, quiet=quiet, clock=clock, phase="baseline")
     if "distill" in phases:
         with clock.stage("distill"):
             if teacher is None:
                 teacher = pipeline.restore_teacher(run, step=teacher_step)
             student = pipeline.distill_phase(run, teacher, resume=resume, quiet=quiet, clock=clock)
-    if "eval" in phases:
-        with clock.stage("eval"):  # the held-out panel for both policies, and the leak audit
-            teacher = teacher or pipeline.restore_teacher(run)
-            student = student or pipeline.restore_student(run)
-            report = pipeline.eval_phase(run, teacher, student)
+    if "oracle" in phases:
+        with clock.stage("oracle"):
+            teacher = teacher or pipeline.restore_teacher(run, step=teacher_step)
+            oracle = pipeline.distill_phase(run, teacher, resume=resume, quiet=quiet, clock=clock, phase="oracle")
     if "export" in phases:
         with clock.stage("export"):
             student = student or pipeline.restore_student(run)
             exported = pipeline.export_phase(run, student)
+    if "eval" in phases:
+        with clock.stage("eval"):  # the held-out panel for every policy, the suite and the leak audit
+            teacher = teacher or pipeline.restore_teacher(run)
+            student = student or pipeline.restore_student(run)
+            baseline = baseline or pipeline.restore_reference(run, "baseline")
+            oracle = oracle or pipeline.restore_reference(run, "oracle")
+            report = pipeline.eval_phase(run, teacher, student, baseline=baseline, oracle=oracle)
     with clock.stage("plots"):
         plot_run(run.path)
     pipeline.write_summary(run, report, exported, clock)

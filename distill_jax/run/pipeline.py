@@ -5,7 +5,7 @@ A run directory holds everything needed to reproduce and inspect a run::
     config.json  schema.json  env_fingerprint.json     identity (written first)
     checkpoints/teacher/<update>/  checkpoints/student/<update>/   Orbax, keep-N
     teacher_step.json                                  the teacher update the student learns from
-    budget_changes.jsonl                               budgets raised on --resume (if any)
+    config_changes.jsonl                               budgets raised, coefficients changed on --resume
     metrics.jsonl                                      one row per iteration
     wall_clock.jsonl                                   seconds per stage of each command
     eval.json  eval.md                                 the held-out panel
@@ -32,16 +32,19 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from distill_jax.config import RunConfig, replace_fields, to_dict
+from distill_jax.config import PPOConfig, RunConfig, get_value, replace_fields, to_dict, traced_paths
+from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.phase import (DistillBuild, DistillResult, build_distillation, distill_student,
                                        initial_student_states)
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.envs import get_env, list_envs
+from distill_jax.envs import get_env
 from distill_jax.envs.base import Env
 from distill_jax.evaluate import student_actions
 from distill_jax.export import check_onnx, export_onnx, export_student, load_student
+from distill_jax.hyperparams import member_coefficients
 from distill_jax.ppo.teacher import TeacherBuild, TeacherResult, build_teacher, initial_teacher_states, train_teacher
+from distill_jax.references import baseline_env, oracle_env
 from distill_jax.run import checkpoint
 from distill_jax.run.progress import JsonlLog, Progress
 from distill_jax.run.report import write_eval
@@ -50,6 +53,10 @@ from distill_jax.schema import PrivilegedFieldError
 from distill_jax.treeops import first_seed
 
 TEACHER_DIR, STUDENT_DIR, EXPORT_DIR = "checkpoints/teacher", "checkpoints/student", "export"
+# The reference policies of the claims (distill_jax.references): trained like the teacher and the
+# student, on re-declared schemas, each in a checkpoint directory of its own.
+BASELINE_DIR, ORACLE_DIR = "checkpoints/baseline", "checkpoints/oracle"
+PHASE_DIRS = {"teacher": TEACHER_DIR, "baseline": BASELINE_DIR, "distill": STUDENT_DIR, "oracle": ORACLE_DIR}
 # Written when distillation starts: evaluation, export and --resume must pair the student with the
 # teacher it imitates, which need not be the newest (--from RUN/checkpoints/teacher/<update>).
 TEACHER_STEP_FILE = "teacher_step.json"
@@ -83,24 +90,30 @@ class Run:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise RunError(f"{path}: unreadable ({e!r}); expected {{\"update\": <int>}}") from e
 
+    def phase_env(self, phase: str) -> Env:
+        """The (unbatched) env a phase trains on: the task, or its schema view for a reference policy."""
+        if phase == "baseline":
+            return baseline_env(self.env)
+        if phase == "oracle":
+            return oracle_env(self.env)
+        return self.env
+
     def meta(self, phase: str) -> dict[str, Any]:
         """Checkpoint identity. The teacher's schema excludes the mask rule: that is a
         distillation setting, so one teacher can serve students with other rules."""
-
-        schema = self.env.schema if phase == "teacher" else schema_in_force(self.env.schema, self.config.distill)
+        env = self.phase_env(phase)
+        schema = env.schema if phase in ("teacher", "baseline") else schema_in_force(env.schema, self.config.distill)
         return checkpoint.make_meta(phase, config=to_dict(self.config), schema=schema,
-                                    env_fingerprint=self.env.fingerprint())
+                                    env_fingerprint=env.fingerprint())
 
 
 def make_env(config: RunConfig, *, for_eval: bool = False) -> Env:
-    """The task named by ``config.env`` (with ``eval_env_overrides`` on top if ``for_eval``).
+    """The task named by ``config.env`` (a registered name or ``package.module:factory``), with
+    ``eval_env_overrides`` on top if ``for_eval``.
 
     Raises:
       RunError: unknown name or overrides, or an evaluation env whose schema differs.
     """
-
-    if config.env not in list_envs():
-        raise RunError(f"unknown environment {config.env!r}; valid names: {list_envs()}")
     overrides = {**dict(config.env_overrides), **(dict(config.eval_env_overrides) if for_eval else {})}
     try:
         return get_env(config.env, **overrides)
@@ -173,6 +186,10 @@ def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None,
     ``source.json`` records where they came from.
     """
     config = replace_fields(source.config, overrides or {})
+    if (config.phase_points("ppo"), config.num_seeds) != (source.config.phase_points("ppo"), source.config.num_seeds):
+        raise RunError(f"{source.path}: its teachers were trained for seeds x ppo sweep points "
+                       f"{source.config.num_seeds} x {source.config.phase_points('ppo')}; a run that reuses them keeps "
+                       "num_seeds and the ppo.* sweep axes (sweep distill.* coefficients freely)")
     run = create_run(path, config)
     for directory in copy:
         if (source.path / directory).is_dir():
@@ -183,51 +200,70 @@ def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None,
     return run
 
 
-# The settings a resumed run may change: how long each phase trains. Every other field fixes the
-# shapes of the checkpointed state or the meaning of what was already trained.
-BUDGET_FIELDS = ("ppo.total_env_steps", "distill.total_env_steps")
-BUDGET_LOG = "budget_changes.jsonl"
+# The settings a resumed run may change. Budgets (only upwards): nothing in an update depends on
+# them. Traced coefficients (not swept): they are data in the train state, so the resumed run
+# continues with the new value in the same compiled program. Every other field fixes the shapes
+# of the checkpointed state or the meaning of what was already trained.
+BUDGET_FIELDS = ("ppo.total_env_steps", "distill.total_env_steps", "baseline.total_env_steps")
+CHANGES_LOG = "config_changes.jsonl"
 
 
-def extend_budgets(run: Run, changes: dict[str, Any]) -> Run:
-    """``run`` with raised training budgets, written to its ``config.json`` and logged in ``budget_changes.jsonl``.
+def resumable_fields(config: RunConfig) -> tuple[str, ...]:
+    """The config fields ``--resume`` may change: the budgets and the traced coefficients not swept."""
+    swept = {path for path, _ in config.sweep}
+    return BUDGET_FIELDS + tuple(p for p in traced_paths(config) if p not in swept)
 
-    ``changes`` is nested like the config (``{"ppo": {"total_env_steps": 100_000_000}}``). A phase
-    that had finished is unfinished again under its new budget, so ``--resume`` continues it from
-    its newest checkpoint; nothing in an update depends on the budget (no schedule), so the
-    continued run equals one given the larger budget from the start.
 
-    Raises:
-      RunError: a change to anything but :data:`BUDGET_FIELDS`, a budget lowered, or the teacher's
-        budget raised after a student was distilled from it (the student would be left paired
-        with an older teacher than the run's).
-    """
+def _flatten(changes: dict[str, Any], prefix: str = "") -> list[str]:
     named: list[str] = []
     for key, value in changes.items():
-        named += [f"{key}.{name}" for name in value] if isinstance(value, dict) else [key]
-    others = sorted(set(named) - set(BUDGET_FIELDS))
+        named += _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return named
+
+
+def change_on_resume(run: Run, changes: dict[str, Any]) -> Run:
+    """``run`` with raised budgets and changed coefficients, written to its ``config.json`` and logged
+    in ``config_changes.jsonl`` (with the update each phase had reached).
+
+    ``changes`` is nested like the config (``{"ppo": {"total_env_steps": 100_000_000}}``). A phase
+    that had finished is unfinished again under a larger budget, so ``--resume`` continues it from
+    its newest checkpoint; nothing in an update depends on the budget (no schedule), so the
+    continued run equals one given the larger budget from the start. A changed coefficient applies
+    from the next update on (the resumed states take the config's coefficients).
+
+    Raises:
+      RunError: a change to anything but :func:`resumable_fields`, a budget lowered, or the
+        teacher's budget raised after a student was distilled from it (the student would be left
+        paired with an older teacher than the run's).
+    """
+    others = sorted(set(_flatten(changes)) - set(resumable_fields(run.config)))
     if others:
-        raise RunError(f"{run.path}: a resumed run keeps its recorded config except the budgets {list(BUDGET_FIELDS)}; "
-                       f"cannot change {others} (start a new run, or --phase distill --from it --out NEW)")
+        raise RunError(f"{run.path}: a resumed run keeps its recorded config except the budgets "
+                       f"{list(BUDGET_FIELDS)} and the coefficients that are not swept; cannot change {others} "
+                       "(start a new run, or --phase distill --from it --out NEW)")
     config = replace_fields(run.config, changes)
     config.validate()
-    raised = []
     for field in BUDGET_FIELDS:
-        section = field.split(".")[0]
-        old, new = getattr(run.config, section).total_env_steps, getattr(config, section).total_env_steps
+        old, new = get_value(run.config, field), get_value(config, field)
         if new < old:
             raise RunError(f"{run.path}: {field}={new:,} is below the run's {old:,}; a resumed run's budget can only grow")
-        if new > old:
-            raised.append({"field": field, "from": old, "to": new})
-    if any(r["field"] == "ppo.total_env_steps" for r in raised) and checkpoint.complete_steps(run.path / STUDENT_DIR):
-        raise RunError(f"{run.path / STUDENT_DIR}: a student was distilled from this run's teacher; raising "
-                       "ppo.total_env_steps would train the teacher past it. Copy the run without "
-                       f"{STUDENT_DIR} and {TEACHER_STEP_FILE}, and resume the copy")
-    if raised:
+    changed = [{"field": field, "from": get_value(run.config, field), "to": get_value(config, field)}
+               for field in resumable_fields(run.config) if get_value(run.config, field) != get_value(config, field)]
+    if any(c["field"].startswith("ppo.") for c in changed) and checkpoint.complete_steps(run.path / STUDENT_DIR):
+        raise RunError(f"{run.path / STUDENT_DIR}: a student was distilled from this run's teacher; changing "
+                       f"{[c['field'] for c in changed if c['field'].startswith('ppo.')]} would train the teacher "
+                       f"past it. Copy the run without {STUDENT_DIR} and {TEACHER_STEP_FILE}, and resume the copy")
+    if changed:
+        reached = {phase: (checkpoint.complete_steps(run.path / directory) or [0])[-1]
+                   for phase, directory in PHASE_DIRS.items()}
         (run.path / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
-        with (run.path / BUDGET_LOG).open("a") as log:
-            log.writelines(json.dumps(r) + "\n" for r in raised)
+        with (run.path / CHANGES_LOG).open("a") as log:
+            log.writelines(json.dumps({**c, "at_update": reached[_phase_of(c["field"])]}) + "\n" for c in changed)
     return dataclasses.replace(run, config=config)
+
+
+def _phase_of(field: str) -> str:
+    return {"ppo": "teacher", "baseline": "baseline"}.get(field.split(".")[0], "distill")
 
 
 # ---------------------------------------------------------------- metrics log
@@ -264,8 +300,11 @@ def phase_logger(run: Run, phase: str, total_updates: int, quiet: bool = False):
 # ---------------------------------------------------------------- phases
 def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates: int, batch_size: int,
                             template_fn: Callable[[], Any], train_fn: Callable[..., Any], resume: bool,
-                            quiet: bool, clock: WallClock | None = None) -> Any:
+                            quiet: bool, clock: WallClock | None = None, hparams: Any = None) -> Any:
     """Shared resume/checkpoint/log plumbing of the two training phases.
+
+    A resumed state takes ``hparams`` (the members' coefficients under the run's config now), so a
+    coefficient changed on ``--resume`` applies from the next update on.
 
     With a ``clock``, records ``{phase}/compiled_calls`` (the calls' own ``seconds``, compilation
     included) and ``{phase}/checkpoints`` (the writes) when the phase finishes.
@@ -279,6 +318,8 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
             raise RunError(f"{ckpt_dir}: already holds {phase} checkpoints; pass --resume to continue them")
         initial_state, _ = checkpoint.restore(ckpt_dir, jax.eval_shape(template_fn), meta)
         done = int(np.asarray(initial_state.update_step)[0])
+        if hparams is not None:
+            initial_state = initial_state.replace(hparams=hparams)
     trim_metrics(run.metrics_path, phase, done)
     saver = checkpoint.Checkpointer(ckpt_dir, meta, keep=run.config.checkpoint_keep)
 
@@ -308,19 +349,29 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
     return result
 
 
-def _teacher_setup(run: Run) -> tuple[TeacherBuild, Callable[[], Any]]:
-    """The teacher's batched env and networks, built once, and its initial-state builder."""
-    cfg = run.config
-    build = build_teacher(run.env, cfg.ppo)
-    return build, lambda: initial_teacher_states(build.env, build.nets, cfg.ppo, cfg.seed, cfg.num_seeds)
+def _ppo_config(run: Run, phase: str) -> PPOConfig:
+    return run.config.baseline_ppo if phase == "baseline" else run.config.ppo
 
 
-def _student_setup(run: Run) -> tuple[DistillBuild, int, Callable[[], Any]]:
-    """The student's batched env and network, built once, its base seed and its initial-state builder."""
+def _teacher_setup(run: Run, phase: str = "teacher") -> tuple[TeacherBuild, Callable[[], Any]]:
+    """The batched env and networks of a PPO phase (``teacher`` or ``baseline``), built once, and its
+    initial-state builder (every member: the ``ppo.*`` sweep grid times the seeds; the baseline
+    starts from the teacher's seeds, common random numbers for the teacher claim)."""
+    cfg, ppo = run.config, _ppo_config(run, phase)
+    build = build_teacher(run.phase_env(phase), ppo)
+    points = cfg.phase_points("ppo")
+    return build, lambda: initial_teacher_states(build.env, build.nets, ppo, cfg.seed, cfg.num_seeds, points)
+
+
+def _student_setup(run: Run, phase: str = "distill") -> tuple[DistillBuild, int, Callable[[], Any]]:
+    """The batched env and network of a distillation phase (``distill`` or ``oracle``), built once, its
+    base seed and its initial-state builder (every member: the whole sweep grid times the seeds)."""
     cfg = run.config
-    build = build_distillation(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
+    build = build_distillation(run.phase_env(phase), cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
     seed = cfg.seed + STUDENT_SEED_OFFSET
-    return build, seed, lambda: initial_student_states(build.env, build.student, cfg.distill, seed, cfg.num_seeds)
+    points = cfg.phase_points("distill")
+    return build, seed, lambda: initial_student_states(build.env, build.student, cfg.distill, seed, cfg.num_seeds,
+                                                       points)
 
 
 def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callable[[], Any], total_updates: int,
@@ -334,64 +385,76 @@ def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callabl
     return state
 
 
-def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False, clock: WallClock | None = None):
-    """Trains (or finishes training) the teacher; returns a ``TeacherResult``. ``clock``: see
-    :func:`_train_with_checkpoints`."""
+def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False, clock: WallClock | None = None,
+                  phase: str = "teacher"):
+    """Trains (or finishes training) the teacher, or with ``phase="baseline"`` the deployable-only
+    baseline; returns a ``TeacherResult``. ``clock``: see :func:`_train_with_checkpoints`."""
+    cfg, ppo = run.config, _ppo_config(run, phase)
+    build, template = _teacher_setup(run, phase)
+    train = lambda **kw: train_teacher(run.phase_env(phase), ppo, seed=cfg.seed,  # noqa: E731
+                                       num_seeds=cfg.num_seeds, updates_per_call=cfg.updates_per_call or None,
+                                       build=build, sweep_points=cfg.phase_points("ppo"), **kw)
+    hparams = member_coefficients(ppo, cfg.phase_points("ppo"), cfg.num_seeds)
+    return _train_with_checkpoints(run, phase, PHASE_DIRS[phase], ppo.num_updates, ppo.batch_size,
+                                   template, train, resume, quiet, clock, hparams)
 
-    cfg = run.config
-    build, template = _teacher_setup(run)
-    train = lambda **kw: train_teacher(run.env, cfg.ppo, seed=cfg.seed, num_seeds=cfg.num_seeds,  # noqa: E731
-                                       updates_per_call=cfg.updates_per_call or None, build=build, **kw)
-    return _train_with_checkpoints(run, "teacher", TEACHER_DIR, cfg.ppo.num_updates, cfg.ppo.batch_size,
-                                   template, train, resume, quiet, clock)
 
-
-def restore_teacher(run: Run, step: int | None = None):
+def restore_teacher(run: Run, step: int | None = None, phase: str = "teacher"):
     """The teacher from the run's checkpoints as a ``TeacherResult``: update ``step``, else the
     one the run's student was distilled from (``teacher_step.json``), else the newest, which must
-    be finished."""
-
-    step = run.teacher_step if step is None else step
-    build, template = _teacher_setup(run)
-    state = _restore_finished(run, "teacher", TEACHER_DIR, template, run.config.ppo.num_updates, step)
+    be finished. ``phase="baseline"``: the deployable-only baseline's newest, finished."""
+    step = (run.teacher_step if step is None else step) if phase == "teacher" else None
+    build, template = _teacher_setup(run, phase)
+    state = _restore_finished(run, phase, PHASE_DIRS[phase], template, _ppo_config(run, phase).num_updates, step)
     return TeacherResult(state=state, nets=build.nets, env=build.env, history=[])
 
 
 def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool = False,
-                  clock: WallClock | None = None):
-    """Distils one student per teacher seed; returns a ``DistillResult``. ``clock``: see
-    :func:`_train_with_checkpoints`."""
-
+                  clock: WallClock | None = None, phase: str = "distill"):
+    """Distils one student per teacher member (with ``phase="oracle"``, the oracle student from the
+    same teacher); returns a ``DistillResult``. ``clock``: see :func:`_train_with_checkpoints`."""
     cfg = run.config
     used, recorded = int(np.asarray(teacher.state.update_step).reshape(-1)[0]), run.teacher_step
     if recorded not in (None, used):
         raise RunError(f"{run.path}: its student was distilled from teacher update {recorded} "
                        f"({TEACHER_STEP_FILE}), not {used}; distil from another teacher in a new --out directory")
-    (run.path / TEACHER_STEP_FILE).write_text(json.dumps({"update": used}))
-    frozen = FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats)
-    build, seed, template = _student_setup(run)
-    train = lambda **kw: distill_student(run.env, teacher.nets.actor, frozen, cfg.distill, seed=seed,  # noqa: E731
-                                         updates_per_call=cfg.updates_per_call or None, build=build, **kw)
-    return _train_with_checkpoints(run, "distill", STUDENT_DIR, cfg.distill.num_updates, cfg.distill.batch_size,
-                                   template, train, resume, quiet, clock)
+    if phase == "distill":
+        (run.path / TEACHER_STEP_FILE).write_text(json.dumps({"update": used}))
+    # Student member g * K + k learns from the teacher member with the same seed and ppo.* sweep values.
+    members = np.asarray(cfg.teacher_members())
+    frozen = jax.tree.map(lambda x: x[members], FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats))
+    build, seed, template = _student_setup(run, phase)
+    train = lambda **kw: distill_student(run.phase_env(phase), teacher.nets.actor, frozen, cfg.distill,  # noqa: E731
+                                         seed=seed, updates_per_call=cfg.updates_per_call or None, build=build,
+                                         sweep_points=cfg.phase_points("distill"), **kw)
+    hparams = member_coefficients(cfg.distill, cfg.phase_points("distill"), cfg.num_seeds)
+    return _train_with_checkpoints(run, phase, PHASE_DIRS[phase], cfg.distill.num_updates, cfg.distill.batch_size,
+                                   template, train, resume, quiet, clock, hparams)
 
 
-def restore_student(run: Run):
-    """The finished student from the run's checkpoints as a ``DistillResult``."""
-
-    build, _, template = _student_setup(run)
-    state = _restore_finished(run, "distill", STUDENT_DIR, template, run.config.distill.num_updates)
+def restore_student(run: Run, phase: str = "distill"):
+    """The finished student (or with ``phase="oracle"`` the oracle student) as a ``DistillResult``."""
+    build, _, template = _student_setup(run, phase)
+    state = _restore_finished(run, phase, PHASE_DIRS[phase], template, run.config.distill.num_updates)
     return DistillResult(state=state, student=build.student, env=build.env, history=[])
 
 
-def eval_phase(run: Run, teacher: Any, student: Any) -> dict[str, Any]:
-    """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``."""
+def restore_reference(run: Run, phase: str):
+    """The finished baseline or oracle student of the run, or ``None`` where it has no checkpoints."""
+    if not checkpoint.complete_steps(run.path / PHASE_DIRS[phase]):
+        return None
+    return restore_teacher(run, phase=phase) if phase == "baseline" else restore_student(run, phase=phase)
 
+
+def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, oracle: Any = None) -> dict[str, Any]:
+    """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``. ``baseline``
+    (a ``TeacherResult``) and ``oracle`` (a ``DistillResult``), where trained, join the panel."""
     env = run.env
     if run.config.eval_env_overrides:
         env = make_env(run.config, for_eval=True)
         check_eval_env(run.env, env)
-    return write_eval(run.path, env, run.config, teacher, student, train_env=run.env)
+    return write_eval(run.path, env, run.config, teacher, student, train_env=run.env, baseline=baseline,
+                      oracle=oracle)
 
 
 def export_phase(run: Run, student: Any) -> dict[str, Any]:
@@ -435,6 +498,12 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
     return {"directory": directory, **verification}
 
 
+def _seed_range(cfg: RunConfig) -> str:
+    if cfg.num_seeds == 1:
+        return f"{cfg.seed} (one teacher/student pair)"
+    return f"{cfg.seed}–{cfg.seed + cfg.num_seeds - 1} ({cfg.num_seeds} teacher/student pairs)"
+
+
 def write_summary(run: Run, report: dict[str, Any] | None, exported: dict[str, Any] | None,
                   clock: WallClock | None = None) -> pathlib.Path:
     """A short ``README.md`` for the run directory: what ran, the panel table, where this
@@ -443,10 +512,12 @@ def write_summary(run: Run, report: dict[str, Any] | None, exported: dict[str, A
     lines = [
         f"# distill_jax run: {cfg.env}",
         "",
-        f"- seeds: {cfg.seed} … {cfg.seed + cfg.num_seeds - 1} ({cfg.num_seeds} teacher/student pairs)",
+        f"- seeds: {_seed_range(cfg)}"
+        + (f"; sweep {dict(cfg.sweep)} ({len(cfg.sweep_points)} grid points)" if cfg.sweep else ""),
         f"- teacher: PPO, {cfg.ppo.total_env_steps:,} env steps per seed, {cfg.ppo.num_envs} envs",
-        f"- student: {cfg.distill.student_kind}, objective {cfg.distill.objective}, behaviour "
-        f"{cfg.distill.behaviour}, {cfg.distill.total_env_steps:,} env steps, mask rule {list(cfg.distill.mask_rule)}",
+        f"- student: {cfg.distill.student.kind}, objective {cfg.distill.objective.kind}, behaviour "
+        f"{cfg.distill.behaviour.kind}, {cfg.distill.total_env_steps:,} env steps, mask rule "
+        f"{list(masks.in_force(cfg.distill.mask, run.env.schema)[0])}",
         "",
     ]
     if report is not None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from distill_jax.config import ConfigError, DistillConfig, NetworkConfig, PPOConfig, RunConfig
+from distill_jax.config import (ConfigError, DistillConfig, NetworkConfig, ObjectiveConfig, PPOConfig, RunConfig,
+                                StudentConfig)
 
 DEFAULT = RunConfig(
     ppo=PPOConfig(num_envs=256, unroll_length=32, num_minibatches=4, num_epochs=4, learning_rate=1e-3,
@@ -48,7 +49,7 @@ GPU: dict[str, RunConfig] = {
         ppo=PPOConfig(num_envs=2048, unroll_length=16, num_minibatches=8, num_epochs=4, learning_rate=1e-3,
                       total_env_steps=6_553_600),
         distill=DistillConfig(num_envs=256, unroll_length=32, num_minibatches=4, num_epochs=2,
-                              kl_direction="forward", total_env_steps=655_360),
+                              objective=ObjectiveConfig(kl_direction="forward"), total_env_steps=655_360),
         eval_episodes=256,
     ),
     "brax_inverted_pendulum": RunConfig(
@@ -84,7 +85,7 @@ GPU: dict[str, RunConfig] = {
         # budget is counted in updates. 300 x 16 gradient steps is about the 5,120 of the CPU student
         # that reached 0.98 of a walking teacher (quadruped_pipeline_cpu.md: 640 updates x 8 at 128 envs).
         distill=DistillConfig(num_envs=1024, unroll_length=24, num_minibatches=4, num_epochs=4,
-                              student_kind="gru", student_hidden=(256, 128), gru_size=128,
+                              student=StudentConfig(kind="gru", hidden=(256, 128), gru_size=128),
                               total_env_steps=300 * 1024 * 24),
         eval_episodes=256,
     ),

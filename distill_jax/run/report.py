@@ -15,40 +15,71 @@ import pathlib
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from distill_jax import leak_audit
 from distill_jax.config import RunConfig, to_dict
+from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.evaluate import EPISODE_MEAN_METRICS, Panel, evaluate_panel, student_act_fn
+from distill_jax.evaluate import EPISODE_MEAN_METRICS, Panel, across_seeds, evaluate_members, student_act_fn
+from distill_jax.run.claims import claims, diagnosis, reference_members
 from distill_jax.treeops import first_seed
 
-EVAL_KEYS = ("teacher", "student", "imitation", "panel", "schema", "schema_diff", "leak_checks", "env", "config")
+EVAL_KEYS = ("teacher", "student", "imitation", "members", "across_seeds", "references", "claims", "diagnosis",
+             "panel", "schema", "schema_diff", "leak_checks", "env", "config")
 
 
-def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None) -> dict[str, Any]:
-    """The evaluation artifact (seed index 0 of teacher and student) as a JSON-able dict.
+def export_identical(run_dir: pathlib.Path | None) -> bool | None:
+    """Whether the run's exported student acted bit-identically to the in-process one
+    (``export/verification.json``); ``None`` when there is no export to ask."""
+    path = None if run_dir is None else run_dir / "export" / "verification.json"
+    if path is None or not path.is_file():
+        return None
+    return bool(json.loads(path.read_text()).get("bit_identical_to_in_process"))
+
+
+def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None, *, baseline_result=None,
+               oracle_result=None, run_dir: pathlib.Path | None = None) -> dict[str, Any]:
+    """The evaluation artifact as a JSON-able dict: every teacher/student member (seeds, sweep
+    points) scored on one panel in one program; ``teacher``/``student``/``imitation`` at the top are
+    member 0's (the exported student), ``members`` lists each one, ``across_seeds`` the mean and
+    95 % interval over seeds of each sweep point.
 
     ``env`` is the panel's env; ``train_env`` the training one when the panel is
-    shifted (``config.eval_env_overrides``), else ``None`` (the same env).
+    shifted (``config.eval_env_overrides``), else ``None`` (the same env). ``baseline_result`` and
+    ``oracle_result``, where trained, join the panel (``references``) and the ``claims``; the
+    ``diagnosis`` reads the export check from ``run_dir/export`` when there is one.
     """
     train_env = env if train_env is None else train_env
     training_seeds = tuple(config.seed + k for k in range(config.num_seeds))
     panel = Panel.held_out(config.eval_episodes, training_seeds)
-    teacher = FrozenTeacher(first_seed(teacher_result.state.params["actor"]), first_seed(teacher_result.state.obs_stats))
+    index = np.asarray(config.teacher_members())  # each student member's teacher
+    teachers = jax.tree.map(lambda x: x[index],
+                            FrozenTeacher(teacher_result.state.params["actor"], teacher_result.state.obs_stats))
     student = student_result.student
+    rule, thresholds = masks.in_force(config.distill.mask, env.schema)
+    members = evaluate_members(env, teacher_result.nets.actor, teachers, student, student_result.state.params,
+                               student_result.state.obs_stats, panel, mask_rule=rule, mask_thresholds=thresholds)
+    points, seeds = config.sweep_points, config.num_seeds
+    labelled = [{"grid_point": m // seeds, "values": points[m // seeds], "seed": config.seed + m % seeds, **metrics}
+                for m, metrics in enumerate(members)]
+    grouped = [{"values": point, "num_seeds": seeds, **across_seeds(members[g * seeds:(g + 1) * seeds])}
+               for g, point in enumerate(points)]
     s_params, s_stats = first_seed(student_result.state.params), first_seed(student_result.state.obs_stats)
-    metrics = evaluate_panel(
-        env, teacher_result.nets.actor, teacher, student, s_params, s_stats, panel,
-        mask_rule=config.distill.mask_rule, mask_thresholds=dict(config.distill.mask_thresholds),
-    )
     obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
     act = student_act_fn(student, s_params, s_stats)
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
     schema = schema_in_force(env.schema, config.distill)
+    references = reference_members(env, config, panel, baseline_result, oracle_result)
+    first = {name: results[0] for name, results in references.items()}
     return {
-        **metrics,
+        **members[0],
+        "members": labelled,
+        "across_seeds": grouped,
+        "references": references,
+        "claims": claims(members[0], first),
+        "diagnosis": {"overall": diagnosis(members[0], first, checks, export_identical(run_dir))},
         "panel": {"seeds": list(panel.seeds), "deterministic": panel.deterministic,
                   "training_seeds": list(training_seeds), "episode_length": env.episode_length,
                   "distribution": "shifted" if config.eval_env_overrides else "training",
@@ -89,24 +120,97 @@ def markdown_table(report: dict[str, Any]) -> str:
         policy_row("student (deployable)", s),
         "",
         f"student / teacher return: {ratio:.3f}; imitation on valid teacher steps: KL {im['kl']:.4f}, "
-        f"action MSE {im['action_mse']:.5f}; masked {im['masked/any']:.3f}",
+        f"action MSE {im['action_mse']:.5f}; masked {im['masked/any']:.3f}"
+        + (f"; on the student's own states (teacher relabels): KL {im['student_states/kl']:.4f}, "
+           f"action MSE {im['student_states/action_mse']:.5f}" if "student_states/kl" in im else ""),
         "",
         "| leak check | passed | detail |",
         "|---|---|---|",
         *[f"| {name} | {c['passed']} | {c['detail']} |" for name, c in report["leak_checks"].items()],
     ]
+    if "schema_diff" in report:
+        rows += ["", *schema_diff_lines(report["schema_diff"]["teacher_actor_to_student_actor"])]
+    if len(report.get("members", ())) > 1:
+        rows += ["", *members_table(report)]
     return "\n".join(rows)
 
 
+def verdict_lines(report: dict[str, Any]) -> list[str]:
+    """The diagnosis and the three claims, the lines ``eval.md`` leads with."""
+    overall = report["diagnosis"]["overall"]
+    lines = [f"**Diagnosis: {overall['verdict']}** — {overall['reason']}."]
+    if overall.get("missing"):
+        lines[-1] += f" Missing evidence: {'; '.join(overall['missing'])}."
+    mark = {True: "supported", False: "refuted", None: "not shown"}
+    c = report["claims"]
+    lines += ["", "| claim | verdict | evidence |", "|---|---|---|"]
+    t = c["teacher"]
+    if "teacher_minus_baseline_return" in t:
+        d = t["teacher_minus_baseline_return"]
+        evidence = (f"teacher {t['teacher_return']:.1f} vs deployable-only baseline {t['baseline_return']:.1f}; "
+                    f"paired difference {_mean_ci(d)} over {d['episodes']} episodes")
+    else:
+        evidence = "no baseline trained: " + "; ".join(t["missing"])
+    lines.append(f"| teacher: {t['statement']} | {mark[t['supported']]} | {evidence} |")
+    im = c["imitation"]
+    own = ("" if im["kl_student_states"] is None else
+           f"; on the student's own states KL {im['kl_student_states']:.3f}")
+    lines.append(f"| imitation: {im['statement']} | {mark[im['supported']]} | KL {im['kl_teacher_states']:.3f} "
+                 f"nats on valid teacher steps (good at ≤ {im['kl_fit']}){own} |")
+    dep = c["deployment"]
+    base = ("" if "student_minus_baseline_return" not in dep else
+            f"; student − baseline {_mean_ci(dep['student_minus_baseline_return'])}")
+    ratio = dep["student_over_teacher_return"]
+    lines.append(f"| deployment: {dep['statement']} | {mark[dep['supported']]} | student/teacher return "
+                 f"{'–' if ratio is None else f'{ratio:.3f}'}, student falls {dep['student_fall_rate']:.0%}{base} |")
+    return lines
+
+
+def schema_diff_lines(leak_report: dict[str, Any]) -> list[str]:
+    """The schema diff from the teacher actor's inputs to the student actor's, as Markdown lines."""
+    removed = ", ".join(f"`{f}`" for f in leak_report["removed_from_student"]) or "none"
+    return [f"Schema diff, teacher actor → student actor: removed {removed}; privileged fields among the "
+            f"student's inputs: {leak_report['privileged_in_student'] or 'none'} "
+            f"({'passed' if leak_report['passed'] else 'FAILED'}). Student reads "
+            + ", ".join(f"`{f}`" for f in leak_report["student_actor_inputs"]) + "."]
+
+
+def _mean_ci(entry: dict[str, Any], digits: int = 1) -> str:
+    if entry["ci95"] is None:
+        return f"{entry['mean']:.{digits}f}"
+    low, high = entry["ci95"]
+    return f"{entry['mean']:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+
+
+def members_table(report: dict[str, Any]) -> list[str]:
+    """Every sweep point's figures across its seeds (mean and 95 % t-interval over seeds)."""
+    groups = report["across_seeds"]
+    seeds = groups[0]["num_seeds"]
+    axes = list(groups[0]["values"])
+    head = "| " + "".join(f"{a} | " for a in axes) + "teacher return | student return | student / teacher | " \
+           "student fall rate | KL on teacher steps |"
+    rows = [f"Across {seeds} seed(s) per {'sweep point' if axes else 'run'} (mean, 95 % t-interval over seeds):", "",
+            head, "|" + "---|" * (len(axes) + 5)]
+    for g in groups:
+        cells = [f"{g['values'][a]:g}" for a in axes]
+        cells += [_mean_ci(g["teacher"]["return_mean"]), _mean_ci(g["student"]["return_mean"]),
+                  _mean_ci(g["student_over_teacher_return"], 3) if "student_over_teacher_return" in g else "–",
+                  _mean_ci(g["student"]["fall_rate"], 3), _mean_ci(g["imitation"]["kl"], 4)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
 def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result,
-               train_env=None) -> dict[str, Any]:
-    report = build_eval(env, config, teacher_result, student_result, train_env)
+               train_env=None, *, baseline=None, oracle=None) -> dict[str, Any]:
+    report = build_eval(env, config, teacher_result, student_result, train_env, baseline_result=baseline,
+                        oracle_result=oracle, run_dir=out)
     (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     table = markdown_table(report)
     panel = report["panel"]
     (out / "eval.md").write_text(
         f"# Evaluation on {len(panel['seeds'])} held-out seeds ({env.name}, {panel['distribution']} distribution"
-        f"{', ' + str(panel['env_overrides']) if panel['env_overrides'] else ''})\n\n{table}\n"
+        f"{', ' + str(panel['env_overrides']) if panel['env_overrides'] else ''})\n\n"
+        + "\n".join(verdict_lines(report)) + f"\n\n{table}\n"
     )
     return {"table": table, "leak_passed": all(c["passed"] for c in report["leak_checks"].values()),
             "report": report}
