@@ -40,7 +40,7 @@ from distill_jax.deploy.onnx_graph import Normalizer, build_student_graph
 from distill_jax.deploy.runtime import OnnxStudent, open_session
 from distill_jax.envs.base import Wrapper
 from distill_jax.envs.wrappers import ActionLatency, ObservationHistory, SensorNoise, TimeLimit
-from distill_jax.evaluate import student_actor_only
+from distill_jax.evaluate import eval_wrapper
 from distill_jax.schema import ObservationSchema, SchemaError
 
 EXPORT_FORMAT_VERSION = 1
@@ -380,7 +380,7 @@ def check_onnx(path: pathlib.Path | str, env: Any, student: Any, params: Any, ob
 
     Both act on :func:`parity_inputs` grown from ``obs`` (``{field: [B, *shape]}``) for
     ``T = max(min_steps, ceil(min_observations / B))`` steps: in process as a ``lax.scan`` of
-    :func:`~distill_jax.evaluate.student_actor_only` (a recurrent student's memory reset where
+    :func:`~distill_jax.evaluate.eval_wrapper` (a recurrent student's memory reset where
     ``first``), in ONNX Runtime by :meth:`~distill_jax.deploy.runtime.OnnxStudent.actions_over`.
     A synthetic walk instead of an env rollout keeps the check to one small compile (an env
     rollout costs 40 s of compilation on 2 CPU cores).
@@ -400,7 +400,7 @@ def check_onnx(path: pathlib.Path | str, env: Any, student: Any, params: Any, ob
 
     @jax.jit
     def in_process(params, obs_stats, obs_seq, first):
-        policy = student_actor_only(student, params, obs_stats)
+        policy = eval_wrapper(student, params, obs_stats)
 
         def step(carry, xs):
             carry, out = policy(carry, xs[0], xs[1], jax.random.PRNGKey(0))

@@ -24,8 +24,7 @@ from distill_jax.deploy.physics import CartpoleSim
 from distill_jax.deploy.runtime import DeployInputError, OnnxStudent, open_session
 from distill_jax.deploy.sim2sim import wilson_interval
 from distill_jax.distill.student import make_student
-from distill_jax.envs import get_env
-from distill_jax.envs.wrappers import VmapAutoReset
+from distill_jax.envs import VmapAutoReset, get_env
 from distill_jax.evaluate import wilson_interval as jax_side_wilson_interval
 from distill_jax.export import deploy_contract, export_onnx
 from distill_jax.normalization import init_stats, normalize, update_stats

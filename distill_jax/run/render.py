@@ -91,7 +91,7 @@ def panel_trajectories(env: Any, teacher_actor: Any, teacher: Any, student: Any,
     import jax.numpy as jnp
     import numpy as np
 
-    from distill_jax.evaluate import first_episode_scores, student_actor_only, teacher_policy
+    from distill_jax.evaluate import eval_wrapper, first_episode_scores, teacher_policy
     from distill_jax.rollout import PolicyStep, Transition
     from distill_jax.xla_options import compiler_options
 
@@ -106,7 +106,7 @@ def panel_trajectories(env: Any, teacher_actor: Any, teacher: Any, student: Any,
     @functools.partial(jax.jit, compiler_options=options)
     def both(keys, teacher, s_params, s_stats):
         t_policy = teacher_policy(teacher_actor, teacher)
-        s_policy = student_actor_only(student, s_params, s_stats)
+        s_policy = eval_wrapper(student, s_params, s_stats)
         start = jax.vmap(env.reset)(jnp.concatenate([keys, keys]))
 
         def body(c, _):
