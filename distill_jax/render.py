@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distill_jax.deploy.sim2sim import run_dir_parser
+from distill_jax.deploy.command import run_dir_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,5 +12,6 @@ computer needs only NumPy, ONNX Runtime and, for sim-to-sim, MuJoCo:
   the exported student behind a guard that names any field it may not read;
 * :mod:`~distill_jax.deploy.physics` — the tasks re-implemented on MuJoCo's C engine;
 * :mod:`~distill_jax.deploy.observations` — noise, latency and history rebuilt from the contract;
-* :mod:`~distill_jax.deploy.sim2sim` — ``python -m distill_jax.sim2sim RUN_DIR``.
+* :mod:`~distill_jax.deploy.sim2sim` — ``python -m distill_jax.sim2sim RUN_DIR``;
+* :mod:`~distill_jax.deploy.command` — the ``RUN_DIR [--episodes N]`` parser it shares with the videos.
 """

@@ -31,6 +31,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from distill_jax.deploy.command import run_dir_parser
 from distill_jax.deploy.contract import ONNX_FILE, ContractError
 from distill_jax.deploy.observations import ActionDelay, ObservationBuilder
 from distill_jax.deploy.physics import SimError, make_sim
@@ -196,23 +197,6 @@ def sim2sim(run_dir: pathlib.Path | str, episodes: int | None = None) -> dict[st
     report["table"] = format_table(report)
     (run_dir / SIM2SIM_FILE).write_text(json.dumps(report, indent=2))
     return report
-
-
-def episodes_count(text: str) -> int:
-    """``--episodes``: a positive integer (argparse type)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
-    return value
-
-
-def run_dir_parser(command: str, description: str, run_dir_help: str, episodes: int | None,
-                   episodes_help: str) -> argparse.ArgumentParser:
-    """The shared command line of ``python -m distill_jax.<command> RUN_DIR [--episodes N]``."""
-    parser = argparse.ArgumentParser(prog=f"python -m distill_jax.{command}", description=description)
-    parser.add_argument("run_dir", type=pathlib.Path, help=run_dir_help)
-    parser.add_argument("--episodes", type=episodes_count, default=episodes, help=episodes_help)
-    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
