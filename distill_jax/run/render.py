@@ -201,13 +201,23 @@ def render_episode(model: Any, panes: dict[str, dict[str, Any]], dt: float) -> l
     return frames
 
 
-def write_mp4(path: Any, frames: list[Any], fps: float) -> None:
-    """H.264 MP4 through the ``ffmpeg`` that ``imageio-ffmpeg`` ships."""
+def ffmpeg() -> Any:
+    """The ``imageio_ffmpeg`` module (it ships an ``ffmpeg`` binary).
+
+    Raises:
+      RenderError: it is not installed, naming the extra that installs it.
+    """
     try:
         import imageio_ffmpeg
     except ImportError:
         raise RenderError("imageio-ffmpeg is not installed: pip install 'distill_jax[render]' "
                           "(or imageio-ffmpeg)") from None
+    return imageio_ffmpeg
+
+
+def write_mp4(path: Any, frames: list[Any], fps: float) -> None:
+    """H.264 MP4 through the ``ffmpeg`` that ``imageio-ffmpeg`` ships."""
+    imageio_ffmpeg = ffmpeg()
     height, width = frames[0].shape[:2]
     writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
                                          quality=7, macro_block_size=16, ffmpeg_log_level="error")
@@ -234,6 +244,7 @@ def render_run(run_dir: Any, episodes: int = 1, *, gif: bool = True) -> dict[str
       RunError: not a run directory, or its teacher/student is missing or unfinished.
     """
     check_gl()
+    ffmpeg()  # both before any work, so a refusal leaves the run directory as it was
     start = time.perf_counter()
     import mujoco
 
