@@ -32,12 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     except RenderError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from distill_jax.config import ConfigError
+    from distill_jax.run.checkpoint import CheckpointError
     from distill_jax.run.pipeline import RunError
+    from distill_jax.schema import SchemaError
 
     open_xla_cache(None)  # the train command's persistent cache: a second render compiles nothing
     try:
         report = render_run(args.run_dir, args.episodes, gif=not args.no_gif)
-    except (RenderError, RunError) as e:
+    except (RenderError, RunError, ConfigError, SchemaError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for episode in report["episodes"]:
