@@ -42,7 +42,7 @@ from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs import get_env
 from distill_jax.envs.base import Env
 from distill_jax.evaluate import student_actions
-from distill_jax.export import export_student, load_student
+from distill_jax.export import check_onnx, export_onnx, export_student, load_student
 from distill_jax.hyperparams import member_coefficients
 from distill_jax.ppo.teacher import TeacherBuild, TeacherResult, build_teacher, initial_teacher_states, train_teacher
 from distill_jax.references import baseline_env, oracle_env
@@ -475,11 +475,14 @@ def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, or
 
 
 def export_phase(run: Run, student: Any) -> dict[str, Any]:
-    """Exports seed 0's student to ``run/export`` and checks the loaded artifact.
+    """Exports seed 0's student to ``run/export`` (StableHLO and ``student.onnx``) and checks both.
 
-    The check feeds the student's own last training observations through the
-    loaded artifact and through the in-process evaluation wrapper: actions must
-    be bit-identical, and a privileged field must be rejected.
+    The StableHLO check feeds the student's own last training observations through the
+    loaded artifact and through the in-process evaluation wrapper: actions must be
+    bit-identical, and a privileged field must be rejected. The ONNX check
+    (:func:`distill_jax.export.check_onnx`, under ``"onnx"`` in ``verification.json``) compares
+    ``student.onnx`` in ONNX Runtime with the in-process student on >= 1,000 observations
+    (>= 20 steps, carry included): max abs error <= 1e-5.
     """
 
     params, stats = first_seed(student.state.params), first_seed(student.state.obs_stats)
@@ -506,6 +509,8 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
         "privileged_field_rejected": rejected,
         "privileged_field_tried": privileged,
     }
+    onnx_path = export_onnx(directory, student.student, params, stats, run.env)
+    verification["onnx"] = check_onnx(onnx_path, run.env, student.student, params, stats, deployable)
     (directory / "verification.json").write_text(json.dumps(verification, indent=2))
     return {"directory": directory, **verification}
 
