@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field, e.g. ppo.num_envs=512 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress display (metrics.jsonl is still written)")
+    parser.add_argument("--video", action="store_true",
+                        help="after the phases, render the first held-out panel episode, teacher and student side "
+                        "by side, to RUN/videos/ (MP4 and GIF; as python -m distill_jax.render RUN)")
     parser.add_argument("--xla-cache", default=None, metavar="DIR|off",
                         help="persistent XLA compilation cache, so a resume or a re-run does not compile again "
                         f"(if omitted: ${compile_cache.ENV_VAR}, else $XDG_CACHE_HOME or ~/.cache, then "
@@ -244,11 +247,19 @@ def run_phases(run, phase: str, *, resume: bool, quiet: bool, teacher_step: int 
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.video:  # MuJoCo reads MUJOCO_GL on import: check the GL context before the pipeline imports MuJoCo
+        from distill_jax.run.render import RenderError, check_gl
+
+        try:
+            check_gl()
+        except RenderError as e:
+            print(f"error: --video: {e}", file=sys.stderr)
+            return 2
     from distill_jax.run import checkpoint, pipeline
     from distill_jax.loop import NonFiniteError
     from distill_jax.schema import SchemaError
 
-    args = build_parser().parse_args(argv)
     start = time.perf_counter()
     try:
         xla_cache = open_xla_cache(args.xla_cache)
@@ -264,6 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     _print_result(result["report"], result["exported"], run.path, time.perf_counter() - start, clock, xla_cache)
+    if args.video:
+        from distill_jax.run.render import render_run
+
+        try:
+            with clock.stage("video"):
+                video = render_run(run.path)["episodes"][0]
+        except (RenderError, pipeline.RunError) as e:  # e.g. --phase teacher: no student to show yet
+            print(f"error: --video: {e}", file=sys.stderr)
+            return 2
+        print(f"video: {run.path / 'videos' / video['mp4']} ({video['frames']} frames)")
     return 0
 
 
