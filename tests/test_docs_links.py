@@ -80,9 +80,9 @@ def unnamed_modules(text: str) -> list[str]:
         relative = path.relative_to(PACKAGE)
         if path.name == "__init__.py":
             continue
-        folder = "distill_jax/train.py" if relative.as_posix() == "train.py" else (
-            f"distill_jax/{relative.parts[0]}/" if len(relative.parts) > 1 else "distill_jax/")
-        body = "".join(b for heading, b in sections.items() if f"`{folder}`" in heading)
+        # A top-level module sits in the top-level table, or (an entry point) in a section that names it.
+        homes = [f"distill_jax/{relative.parts[0]}/"] if len(relative.parts) > 1 else ["distill_jax/", f"distill_jax/{path.name}"]
+        body = "".join(b for heading, b in sections.items() if any(f"`{home}`" in heading for home in homes))
         if not re.search(rf"[`/]{re.escape(path.name)}`", body):
             missing.append(relative.as_posix())
     return missing
