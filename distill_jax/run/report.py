@@ -44,7 +44,8 @@ def export_identical(run_dir: pathlib.Path | None) -> bool | None:
 
 
 def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None, *, baseline_result=None,
-               oracle_result=None, run_dir: pathlib.Path | None = None, suite_points: list | None = None) -> dict[str, Any]:
+               oracle_result=None, run_dir: pathlib.Path | None = None,
+               suite_points: list | None = None) -> dict[str, Any]:
     """The evaluation artifact as a JSON-able dict: every teacher/student member (seeds, sweep
     points) scored on one panel in one program; ``teacher``/``student``/``imitation`` at the top are
     member 0's (the exported student), ``members`` lists each one, ``across_seeds`` the mean and
@@ -65,8 +66,21 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
                             FrozenTeacher(teacher_result.state.params["actor"], teacher_result.state.obs_stats))
     student = student_result.student
     rule, thresholds = masks.in_force(config.distill.mask, env.schema)
-    members = evaluate_members(env, teacher_result.nets.actor, teachers, student, student_result.state.params,
-                               student_result.state.obs_stats, panel, mask_rule=rule, mask_thresholds=thresholds)
+    results, under, nominal = [], {}, None
+    if suite_points:
+        task_suite, perturbations = declared(config.env), stack(suite_points)
+        results = evaluate_suite(env, task_suite, perturbations, teacher_result.nets.actor, teachers, student,
+                                 student_result.state.params, student_result.state.obs_stats, panel,
+                                 mask_rule=rule, mask_thresholds=thresholds)
+        under = reference_members(env, config, panel, baseline_result, oracle_result, suite=task_suite,
+                                  perturbations=perturbations)
+        nominal = next((c for c, p in enumerate(suite_points) if p.condition == "nominal"), None)
+    if nominal is not None:  # the suite's nominal condition is the panel: no second program for it
+        members, references = results[nominal], {name: per[nominal] for name, per in under.items()}
+    else:
+        members = evaluate_members(env, teacher_result.nets.actor, teachers, student, student_result.state.params,
+                                   student_result.state.obs_stats, panel, mask_rule=rule, mask_thresholds=thresholds)
+        references = reference_members(env, config, panel, baseline_result, oracle_result)
     points, seeds = config.sweep_points, config.num_seeds
     labelled = [{"grid_point": m // seeds, "values": points[m // seeds], "seed": config.seed + m % seeds, **metrics}
                 for m, metrics in enumerate(members)]
@@ -77,18 +91,10 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     act = student_act_fn(student, s_params, s_stats)
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
     schema = schema_in_force(env.schema, config.distill)
-    references = reference_members(env, config, panel, baseline_result, oracle_result)
-    first = {name: results[0] for name, results in references.items()}
+    first = {name: per_member[0] for name, per_member in references.items()}
     identical = export_identical(run_dir)
-    suite_entries = []
-    if suite_points:
-        task_suite, perturbations = declared(config.env), stack(suite_points)
-        results = evaluate_suite(env, task_suite, perturbations, teacher_result.nets.actor, teachers, student,
-                                 student_result.state.params, student_result.state.obs_stats, panel,
-                                 mask_rule=rule, mask_thresholds=thresholds)
-        under = reference_members(env, config, panel, baseline_result, oracle_result, suite=task_suite,
-                                  perturbations=perturbations)
-        suite_entries = suite_section(suite_points, results, under, checks, identical, config.num_seeds)
+    suite_entries = suite_section(suite_points, results, under, checks, identical, config.num_seeds) \
+        if suite_points else []
     # What each privileged field is worth to the teacher (member 0): every teacher-only field
     # permuted across the panel's envs in turn, all in one program.
     worth = privilege_value(env, teacher_result.nets.actor, first_seed(teachers), panel, key=jax.random.PRNGKey(11))
