@@ -6,7 +6,8 @@ student where the verdict needs them:
 
 * the default student                           -> healthy
 * a memoryless student (no ``history``) + oracle -> observation_insufficiency
-* teacher-driven collection, tiny budget         -> state_coverage (or what it shows as, measured)
+* teacher-driven collection (the default and a tiny budget, with and without the oracle)
+                                                 -> state_coverage (or what it shows as, measured)
 * an under-trained teacher (the smoke preset's)  -> teacher_quality
 
 Usage: python experiments/diagnosis_cartpole.py --out /tmp/diagnosis [--results experiments/results/diagnosis_cartpole.md]
@@ -33,7 +34,10 @@ CURRENT_ONLY = ["cart_pos", "pole_angle", "last_action"]  # the deployable field
 STUDENTS = {
     "default student": ({}, {}),
     "memoryless student (no history) + oracle": ({"student": {"fields": CURRENT_ONLY}}, {"oracle": True}),
+    "teacher acts (default budget)": ({"behaviour": {"kind": "teacher"}}, {}),
     "teacher acts, 5 % budget": ({"behaviour": {"kind": "teacher"}, "total_env_steps": 20_480}, {}),
+    "teacher acts, 5 % budget + oracle": ({"behaviour": {"kind": "teacher"}, "total_env_steps": 20_480},
+                                          {"oracle": True}),
 }
 
 

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from distill_jax import suite
-from distill_jax.config import PPOConfig, RunConfig, get_value, replace_fields, to_dict, traced_paths
+from distill_jax.config import DistillConfig, PPOConfig, RunConfig, get_value, replace_fields, to_dict, traced_paths
 from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.phase import (DistillBuild, DistillResult, build_distillation, distill_student,
@@ -370,6 +370,16 @@ def _ppo_config(run: Run, phase: str) -> PPOConfig:
     return run.config.baseline_ppo if phase == "baseline" else run.config.ppo
 
 
+def _distill_config(run: Run, phase: str) -> DistillConfig:
+    """The distillation settings of a phase: the oracle student's are the student's, its fields (where
+    the student's are narrowed, e.g. a memoryless ablation) widened by the teacher-only fields."""
+    distill = run.config.distill
+    if phase != "oracle" or distill.student.fields is None:
+        return distill
+    fields = distill.student.fields + run.env.schema.teacher_only
+    return dataclasses.replace(distill, student=dataclasses.replace(distill.student, fields=fields))
+
+
 def _teacher_setup(run: Run, phase: str = "teacher") -> tuple[TeacherBuild, Callable[[], Any]]:
     """The batched env and networks of a PPO phase (``teacher`` or ``baseline``), built once, and its
     initial-state builder (every member: the ``ppo.*`` sweep grid times the seeds; the baseline
@@ -383,12 +393,11 @@ def _teacher_setup(run: Run, phase: str = "teacher") -> tuple[TeacherBuild, Call
 def _student_setup(run: Run, phase: str = "distill") -> tuple[DistillBuild, int, Callable[[], Any]]:
     """The batched env and network of a distillation phase (``distill`` or ``oracle``), built once, its
     base seed and its initial-state builder (every member: the whole sweep grid times the seeds)."""
-    cfg = run.config
-    build = build_distillation(run.phase_env(phase), cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
+    cfg, distill = run.config, _distill_config(run, phase)
+    build = build_distillation(run.phase_env(phase), distill, latent_size=cfg.ppo.network.privileged_latent)
     seed = cfg.seed + STUDENT_SEED_OFFSET
     points = cfg.phase_points("distill")
-    return build, seed, lambda: initial_student_states(build.env, build.student, cfg.distill, seed, cfg.num_seeds,
-                                                       points)
+    return build, seed, lambda: initial_student_states(build.env, build.student, distill, seed, cfg.num_seeds, points)
 
 
 def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callable[[], Any], total_updates: int,
@@ -441,7 +450,8 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
     members = np.asarray(cfg.teacher_members())
     frozen = jax.tree.map(lambda x: x[members], FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats))
     build, seed, template = _student_setup(run, phase)
-    train = lambda **kw: distill_student(run.phase_env(phase), teacher.nets.actor, frozen, cfg.distill,  # noqa: E731
+    train = lambda **kw: distill_student(run.phase_env(phase), teacher.nets.actor, frozen,  # noqa: E731
+                                         _distill_config(run, phase),
                                          seed=seed, updates_per_call=cfg.updates_per_call or None, build=build,
                                          sweep_points=cfg.phase_points("distill"), **kw)
     hparams = member_coefficients(cfg.distill, cfg.phase_points("distill"), cfg.num_seeds)
