@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -29,14 +29,16 @@ EVAL_KEYS = ("teacher", "student", "imitation", "members", "across_seeds", "pane
              "leak_checks", "env", "config")
 
 
-def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None) -> dict[str, Any]:
+def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None,
+               on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The evaluation artifact as a JSON-able dict: every teacher/student member (seeds, sweep
     points) scored on one panel in one program; ``teacher``/``student``/``imitation`` at the top are
     member 0's (the exported student), ``members`` lists each one, ``across_seeds`` the mean and
     95 % interval over seeds of each sweep point.
 
     ``env`` is the panel's env; ``train_env`` the training one when the panel is
-    shifted (``config.eval_env_overrides``), else ``None`` (the same env).
+    shifted (``config.eval_env_overrides``), else ``None`` (the same env). ``on_step(what)`` is
+    told when the leak audit starts (the panel is the first step).
     """
     train_env = env if train_env is None else train_env
     training_seeds = tuple(config.seed + k for k in range(config.num_seeds))
@@ -56,6 +58,8 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     s_params, s_stats = first_seed(student_result.state.params), first_seed(student_result.state.obs_stats)
     obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
     act = student_act_fn(student, s_params, s_stats)
+    if on_step is not None:
+        on_step("leak audit: structural, gradient and perturbation checks of the student's inputs")
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
     schema = schema_in_force(env.schema, config.distill)
     return {
@@ -150,8 +154,8 @@ def members_table(report: dict[str, Any]) -> list[str]:
 
 
 def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result,
-               train_env=None) -> dict[str, Any]:
-    report = build_eval(env, config, teacher_result, student_result, train_env)
+               train_env=None, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+    report = build_eval(env, config, teacher_result, student_result, train_env, on_step)
     (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     table = markdown_table(report)
     panel = report["panel"]
