@@ -352,6 +352,36 @@ class DistillConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+    """The deployable-only baseline (:mod:`distill_jax.references`): the teacher's PPO, networks and
+    settings, its actor reading only ``student_obs``; the reference of the teacher claim.
+
+    ``total_env_steps`` 0 gives it the teacher's and the student's env steps together, the whole
+    pipeline's cost: distillation is then compared with direct RL at equal cost, and the teacher
+    with a baseline that had more experience than it did.
+    """
+
+    enabled: bool = False
+    total_env_steps: int = 0
+
+    TRACED: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self, prefix: str = "baseline") -> None:
+        _require(isinstance(self.total_env_steps, int) and self.total_env_steps >= 0, f"{prefix}.total_env_steps",
+                 self.total_env_steps, "must be a non-negative integer (0: teacher + distillation env steps)")
+
+
+@dataclasses.dataclass(frozen=True)
+class OracleConfig:
+    """The oracle student (:mod:`distill_jax.references`): the student's own settings and budget, its
+    network also reading the teacher-only fields. Evidence for the diagnosis only, never exported."""
+
+    enabled: bool = False
+
+    TRACED: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """A whole pipeline run: task, seeds, each phase's settings, and an optional sweep.
 
@@ -374,6 +404,8 @@ class RunConfig:
     sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
     ppo: PPOConfig = PPOConfig()
     distill: DistillConfig = DistillConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    oracle: OracleConfig = OracleConfig()
 
     TRACED: ClassVar[tuple[str, ...]] = ()
 
@@ -387,6 +419,7 @@ class RunConfig:
                  self.updates_per_call, "must be a non-negative integer (0: automatic)")
         self.ppo.validate("ppo")
         self.distill.validate("distill")
+        self.baseline.validate("baseline")
         _require(not self.distill.student.latent_head or self.ppo.network.privileged_latent > 0,
                  "distill.student.latent_head", self.distill.student.latent_head,
                  "needs a teacher with a privileged latent (ppo.network.privileged_latent > 0)")
@@ -437,6 +470,12 @@ class RunConfig:
         if section == "ppo":
             return [strip(point) for point in _grid(tuple(e for e in self.sweep if e[0].startswith(prefix)))]
         return [strip(point) for point in self.sweep_points]
+
+    @property
+    def baseline_ppo(self) -> PPOConfig:
+        """The baseline's PPO settings: the teacher's, with the baseline's budget."""
+        steps = self.baseline.total_env_steps or self.ppo.total_env_steps + self.distill.total_env_steps
+        return dataclasses.replace(self.ppo, total_env_steps=steps)
 
     def teacher_members(self) -> list[int]:
         """For each student member ``g * K + k`` (the whole grid), the teacher member it learns from."""

@@ -29,8 +29,8 @@ from distill_jax import normalization
 from distill_jax.distill import losses, masks
 from distill_jax.distill.student import Student
 from distill_jax.distill.update import FrozenTeacher
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Env
-from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.policy import action_distribution, policy_step
 from distill_jax.rollout import Policy, Transition, unroll
 from distill_jax.schema import SchemaError
@@ -171,6 +171,18 @@ def make_teacher_evaluator(env: Env, teacher_actor: Any, panel: Panel):
     return lambda teacher: summarize(jax.device_get(scores(teacher)))
 
 
+def imitation(student: losses.TanhGaussian, teacher: losses.TanhGaussian, tr: Transition,
+              mask_rule: tuple[str, ...], mask_thresholds: dict[str, float] | None) -> dict[str, jax.Array]:
+    """KL and action MSE of ``student`` to ``teacher`` (``[T, N, A]``) on the valid steps of the first
+    episodes of ``tr``, and the fraction each mask rule dropped (``masked/<rule>``, ``masked/any``)."""
+    valid, masked = masks.valid_mask(
+        mask_rule, masks.MaskInputs(tr.terminated, tr.truncated, tr.first, teacher.loc, teacher.scale), mask_thresholds)
+    valid = valid * first_episode_alive(tr)
+    kl, _ = losses.kl_distillation_loss(student, teacher, valid)
+    mse, _ = losses.action_mse_loss(jnp.tanh(student.loc), jnp.tanh(teacher.loc), valid)
+    return {"kl": kl, "action_mse": mse, **masked}
+
+
 def panel_program(
     env: Env,
     teacher_actor: Any,
@@ -184,8 +196,12 @@ def panel_program(
     ``(keys [N, 2], teacher, student_params, student_stats) -> (teacher_scores, student_scores, imitation)``.
 
     Both policies start from the same reset keys (common random numbers); the scores are
-    :func:`first_episode_scores` (``[N]`` per key); ``imitation`` holds the student's KL and action
-    MSE on the teacher's own valid first-episode steps and the fraction each mask rule dropped.
+    :func:`first_episode_scores` (``[N]`` per key). ``imitation`` holds the student's KL and action
+    MSE on the teacher's own valid first-episode steps and the fraction each mask rule dropped
+    (``kl``, ``action_mse``, ``masked/<rule>``), and the same on the states the *student* visits,
+    relabelled by the teacher (``student_states/kl``, ``student_states/action_mse``,
+    ``student_states/masked/any``): imitation that holds on the teacher's states but not on the
+    student's own is the signature of missing state coverage.
     """
     horizon = env.episode_length
     if horizon is None:
@@ -203,14 +219,14 @@ def panel_program(
         student_obs = normalization.normalize(student_stats, student.schema.select(t_tr.obs, "student"))
         s_dist = student.sequence(student_params, student.initial_carry(len(panel.seeds)), student_obs, t_tr.first)
         t_dist = losses.TanhGaussian(t_tr.policy.loc, t_tr.policy.scale)
-        valid, masked = masks.valid_mask(
-            mask_rule, masks.MaskInputs(t_tr.terminated, t_tr.truncated, t_tr.first, t_dist.loc, t_dist.scale),
-            mask_thresholds,
-        )
-        valid = valid * first_episode_alive(t_tr)
-        kl, _ = losses.kl_distillation_loss(s_dist, t_dist, valid)
-        mse, _ = losses.action_mse_loss(jnp.tanh(s_dist.loc), jnp.tanh(t_dist.loc), valid)
-        return first_episode_scores(t_tr), first_episode_scores(s_tr), {"kl": kl, "action_mse": mse, **masked}
+        on_teacher_states = imitation(s_dist, t_dist, t_tr, mask_rule, mask_thresholds)
+        # The student's own states, relabelled by the teacher (what DAgger would train on).
+        relabel = action_distribution(teacher_actor.apply, teacher.params, teacher.obs_stats, s_tr.obs)
+        on_student_states = imitation(losses.TanhGaussian(s_tr.policy.loc, s_tr.policy.scale), relabel, s_tr,
+                                      mask_rule, mask_thresholds)
+        student_states = {f"student_states/{k}": v for k, v in on_student_states.items()
+                          if k in ("kl", "action_mse", "masked/any")}
+        return first_episode_scores(t_tr), first_episode_scores(s_tr), {**on_teacher_states, **student_states}
 
     return run
 
@@ -275,9 +291,59 @@ def evaluate_members(
     teacher_scores, student_scores, imitation = jax.device_get(
         program(panel.reset_keys(), teachers, student_params, student_stats))
     members = int(jax.tree.leaves(imitation)[0].shape[0])
-    pick = lambda tree, m: jax.tree.map(lambda x: x[m], tree)  # noqa: E731
-    return [{"teacher": summarize(pick(teacher_scores, m)), "student": summarize(pick(student_scores, m)),
-             "imitation": {k: float(v[m]) for k, v in imitation.items()}} for m in range(members)]
+    return [{"teacher": summarize(_pick(teacher_scores, m)), "student": summarize(_pick(student_scores, m)),
+             "imitation": {k: float(v[m]) for k, v in imitation.items()},
+             "episodes": {"teacher": episodes(_pick(teacher_scores, m)), "student": episodes(_pick(student_scores, m))}}
+            for m in range(members)]
+
+
+def _pick(tree: Any, m: int) -> Any:
+    return jax.tree.map(lambda x: x[m], tree)
+
+
+def episodes(scores: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Per-episode return and fall (``[N]`` lists, panel order) of :func:`first_episode_scores`: the raw
+    material of paired comparisons between policies that share the panel's reset keys."""
+    return {"return": np.asarray(scores["return"], np.float64).tolist(),
+            "fall": np.asarray(scores["fall"], np.float64).tolist()}
+
+
+def score_members(env: Env, panel: Panel, make_policy: Any, params: Any, initial_carry: Any = None) -> list[dict]:
+    """Panel statistics of ``M`` members of one kind of policy, one jitted program over the members.
+
+    Args:
+      env: the unbatched task; panel: its held-out seeds (the same reset keys as every other policy).
+      make_policy: ``params_m -> Policy`` (e.g. a reference policy's :func:`teacher_policy`).
+      params: the members' parameters, leading axis ``[M]`` (passed as arguments, not constants).
+      initial_carry: ``batch -> carry`` of a recurrent policy (``None``: feed-forward).
+
+    Returns:
+      One ``{"summary": summarize(...), "episodes": episodes(...)}`` per member.
+    """
+    n = len(panel.seeds)
+    batched = VmapAutoReset(env, n)
+
+    def run(keys, member_params):
+        carry = None if initial_carry is None else initial_carry(n)
+        _, _, tr = unroll(batched, batched.reset_with_keys(keys), make_policy(member_params), carry,
+                          jax.random.PRNGKey(0), env.episode_length)
+        return first_episode_scores(tr)
+
+    program = jax.jit(jax.vmap(run, in_axes=(None, 0)), compiler_options=compiler_options())
+    scores = jax.device_get(program(panel.reset_keys(), params))
+    members = int(jax.tree.leaves(params)[0].shape[0])
+    return [{"summary": summarize(_pick(scores, m)), "episodes": episodes(_pick(scores, m))} for m in range(members)]
+
+
+def paired_difference(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> dict[str, Any]:
+    """Mean of ``a - b`` over paired panel episodes (same reset keys) with its 95 % t-interval.
+
+    Pairing removes the spread of the initial states from the comparison: two policies started
+    from the same states differ by less than their returns vary across states.
+    """
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    out = t_interval(diff)
+    return {"mean": out["mean"], "ci95": out["ci95"], "episodes": int(diff.size)}
 
 
 def wilson_interval(count: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -297,8 +363,10 @@ def wilson_interval(count: float, n: int, z: float = 1.96) -> tuple[float, float
 
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (a table, to keep scipy out); a dof
 # between two entries takes the smaller one's (wider) quantile.
-_T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-          10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
+_T_975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 6: 2.446912, 7: 2.364624,
+          8: 2.306004, 9: 2.262157, 10: 2.228139, 11: 2.200985, 12: 2.178813, 13: 2.160369, 14: 2.144787,
+          15: 2.131450, 16: 2.119905, 17: 2.109816, 18: 2.100922, 19: 2.093024, 20: 2.085963, 25: 2.059539,
+          30: 2.042272, 40: 2.021075, 60: 2.000298, 120: 1.979930}
 
 
 def t_interval(values: list[float] | np.ndarray) -> dict[str, Any]:
@@ -320,7 +388,7 @@ def t_interval(values: list[float] | np.ndarray) -> dict[str, Any]:
 
 ACROSS_SEEDS = {"teacher": ("return_mean", "success_rate", "fall_rate", "episode_length_mean"),
                 "student": ("return_mean", "success_rate", "fall_rate", "episode_length_mean"),
-                "imitation": ("kl", "action_mse", "masked/any")}
+                "imitation": ("kl", "action_mse", "masked/any", "student_states/kl", "student_states/action_mse")}
 
 
 def across_seeds(members: list[dict[str, Any]]) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from distill_jax.hyperparams import coefficients
 from distill_jax.distill.phase import build_student, distill_student, initial_student_states
 from distill_jax.distill.update import FrozenTeacher, teacher_probability
 from distill_jax.envs import get_env
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Wrapper
-from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.evaluate import Panel, evaluate_panel
 from distill_jax.loop import NonFiniteError
 from distill_jax.ppo.teacher import train_teacher

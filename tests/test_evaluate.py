@@ -127,9 +127,9 @@ def test_the_schema_names_the_evaluation_wrapper_and_an_unknown_one_is_refused()
 def test_across_seed_interval_is_the_student_t_interval():
     from distill_jax.evaluate import t_interval
 
-    got = t_interval([1.0, 2.0, 3.0])  # mean 2, sample sd 1, 2 degrees of freedom: t = 4.303
+    got = t_interval([1.0, 2.0, 3.0])  # mean 2, sample sd 1, 2 degrees of freedom: t(0.975, 2) = 4.302653
     assert got["mean"] == 2.0 and got["per_seed"] == [1.0, 2.0, 3.0]
-    np.testing.assert_allclose(got["ci95"], [2.0 - 4.303 / np.sqrt(3), 2.0 + 4.303 / np.sqrt(3)])
+    np.testing.assert_allclose(got["ci95"], [2.0 - 4.302653 / np.sqrt(3), 2.0 + 4.302653 / np.sqrt(3)])
     assert t_interval([5.0])["ci95"] is None  # one seed says nothing about seed-to-seed spread
 
 

@@ -11,7 +11,7 @@ from distill_jax.config import DistillConfig, StudentConfig
 from distill_jax.distill.phase import build_student
 from distill_jax.distill.update import init_student
 from distill_jax.envs import get_env
-from distill_jax.envs.wrappers import VmapAutoReset
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.evaluate import student_actor_only
 from distill_jax.export import ExportError, export_student, load_student
 from distill_jax.normalization import update_stats

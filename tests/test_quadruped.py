@@ -219,7 +219,7 @@ def test_obs_match_schema_unbatched(env):
     schema = env.schema
     assert set(schema.student_obs) == set(quad.STUDENT_FIELDS)
     assert "terrain_heights" in schema.teacher_only and "base_lin_vel" in schema.teacher_only
-    assert schema.mask_rule == ("falls", "timeouts", "resets", "saturated_actions")
+    assert schema.mask_rule == ("falls", "timeouts", "saturated_actions", "nonfinite_teacher")
     assert schema.student_leak_report()["passed"]
     state = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
     nxt = jax.eval_shape(env.step, state, jax.ShapeDtypeStruct((12,), jnp.float32))

@@ -59,7 +59,7 @@ def test_the_wall_clock_names_every_stage_and_agrees_with_the_metrics(smoke_run)
     seconds = {row["stage"]: row["seconds"] for row in first}
     assert [row["stage"] for row in first] == [
         "setup", "teacher/compiled_calls", "teacher/checkpoints", "teacher",
-        "distill/compiled_calls", "distill/checkpoints", "distill", "eval", "export", "plots"]
+        "distill/compiled_calls", "distill/checkpoints", "distill", "export", "eval", "plots"]
     assert all(math.isfinite(value) and value > 0 for value in seconds.values()), seconds
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     for phase in ("teacher", "distill"):

@@ -23,7 +23,7 @@ from distill_jax.envs import (
     TimeLimit,
 )
 from distill_jax.envs.cartpole import CARTPOLE_RANGES, Cartpole
-from distill_jax.envs.wrappers import hash_normal
+from distill_jax.envs.hash_prng import hash_normal
 
 
 @pytest.fixture(scope="module")

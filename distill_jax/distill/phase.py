@@ -17,8 +17,8 @@ import jax
 from distill_jax.config import ConfigError, DistillConfig
 from distill_jax.distill.student import Student, make_student
 from distill_jax.distill.update import FrozenTeacher, StudentState, distill_step, init_student
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Env
-from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.hyperparams import member_coefficients
 from distill_jax.loop import init_per_seed, run_phase
 

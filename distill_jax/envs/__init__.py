@@ -12,6 +12,7 @@ Typical use::
     state = jax.jit(env.step)(state, jnp.zeros((256, env.action_size)))
 """
 
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Env, EnvState, Wrapper
 from distill_jax.envs.randomization import ModelRandomizer, ParamRange
 from distill_jax.envs.registry import describe_envs, get_env, list_envs, register_env
@@ -21,7 +22,6 @@ from distill_jax.envs.wrappers import (
     ObservationHistory,
     SensorNoise,
     TimeLimit,
-    VmapAutoReset,
 )
 
 _LAZY = {

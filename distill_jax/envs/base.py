@@ -184,6 +184,13 @@ class Wrapper(Env):
         return getattr(self.env, name)
 
 
+def add_wrapper_entry(fp: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the fingerprint ``fp`` with ``entry`` appended to its ``"wrappers"`` list (innermost first)."""
+    fp = dict(fp)
+    fp["wrappers"] = list(fp.get("wrappers", [])) + [entry]
+    return fp
+
+
 def field_specs_from_obs(obs: Observation) -> dict[str, FieldSpec]:
     """Per-field specs inferred from one unbatched observation dict."""
     return {k: FieldSpec(tuple(int(d) for d in v.shape), str(v.dtype)) for k, v in obs.items()}

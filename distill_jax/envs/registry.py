@@ -27,7 +27,7 @@ Defaults per task:
   damping, motor gain; no noise; history of 4 rows (proprio, action).
 * ``brax_ant``: episode 1000; randomised torso mass, friction, motor gain; no
   noise; history of 4 rows (proprio, action).
-* ``quadruped_rough``: see :mod:`distill_jax.envs.quadruped`.
+* ``quadruped_rough``: see :mod:`distill_jax.envs.quadruped.factory`.
 
 ``cartpole`` also accepts every :class:`~distill_jax.envs.cartpole.CartpoleConfig`
 field; Brax tasks accept ``brax_kwargs`` (a dict for ``get_environment``).
@@ -35,6 +35,11 @@ field; Brax tasks accept ``brax_kwargs`` (a dict for ``get_environment``).
 Entries may be registered lazily by import path (``"module:function"``); such a
 module is imported only when its env is requested, so importing this module
 never imports Brax, Playground or task modules under development.
+
+An env needs no registration to be used: ``get_env("package.module:factory",
+**overrides)`` imports ``package.module`` and returns ``factory(**overrides)``,
+which must be an :class:`~distill_jax.envs.base.Env` (so ``--env
+my_pkg.tasks:make_task`` trains a task that lives outside this package).
 """
 
 from __future__ import annotations
@@ -67,8 +72,15 @@ def register_env(name: str, factory: Factory | str, description: str = "") -> No
     _REGISTRY[name] = _Entry(factory, description)
 
 
+IMPORT_PATH_FORM = "'package.module:factory' (a function returning an Env)"
+
+
 def list_envs() -> list[str]:
-    """Names accepted by :func:`get_env`, sorted."""
+    """The registered names accepted by :func:`get_env`, sorted.
+
+    :func:`get_env` also accepts any ``"package.module:factory"`` import path,
+    which this list cannot enumerate.
+    """
     return sorted(_REGISTRY)
 
 
@@ -76,24 +88,55 @@ def describe_envs() -> dict[str, str]:
     return {n: _REGISTRY[n].description for n in list_envs()}
 
 
-def _resolve(factory: Factory | str) -> Factory:
-    if not isinstance(factory, str):
-        return factory
-    module_name, attr = factory.split(":", 1)
-    module = importlib.import_module(module_name)
-    return getattr(module, attr)
+def _import_factory(path: str, env_name: str) -> Factory:
+    """The callable named by ``path`` (``"package.module:function"``) for the env ``env_name``.
+
+    Raises:
+      ValueError: naming the module that cannot be imported, or the attribute
+        that is missing or not callable.
+    """
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"environment {env_name!r}: an import path must look like {IMPORT_PATH_FORM}, got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"environment {env_name!r}: cannot import module {module_name!r} "
+                         f"({type(e).__name__}: {e})") from e
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise ValueError(f"environment {env_name!r}: module {module_name!r} has no attribute {attr!r}")
+    if not callable(factory):
+        raise ValueError(f"environment {env_name!r}: {path!r} is not callable ({type(factory).__name__} {factory!r})")
+    return factory
 
 
 def get_env(name: str, **overrides: Any) -> Env:
     """The fully wrapped single-instance env ``name`` with ``overrides`` applied.
 
+    Args:
+      name: a registered name (:func:`list_envs`) or an import path
+        ``"package.module:factory"``; ``factory(**overrides)`` must return an
+        :class:`~distill_jax.envs.base.Env`.
+
     Raises:
-      ValueError: unknown ``name`` (listing the valid ones) or unknown override
-        (naming it and the valid ones).
+      ValueError: unknown ``name`` (listing the valid ones), an import path
+        whose module cannot be imported or lacks the factory, a factory that
+        returns no ``Env``, or an unknown override (naming it and the valid ones).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown environment {name!r}; valid names: {list_envs()}")
-    return _resolve(_REGISTRY[name].factory)(**overrides)
+    if name in _REGISTRY:
+        factory = _REGISTRY[name].factory
+        if isinstance(factory, str):
+            factory = _import_factory(factory, name)
+    elif ":" in name:
+        factory = _import_factory(name, name)
+    else:
+        raise ValueError(f"unknown environment {name!r}; valid names: {list_envs()}, or an import path {IMPORT_PATH_FORM}")
+    env = factory(**overrides)
+    if not isinstance(env, Env):
+        raise ValueError(f"environment {name!r}: the factory returned a {type(env).__name__}, not a "
+                         "distill_jax.envs.base.Env")
+    return env
 
 
 # -------------------------------------------------------------- the stack
@@ -251,6 +294,6 @@ register_env("brax_inverted_pendulum", make_brax_inverted_pendulum, "Brax invert
 register_env("brax_ant", make_brax_ant, "Brax ant via BraxEnvAdapter")
 register_env(
     "quadruped_rough",
-    "distill_jax.envs.quadruped:make_quadruped_rough",
+    "distill_jax.envs.quadruped.factory:make_quadruped_rough",
     "quadruped locomotion on rough terrain (imported on first use)",
 )

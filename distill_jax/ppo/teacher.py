@@ -14,8 +14,8 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 from distill_jax.config import PPOConfig
+from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Env
-from distill_jax.envs.wrappers import VmapAutoReset
 from distill_jax.hyperparams import member_coefficients
 from distill_jax.loop import init_per_seed, run_phase
 from distill_jax.networks import TeacherNetworks, make_teacher_networks

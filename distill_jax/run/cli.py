@@ -44,8 +44,11 @@ from distill_jax.run.wall_clock import WALL_CLOCK_FILE, WallClock
 from distill_jax.schema import SchemaError
 
 PROG = "python -m distill_jax.train"
-PHASES = ("all", "teacher", "distill", "eval", "export")
-ALL_PHASES = ("teacher", "distill", "eval", "export")
+PHASES = ("all", "teacher", "baseline", "distill", "oracle", "eval", "export")
+# What --phase all runs, in order; the reference policies only where the config enables them. The
+# export comes before the evaluation, whose diagnosis reads the export's check.
+ALL_PHASES = ("teacher", "baseline", "distill", "oracle", "export", "eval")
+TRAINING_PHASES = ("teacher", "baseline", "distill", "oracle")
 EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 1, 2, 130
 EXAMPLES = f"""examples:
   every phase with a tiny budget (about a minute on 2 CPU cores):
@@ -110,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--phase", default="all", choices=PHASES,
-                        help="phase to run; 'all' runs teacher, distill, eval and export in order")
+                        help="phase to run; 'all' runs teacher, distill, export and eval in order, with the "
+                        "deployable-only baseline and the oracle student where the config enables them "
+                        "(baseline.enabled, oracle.enabled); 'baseline' and 'oracle' train them into an "
+                        "existing run (--from RUN)")
     parser.add_argument("--preset", default="default", choices=PRESET_NAMES,
                         help="base configuration: 'default' (CPU, minutes), 'smoke' (every phase, tiny), "
                         "'gpu' (one GPU, per --env)")
@@ -326,10 +332,19 @@ def open_target(args: argparse.Namespace, plan: Plan):
     return pipeline.fork_run(source, args.out, changes, copy=copy)
 
 
+def phases_of(phase: str, config: RunConfig) -> tuple[str, ...]:
+    """The phases ``--phase phase`` runs under ``config``: ``all`` is :data:`ALL_PHASES` less the
+    reference policies the config does not enable."""
+    if phase != "all":
+        return (phase,)
+    enabled = {"baseline": config.baseline.enabled, "oracle": config.oracle.enabled}
+    return tuple(p for p in ALL_PHASES if enabled.get(p, True))
+
+
 def run_phases(run, phases: tuple[str, ...] | str, *, resume: bool, quiet: bool, teacher_step: int | None = None,
                clock: WallClock | None = None, console: Console | None = None,
                between: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """Runs ``phases`` (a tuple, or one name or ``"all"``) in ``run``; returns ``{"report", "exported"}``
+    """Runs ``phases`` (a tuple, or one ``--phase`` name) in ``run``; returns ``{"report", "exported"}``
     (either may be ``None``).
 
     Each stage's wall clock goes to ``clock`` (default: a new one on ``run/wall_clock.jsonl``); each
@@ -341,28 +356,34 @@ def run_phases(run, phases: tuple[str, ...] | str, *, resume: bool, quiet: bool,
     console = console or Console(enabled=False)
     clock = clock or WallClock(run.path / WALL_CLOCK_FILE)
     if isinstance(phases, str):
-        phases = ALL_PHASES if phases == "all" else (phases,)
-    teacher = student = report = exported = None
+        phases = phases_of(phases, run.config)
+    teacher = baseline = student = oracle = report = exported = None
+
+    def frozen_teacher(phase: str):
+        if teacher is not None:
+            console.step(phase, "handing the trained teacher over, frozen")
+            return teacher
+        console.step(phase, "restoring the teacher to learn from")
+        return pipeline.restore_teacher(run, step=teacher_step)
+
+    train = dict(resume=resume, quiet=quiet, clock=clock, console=console)
     if "teacher" in phases:
         with clock.stage("teacher"):
-            teacher = pipeline.teacher_phase(run, resume=resume, quiet=quiet, clock=clock, console=console)
+            teacher = pipeline.teacher_phase(run, **train)
+    between()
+    if "baseline" in phases:
+        with clock.stage("baseline"):
+            baseline = pipeline.teacher_phase(run, phase="baseline", **train)
     between()
     if "distill" in phases:
         with clock.stage("distill"):
-            if teacher is None:
-                console.step("distill", "restoring the teacher to learn from")
-                teacher = pipeline.restore_teacher(run, step=teacher_step)
-            else:
-                console.step("distill", "handing the trained teacher over to the student, frozen")
-            student = pipeline.distill_phase(run, teacher, resume=resume, quiet=quiet, clock=clock, console=console)
+            teacher = frozen_teacher("distill")
+            student = pipeline.distill_phase(run, teacher, **train)
     between()
-    if "eval" in phases:
-        with clock.stage("eval"):  # the held-out panel for both policies, and the leak audit
-            if teacher is None or student is None:
-                console.step("eval", "restoring the teacher and the student")
-            teacher = teacher or pipeline.restore_teacher(run)
-            student = student or pipeline.restore_student(run)
-            report = pipeline.eval_phase(run, teacher, student, console=console)
+    if "oracle" in phases:
+        with clock.stage("oracle"):
+            teacher = frozen_teacher("oracle")
+            oracle = pipeline.distill_phase(run, teacher, phase="oracle", **train)
     between()
     if "export" in phases:
         with clock.stage("export"):
@@ -372,6 +393,16 @@ def run_phases(run, phases: tuple[str, ...] | str, *, resume: bool, quiet: bool,
             console.step("export", f"writing the deployable student to {run.path / pipeline.EXPORT_DIR} and "
                          "checking it against the in-process one")
             exported = pipeline.export_phase(run, student)
+    between()
+    if "eval" in phases:
+        with clock.stage("eval"):  # the held-out panel for every policy, the suite and the leak audit
+            if teacher is None or student is None:
+                console.step("eval", "restoring the policies to score")
+            teacher = teacher or pipeline.restore_teacher(run)
+            student = student or pipeline.restore_student(run)
+            baseline = baseline or pipeline.restore_reference(run, "baseline")
+            oracle = oracle or pipeline.restore_reference(run, "oracle")
+            report = pipeline.eval_phase(run, teacher, student, baseline=baseline, oracle=oracle, console=console)
     between()
     with clock.stage("plots"):
         console.step("plots", f"drawing {run.path / 'plots'}/*.png")
@@ -419,7 +450,7 @@ def interrupted_line(args: argparse.Namespace, plan: Plan | None, got: _Progress
     if got.run is None:
         return "interrupted before the run directory was written; nothing to continue"
     path = shlex.quote(str(got.run.path))
-    training = plan is not None and bool({"teacher", "distill"} & set(plan.phases))
+    training = plan is not None and bool(set(TRAINING_PHASES) & set(plan.phases))
     if args.resume is None and not training:
         return f"interrupted; nothing was lost. Run it again with: {PROG} --phase {args.phase} --from {path}"
     if args.resume is None and args.source is not None and got.run.teacher_step is None:
@@ -511,11 +542,11 @@ def main(argv: list[str] | None = None) -> int:
             xla_cache = open_xla_cache(args.xla_cache)
             run = got.run = open_target(args, plan)
             interrupts.check()
-            phases = plan.phases
+            phases = phases_of(args.phase, run.config)
             if args.resume is not None and args.phase == "all":
                 from distill_jax.run import pipeline
 
-                phases = pipeline.unfinished_phases(run)
+                phases = pipeline.unfinished_phases(run, phases)
                 if not phases:
                     console.close()
                     print(complete_line(run))

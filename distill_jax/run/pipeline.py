@@ -32,18 +32,19 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from distill_jax.config import RunConfig, get_value, replace_fields, to_dict, traced_paths
+from distill_jax.config import PPOConfig, RunConfig, get_value, replace_fields, to_dict, traced_paths
 from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.phase import (DistillBuild, DistillResult, build_distillation, distill_student,
                                        initial_student_states)
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.envs import get_env, list_envs
+from distill_jax.envs import get_env
 from distill_jax.envs.base import Env
 from distill_jax.evaluate import student_actions
 from distill_jax.export import export_student, load_student
 from distill_jax.hyperparams import member_coefficients
 from distill_jax.ppo.teacher import TeacherBuild, TeacherResult, build_teacher, initial_teacher_states, train_teacher
+from distill_jax.references import baseline_env, oracle_env
 from distill_jax.run import checkpoint
 from distill_jax.run.console import Console, clock_text
 from distill_jax.run.progress import JsonlLog, Progress
@@ -53,6 +54,10 @@ from distill_jax.schema import PrivilegedFieldError
 from distill_jax.treeops import first_seed
 
 TEACHER_DIR, STUDENT_DIR, EXPORT_DIR = "checkpoints/teacher", "checkpoints/student", "export"
+# The reference policies of the claims (distill_jax.references): trained like the teacher and the
+# student, on re-declared schemas, each in a checkpoint directory of its own.
+BASELINE_DIR, ORACLE_DIR = "checkpoints/baseline", "checkpoints/oracle"
+PHASE_DIRS = {"teacher": TEACHER_DIR, "baseline": BASELINE_DIR, "distill": STUDENT_DIR, "oracle": ORACLE_DIR}
 # Written when distillation starts: evaluation, export and --resume must pair the student with the
 # teacher it imitates, which need not be the newest (--from RUN/checkpoints/teacher/<update>).
 TEACHER_STEP_FILE = "teacher_step.json"
@@ -86,24 +91,30 @@ class Run:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise RunError(f"{path}: unreadable ({e!r}); expected {{\"update\": <int>}}") from e
 
+    def phase_env(self, phase: str) -> Env:
+        """The (unbatched) env a phase trains on: the task, or its schema view for a reference policy."""
+        if phase == "baseline":
+            return baseline_env(self.env)
+        if phase == "oracle":
+            return oracle_env(self.env)
+        return self.env
+
     def meta(self, phase: str) -> dict[str, Any]:
         """Checkpoint identity. The teacher's schema excludes the mask rule: that is a
         distillation setting, so one teacher can serve students with other rules."""
-
-        schema = self.env.schema if phase == "teacher" else schema_in_force(self.env.schema, self.config.distill)
+        env = self.phase_env(phase)
+        schema = env.schema if phase in ("teacher", "baseline") else schema_in_force(env.schema, self.config.distill)
         return checkpoint.make_meta(phase, config=to_dict(self.config), schema=schema,
-                                    env_fingerprint=self.env.fingerprint())
+                                    env_fingerprint=env.fingerprint())
 
 
 def make_env(config: RunConfig, *, for_eval: bool = False) -> Env:
-    """The task named by ``config.env`` (with ``eval_env_overrides`` on top if ``for_eval``).
+    """The task named by ``config.env`` (a registered name or ``package.module:factory``), with
+    ``eval_env_overrides`` on top if ``for_eval``.
 
     Raises:
       RunError: unknown name or overrides, or an evaluation env whose schema differs.
     """
-
-    if config.env not in list_envs():
-        raise RunError(f"unknown environment {config.env!r}; valid names: {list_envs()}")
     overrides = {**dict(config.env_overrides), **(dict(config.eval_env_overrides) if for_eval else {})}
     try:
         return get_env(config.env, **overrides)
@@ -197,7 +208,7 @@ def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None,
 # them. Traced coefficients (not swept): they are data in the train state, so the resumed run
 # continues with the new value in the same compiled program. Every other field fixes the shapes
 # of the checkpointed state or the meaning of what was already trained.
-BUDGET_FIELDS = ("ppo.total_env_steps", "distill.total_env_steps")
+BUDGET_FIELDS = ("ppo.total_env_steps", "distill.total_env_steps", "baseline.total_env_steps")
 CHANGES_LOG = "config_changes.jsonl"
 
 
@@ -248,7 +259,7 @@ def change_on_resume(run: Run, changes: dict[str, Any]) -> Run:
                        f"past it. Copy the run without {STUDENT_DIR} and {TEACHER_STEP_FILE}, and resume the copy")
     if changed:
         reached = {phase: (checkpoint.complete_steps(run.path / directory) or [0])[-1]
-                   for phase, directory in (("teacher", TEACHER_DIR), ("distill", STUDENT_DIR))}
+                   for phase, directory in PHASE_DIRS.items()}
         (run.path / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
         with (run.path / CHANGES_LOG).open("a") as log:
             log.writelines(json.dumps({**c, "at_update": reached[_phase_of(c["field"])]}) + "\n" for c in changed)
@@ -256,7 +267,7 @@ def change_on_resume(run: Run, changes: dict[str, Any]) -> Run:
 
 
 def _phase_of(field: str) -> str:
-    return "teacher" if field.startswith("ppo.") else "distill"
+    return {"ppo": "teacher", "baseline": "baseline"}.get(field.split(".")[0], "distill")
 
 
 # ---------------------------------------------------------------- metrics log
@@ -362,20 +373,25 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
     return result
 
 
-def _teacher_setup(run: Run) -> tuple[TeacherBuild, Callable[[], Any]]:
-    """The teacher's batched env and networks, built once, and its initial-state builder (every
-    teacher member: the ``ppo.*`` sweep grid times the seeds)."""
-    cfg = run.config
-    build = build_teacher(run.env, cfg.ppo)
+def _ppo_config(run: Run, phase: str) -> PPOConfig:
+    return run.config.baseline_ppo if phase == "baseline" else run.config.ppo
+
+
+def _teacher_setup(run: Run, phase: str = "teacher") -> tuple[TeacherBuild, Callable[[], Any]]:
+    """The batched env and networks of a PPO phase (``teacher`` or ``baseline``), built once, and its
+    initial-state builder (every member: the ``ppo.*`` sweep grid times the seeds; the baseline
+    starts from the teacher's seeds, common random numbers for the teacher claim)."""
+    cfg, ppo = run.config, _ppo_config(run, phase)
+    build = build_teacher(run.phase_env(phase), ppo)
     points = cfg.phase_points("ppo")
-    return build, lambda: initial_teacher_states(build.env, build.nets, cfg.ppo, cfg.seed, cfg.num_seeds, points)
+    return build, lambda: initial_teacher_states(build.env, build.nets, ppo, cfg.seed, cfg.num_seeds, points)
 
 
-def _student_setup(run: Run) -> tuple[DistillBuild, int, Callable[[], Any]]:
-    """The student's batched env and network, built once, its base seed and its initial-state
-    builder (every member: the whole sweep grid times the seeds)."""
+def _student_setup(run: Run, phase: str = "distill") -> tuple[DistillBuild, int, Callable[[], Any]]:
+    """The batched env and network of a distillation phase (``distill`` or ``oracle``), built once, its
+    base seed and its initial-state builder (every member: the whole sweep grid times the seeds)."""
     cfg = run.config
-    build = build_distillation(run.env, cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
+    build = build_distillation(run.phase_env(phase), cfg.distill, latent_size=cfg.ppo.network.privileged_latent)
     seed = cfg.seed + STUDENT_SEED_OFFSET
     points = cfg.phase_points("distill")
     return build, seed, lambda: initial_student_states(build.env, build.student, cfg.distill, seed, cfg.num_seeds,
@@ -394,19 +410,18 @@ def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callabl
 
 
 def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False, clock: WallClock | None = None,
-                  console: Console | None = None):
-    """Trains (or finishes training) the teacher; returns a ``TeacherResult``. ``clock``, ``console``:
-    see :func:`_train_with_checkpoints`."""
-
-    cfg = run.config
-    build, template = _teacher_setup(run)
-    train = lambda **kw: train_teacher(run.env, cfg.ppo, seed=cfg.seed, num_seeds=cfg.num_seeds,  # noqa: E731
-                                       updates_per_call=cfg.updates_per_call or None, build=build,
-                                       sweep_points=cfg.phase_points("ppo"), **kw)
-    hparams = member_coefficients(cfg.ppo, cfg.phase_points("ppo"), cfg.num_seeds)
-    what = (f"PPO on {cfg.env}, {_members(cfg, 'ppo')} x {cfg.ppo.num_envs} envs, "
-            f"{cfg.ppo.batch_size:,} env steps per update")
-    return _train_with_checkpoints(run, "teacher", TEACHER_DIR, cfg.ppo.num_updates, cfg.ppo.batch_size,
+                  phase: str = "teacher", console: Console | None = None):
+    """Trains (or finishes training) the teacher, or with ``phase="baseline"`` the deployable-only
+    baseline; returns a ``TeacherResult``. ``clock``, ``console``: see :func:`_train_with_checkpoints`."""
+    cfg, ppo = run.config, _ppo_config(run, phase)
+    build, template = _teacher_setup(run, phase)
+    train = lambda **kw: train_teacher(run.phase_env(phase), ppo, seed=cfg.seed,  # noqa: E731
+                                       num_seeds=cfg.num_seeds, updates_per_call=cfg.updates_per_call or None,
+                                       build=build, sweep_points=cfg.phase_points("ppo"), **kw)
+    hparams = member_coefficients(ppo, cfg.phase_points("ppo"), cfg.num_seeds)
+    what = (f"PPO on {cfg.env}{' (deployable fields only)' if phase == 'baseline' else ''}, "
+            f"{_members(cfg, 'ppo')} x {ppo.num_envs} envs, {ppo.batch_size:,} env steps per update")
+    return _train_with_checkpoints(run, phase, PHASE_DIRS[phase], ppo.num_updates, ppo.batch_size,
                                    template, train, resume, quiet, clock, hparams, console, what)
 
 
@@ -416,79 +431,81 @@ def _members(cfg: RunConfig, section: str) -> str:
     return f"{points} sweep points x {seeds}" if points > 1 else seeds
 
 
-def restore_teacher(run: Run, step: int | None = None):
+def restore_teacher(run: Run, step: int | None = None, phase: str = "teacher"):
     """The teacher from the run's checkpoints as a ``TeacherResult``: update ``step``, else the
     one the run's student was distilled from (``teacher_step.json``), else the newest, which must
-    be finished."""
-
-    step = run.teacher_step if step is None else step
-    build, template = _teacher_setup(run)
-    state = _restore_finished(run, "teacher", TEACHER_DIR, template, run.config.ppo.num_updates, step)
+    be finished. ``phase="baseline"``: the deployable-only baseline's newest, finished."""
+    step = (run.teacher_step if step is None else step) if phase == "teacher" else None
+    build, template = _teacher_setup(run, phase)
+    state = _restore_finished(run, phase, PHASE_DIRS[phase], template, _ppo_config(run, phase).num_updates, step)
     return TeacherResult(state=state, nets=build.nets, env=build.env, history=[])
 
 
 def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool = False,
-                  clock: WallClock | None = None, console: Console | None = None):
-    """Distils one student per teacher seed; returns a ``DistillResult``. ``clock``, ``console``:
-    see :func:`_train_with_checkpoints`."""
-
+                  clock: WallClock | None = None, phase: str = "distill", console: Console | None = None):
+    """Distils one student per teacher member (with ``phase="oracle"``, the oracle student from the
+    same teacher); returns a ``DistillResult``. ``clock``, ``console``: see :func:`_train_with_checkpoints`."""
     cfg = run.config
     used, recorded = int(np.asarray(teacher.state.update_step).reshape(-1)[0]), run.teacher_step
     if recorded not in (None, used):
         raise RunError(f"{run.path}: its student was distilled from teacher update {recorded} "
                        f"({TEACHER_STEP_FILE}), not {used}; distil from another teacher in a new --out directory")
-    (run.path / TEACHER_STEP_FILE).write_text(json.dumps({"update": used}))
+    if phase == "distill":
+        (run.path / TEACHER_STEP_FILE).write_text(json.dumps({"update": used}))
     # Student member g * K + k learns from the teacher member with the same seed and ppo.* sweep values.
     members = np.asarray(cfg.teacher_members())
     frozen = jax.tree.map(lambda x: x[members], FrozenTeacher(teacher.state.params["actor"], teacher.state.obs_stats))
-    build, seed, template = _student_setup(run)
-    train = lambda **kw: distill_student(run.env, teacher.nets.actor, frozen, cfg.distill, seed=seed,  # noqa: E731
-                                         updates_per_call=cfg.updates_per_call or None, build=build,
+    build, seed, template = _student_setup(run, phase)
+    train = lambda **kw: distill_student(run.phase_env(phase), teacher.nets.actor, frozen, cfg.distill,  # noqa: E731
+                                         seed=seed, updates_per_call=cfg.updates_per_call or None, build=build,
                                          sweep_points=cfg.phase_points("distill"), **kw)
     hparams = member_coefficients(cfg.distill, cfg.phase_points("distill"), cfg.num_seeds)
-    what = (f"{cfg.distill.student.kind} student from teacher update {used}, {_members(cfg, 'distill')} x "
-            f"{cfg.distill.num_envs} envs, {cfg.distill.batch_size:,} env steps per update")
-    return _train_with_checkpoints(run, "distill", STUDENT_DIR, cfg.distill.num_updates, cfg.distill.batch_size,
+    who = "oracle student (given the teacher-only fields)" if phase == "oracle" else f"{cfg.distill.student.kind} student"
+    what = (f"{who} from teacher update {used}, {_members(cfg, 'distill')} x {cfg.distill.num_envs} envs, "
+            f"{cfg.distill.batch_size:,} env steps per update")
+    return _train_with_checkpoints(run, phase, PHASE_DIRS[phase], cfg.distill.num_updates, cfg.distill.batch_size,
                                    template, train, resume, quiet, clock, hparams, console, what)
 
 
-def restore_student(run: Run):
-    """The finished student from the run's checkpoints as a ``DistillResult``."""
-
-    build, _, template = _student_setup(run)
-    state = _restore_finished(run, "distill", STUDENT_DIR, template, run.config.distill.num_updates)
+def restore_student(run: Run, phase: str = "distill"):
+    """The finished student (or with ``phase="oracle"`` the oracle student) as a ``DistillResult``."""
+    build, _, template = _student_setup(run, phase)
+    state = _restore_finished(run, phase, PHASE_DIRS[phase], template, run.config.distill.num_updates)
     return DistillResult(state=state, student=build.student, env=build.env, history=[])
 
 
-PHASES = ("teacher", "distill", "eval", "export")
+def restore_reference(run: Run, phase: str):
+    """The finished baseline or oracle student of the run, or ``None`` where it has no checkpoints."""
+    if not checkpoint.complete_steps(run.path / PHASE_DIRS[phase]):
+        return None
+    return restore_teacher(run, phase=phase) if phase == "baseline" else restore_student(run, phase=phase)
 
 
-def unfinished_phases(run: Run) -> tuple[str, ...]:
-    """What a ``--resume`` of ``run`` still has to do: the phases from the first unfinished one on.
+def unfinished_phases(run: Run, phases: tuple[str, ...]) -> tuple[str, ...]:
+    """What a ``--resume`` of ``run`` still has to do of ``phases`` (in order): from the first
+    unfinished one on.
 
-    Unfinished: a teacher or student short of its budget; an evaluation missing, written under
-    another config or before the student was last trained; an export missing or older than that
-    training. "Before" is the order of the stages in ``wall_clock.jsonl``, which each command
-    appends to when a stage ends (file times would not survive a copy of the run directory).
+    Unfinished: a training phase short of its budget; an export or evaluation missing, or older
+    than the last training; an evaluation written under another config. "Older" is the order of
+    the stages in ``wall_clock.jsonl``, which each command appends to when a stage ends (file
+    times would not survive a copy of the run directory).
     """
     cfg = run.config
-    teacher = checkpoint.complete_steps(run.path / TEACHER_DIR)
-    student = checkpoint.complete_steps(run.path / STUDENT_DIR)
+    budgets = {"teacher": cfg.ppo.num_updates, "baseline": cfg.baseline_ppo.num_updates,
+               "distill": cfg.distill.num_updates, "oracle": cfg.distill.num_updates}
     order = _stage_order(run.path / WALL_CLOCK_FILE)
-    trained = max(order.get("teacher", -1), order.get("distill", -1))
+    trained = max(order.get(phase, -1) for phase in budgets)
     evaluated = run.path / "eval.json"
     try:
         eval_config = json.loads(evaluated.read_text()).get("config") if evaluated.is_file() else None
     except (OSError, json.JSONDecodeError):
         eval_config = None
-    done = {
-        "teacher": bool(teacher) and teacher[-1] >= cfg.ppo.num_updates,
-        "distill": bool(student) and student[-1] >= cfg.distill.num_updates,
-        "eval": eval_config == json.loads(json.dumps(to_dict(cfg), default=str)) and order.get("eval", -1) > trained,
-        "export": (run.path / EXPORT_DIR / "verification.json").is_file() and order.get("export", -1) > trained,
-    }
-    first = next((i for i, phase in enumerate(PHASES) if not done[phase]), len(PHASES))
-    return PHASES[first:]
+    done = {phase: (checkpoint.complete_steps(run.path / PHASE_DIRS[phase]) or [-1])[-1] >= budget
+            for phase, budget in budgets.items()}
+    done["eval"] = eval_config == json.loads(json.dumps(to_dict(cfg), default=str)) and order.get("eval", -1) > trained
+    done["export"] = (run.path / EXPORT_DIR / "verification.json").is_file() and order.get("export", -1) > trained
+    first = next((i for i, phase in enumerate(phases) if not done[phase]), len(phases))
+    return phases[first:]
 
 
 def _stage_order(path: pathlib.Path) -> dict[str, int]:
@@ -509,32 +526,36 @@ def verify_inputs(run: Run, phases: tuple[str, ...], *, resume: bool, teacher_st
     Raises:
       checkpoint.CheckpointDamagedError: naming the damaged file and the previous intact checkpoint.
     """
-    teachers, students = run.path / TEACHER_DIR, run.path / STUDENT_DIR
-    wanted: list[tuple[pathlib.Path, int | None]] = []
-    if "teacher" in phases and resume and checkpoint.complete_steps(teachers):
-        wanted.append((teachers, None))
-    if {"distill", "eval"} & set(phases):
-        step = teacher_step if teacher_step is not None else run.teacher_step
-        wanted.append((teachers, step))
-    if ("distill" in phases and resume) or {"eval", "export"} & set(phases):
-        wanted.append((students, None))
-    for directory, step in wanted:
+    wanted: list[tuple[str, int | None]] = []
+    if resume:  # a training phase continues from its newest checkpoint
+        wanted += [(phase, None) for phase in ("teacher", "baseline", "distill", "oracle") if phase in phases]
+    if {"distill", "oracle", "eval"} & set(phases):  # the teacher a student learns or learned from
+        wanted.append(("teacher", teacher_step if teacher_step is not None else run.teacher_step))
+    if {"eval", "export"} & set(phases):
+        wanted.append(("distill", None))
+    if "eval" in phases:
+        wanted += [("baseline", None), ("oracle", None)]
+    for phase, step in wanted:
+        directory = run.path / PHASE_DIRS[phase]
         if checkpoint.complete_steps(directory):
             checkpoint.verify(directory, step)
 
 
-def eval_phase(run: Run, teacher: Any, student: Any, console: Console | None = None) -> dict[str, Any]:
-    """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``."""
-
+def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, oracle: Any = None,
+               console: Console | None = None) -> dict[str, Any]:
+    """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``. ``baseline``
+    (a ``TeacherResult``) and ``oracle`` (a ``DistillResult``), where trained, join the panel."""
     console = console or Console(enabled=False)
     env = run.env
     if run.config.eval_env_overrides:
         env = make_env(run.config, for_eval=True)
         check_eval_env(run.env, env)
     cfg = run.config
-    console.step("eval", f"scoring teacher and student on {cfg.eval_episodes} held-out episodes"
-                 + (f" ({len(cfg.sweep_points) * cfg.num_seeds} pairs)" if len(cfg.sweep_points) * cfg.num_seeds > 1 else ""))
-    return write_eval(run.path, env, cfg, teacher, student, train_env=run.env,
+    pairs = len(cfg.sweep_points) * cfg.num_seeds
+    others = [name for name, result in (("the baseline", baseline), ("the oracle student", oracle)) if result is not None]
+    console.step("eval", f"scoring the teacher, the student{''.join(', ' + o for o in others)} on "
+                 f"{cfg.eval_episodes} held-out episodes" + (f" ({pairs} pairs)" if pairs > 1 else ""))
+    return write_eval(run.path, env, cfg, teacher, student, train_env=run.env, baseline=baseline, oracle=oracle,
                       on_step=lambda what: console.step("eval", what))
 
 

@@ -23,13 +23,24 @@ from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.update import FrozenTeacher
 from distill_jax.evaluate import EPISODE_MEAN_METRICS, Panel, across_seeds, evaluate_members, student_act_fn
+from distill_jax.run.claims import claims, diagnosis, reference_members
 from distill_jax.treeops import first_seed
 
-EVAL_KEYS = ("teacher", "student", "imitation", "members", "across_seeds", "panel", "schema", "schema_diff",
-             "leak_checks", "env", "config")
+EVAL_KEYS = ("teacher", "student", "imitation", "members", "across_seeds", "references", "claims", "diagnosis",
+             "panel", "schema", "schema_diff", "leak_checks", "env", "config")
 
 
-def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None,
+def export_identical(run_dir: pathlib.Path | None) -> bool | None:
+    """Whether the run's exported student acted bit-identically to the in-process one
+    (``export/verification.json``); ``None`` when there is no export to ask."""
+    path = None if run_dir is None else run_dir / "export" / "verification.json"
+    if path is None or not path.is_file():
+        return None
+    return bool(json.loads(path.read_text()).get("bit_identical_to_in_process"))
+
+
+def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None, *, baseline_result=None,
+               oracle_result=None, run_dir: pathlib.Path | None = None,
                on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The evaluation artifact as a JSON-able dict: every teacher/student member (seeds, sweep
     points) scored on one panel in one program; ``teacher``/``student``/``imitation`` at the top are
@@ -37,8 +48,10 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     95 % interval over seeds of each sweep point.
 
     ``env`` is the panel's env; ``train_env`` the training one when the panel is
-    shifted (``config.eval_env_overrides``), else ``None`` (the same env). ``on_step(what)`` is
-    told when the leak audit starts (the panel is the first step).
+    shifted (``config.eval_env_overrides``), else ``None`` (the same env). ``baseline_result`` and
+    ``oracle_result``, where trained, join the panel (``references``) and the ``claims``; the
+    ``diagnosis`` reads the export check from ``run_dir/export`` when there is one. ``on_step(what)``
+    is told when the leak audit starts (the panel is the first step).
     """
     train_env = env if train_env is None else train_env
     training_seeds = tuple(config.seed + k for k in range(config.num_seeds))
@@ -59,13 +72,18 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
     act = student_act_fn(student, s_params, s_stats)
     if on_step is not None:
-        on_step("leak audit: structural, gradient and perturbation checks of the student's inputs")
+        on_step("leak audit: structural, dataflow, gradient and perturbation checks of the student's inputs")
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
     schema = schema_in_force(env.schema, config.distill)
+    references = reference_members(env, config, panel, baseline_result, oracle_result)
+    first = {name: results[0] for name, results in references.items()}
     return {
         **members[0],
         "members": labelled,
         "across_seeds": grouped,
+        "references": references,
+        "claims": claims(members[0], first),
+        "diagnosis": {"overall": diagnosis(members[0], first, checks, export_identical(run_dir))},
         "panel": {"seeds": list(panel.seeds), "deterministic": panel.deterministic,
                   "training_seeds": list(training_seeds), "episode_length": env.episode_length,
                   "distribution": "shifted" if config.eval_env_overrides else "training",
@@ -106,7 +124,9 @@ def markdown_table(report: dict[str, Any]) -> str:
         policy_row("student (deployable)", s),
         "",
         f"student / teacher return: {ratio:.3f}; imitation on valid teacher steps: KL {im['kl']:.4f}, "
-        f"action MSE {im['action_mse']:.5f}; masked {im['masked/any']:.3f}",
+        f"action MSE {im['action_mse']:.5f}; masked {im['masked/any']:.3f}"
+        + (f"; on the student's own states (teacher relabels): KL {im['student_states/kl']:.4f}, "
+           f"action MSE {im['student_states/action_mse']:.5f}" if "student_states/kl" in im else ""),
         "",
         "| leak check | passed | detail |",
         "|---|---|---|",
@@ -117,6 +137,37 @@ def markdown_table(report: dict[str, Any]) -> str:
     if len(report.get("members", ())) > 1:
         rows += ["", *members_table(report)]
     return "\n".join(rows)
+
+
+def verdict_lines(report: dict[str, Any]) -> list[str]:
+    """The diagnosis and the three claims, the lines ``eval.md`` leads with."""
+    overall = report["diagnosis"]["overall"]
+    lines = [f"**Diagnosis: {overall['verdict']}** — {overall['reason']}."]
+    if overall.get("missing"):
+        lines[-1] += f" Missing evidence: {'; '.join(overall['missing'])}."
+    mark = {True: "supported", False: "refuted", None: "not shown"}
+    c = report["claims"]
+    lines += ["", "| claim | verdict | evidence |", "|---|---|---|"]
+    t = c["teacher"]
+    if "teacher_minus_baseline_return" in t:
+        d = t["teacher_minus_baseline_return"]
+        evidence = (f"teacher {t['teacher_return']:.1f} vs deployable-only baseline {t['baseline_return']:.1f}; "
+                    f"paired difference {_mean_ci(d)} over {d['episodes']} episodes")
+    else:
+        evidence = "no baseline trained: " + "; ".join(t["missing"])
+    lines.append(f"| teacher: {t['statement']} | {mark[t['supported']]} | {evidence} |")
+    im = c["imitation"]
+    own = ("" if im["kl_student_states"] is None else
+           f"; on the student's own states KL {im['kl_student_states']:.3f}")
+    lines.append(f"| imitation: {im['statement']} | {mark[im['supported']]} | KL {im['kl_teacher_states']:.3f} "
+                 f"nats on valid teacher steps (good at ≤ {im['kl_fit']}){own} |")
+    dep = c["deployment"]
+    base = ("" if "student_minus_baseline_return" not in dep else
+            f"; student − baseline {_mean_ci(dep['student_minus_baseline_return'])}")
+    ratio = dep["student_over_teacher_return"]
+    lines.append(f"| deployment: {dep['statement']} | {mark[dep['supported']]} | student/teacher return "
+                 f"{'–' if ratio is None else f'{ratio:.3f}'}, student falls {dep['student_fall_rate']:.0%}{base} |")
+    return lines
 
 
 def schema_diff_lines(leak_report: dict[str, Any]) -> list[str]:
@@ -154,14 +205,17 @@ def members_table(report: dict[str, Any]) -> list[str]:
 
 
 def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result,
-               train_env=None, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
-    report = build_eval(env, config, teacher_result, student_result, train_env, on_step)
+               train_env=None, *, baseline=None, oracle=None,
+               on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+    report = build_eval(env, config, teacher_result, student_result, train_env, baseline_result=baseline,
+                        oracle_result=oracle, run_dir=out, on_step=on_step)
     (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     table = markdown_table(report)
     panel = report["panel"]
     (out / "eval.md").write_text(
         f"# Evaluation on {len(panel['seeds'])} held-out seeds ({env.name}, {panel['distribution']} distribution"
-        f"{', ' + str(panel['env_overrides']) if panel['env_overrides'] else ''})\n\n{table}\n"
+        f"{', ' + str(panel['env_overrides']) if panel['env_overrides'] else ''})\n\n"
+        + "\n".join(verdict_lines(report)) + f"\n\n{table}\n"
     )
     return {"table": table, "leak_passed": all(c["passed"] for c in report["leak_checks"].values()),
             "report": report}

@@ -52,32 +52,31 @@ termination term is added *after* clipping so a fall always costs. Raw terms:
 
 A step *terminates* (``metrics["fall"]``) when the trunk is less than
 ``min_base_height`` above the terrain below it, tilts more than ``max_tilt``
-from upright, or touches the terrain with either trunk proxy sphere. By
-default (since version 2) only the feet collide physically and the trunk touch is an
-analytic check of the spheres against the height field (a touch ends the
-episode anyway); ``trunk_collision=True`` makes the spheres collide and counts
-their contact force instead (version 1). Physics defaults follow MuJoCo
-Playground's Go1: one Newton iteration with 5 line-search steps per physics
-step. Both cut the MJX step cost about 2.2x on CPU against version 1's 4/8
-iterations with trunk contacts (``experiments/results/quadruped_physics_cpu.md``).
-Version 3 (the default) gives each foot its own collision plane, placed on the
-terrain's tangent plane under the foot before every physics step
-(``foot_contact="tangent_plane"``): 1 contact per foot instead of MJX's 4
-sphere-height-field slots and per-prism convex collisions, 1.6-1.9x cheaper env
-steps on CPU, with one-step forces and velocities about 20x closer to the
-height-field contact than version 1's solver is to version 2's
-(``experiments/probes/quadruped_contact_compare.py``). ``foot_contact="hfield"``
-is version 2's contact.
+from upright, or touches the terrain with either trunk proxy sphere.
 ``metrics["success"]`` is 1 when the xy velocity tracking error
 ``metrics["tracking_error"] = |cmd_xy - v_xy|`` is below ``success_threshold``
 and the step did not fall. Time limits belong to the ``TimeLimit`` wrapper.
 
-Registered as ``"quadruped_rough"``: :func:`make_quadruped_rough` adds the
-default stack ``DomainRandomization`` (:func:`default_ranges`: foot friction,
-trunk mass, motor strength; adds the teacher-only ``dyn_params``) ->
-``SensorNoise`` (:data:`NOISE_STD`) -> ``ObservationHistory`` (8 rows of
-:data:`HISTORY_FIELDS` + actions; adds the student field ``history``) ->
-``TimeLimit`` (1000 steps = 20 s).
+Contacts (the defaults are the cheap ones; the alternatives stay as options):
+
+* only the feet collide physically; a trunk touch is an analytic test of the
+  trunk spheres against the height field (:meth:`RoughTerrainQuadruped.trunk_clearance`).
+  ``trunk_collision=True`` makes the spheres collide and counts their contact
+  force instead.
+* ``foot_contact="tangent_plane"``: each foot collides with its own plane, placed
+  on the terrain's tangent plane under the foot before every physics step
+  (:meth:`RoughTerrainQuadruped.place_foot_planes`): 1 contact per foot instead
+  of MJX's 4 sphere-height-field slots and per-prism convex collisions.
+  ``foot_contact="hfield"`` uses MJX's height-field collision.
+* one Newton iteration with 5 line-search steps per physics step (MuJoCo
+  Playground's Go1).
+
+Measurements behind these choices: ``experiments/results/quadruped_physics_cpu.md``
+and ``experiments/probes/quadruped_contact_compare.py``; how the defaults got
+here (``version`` 1 to 3) is in the git history of this package.
+
+The default wrapper stack of the ``"quadruped_rough"`` registry entry is in
+:mod:`distill_jax.envs.quadruped.factory`.
 
 Example (the bare task)::
 
@@ -90,7 +89,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import xml.etree.ElementTree as ET
 from functools import cached_property
 from typing import Any
 
@@ -102,276 +100,20 @@ from mujoco import mjx
 
 from distill_jax.distributions import SATURATION_LIMIT
 from distill_jax.envs import terrain as terrain_lib
-from distill_jax.envs.base import Env, EnvState, fingerprint_hash, with_inferred_specs
-from distill_jax.envs.mjx_env import MjxEnv, load_asset, mjcf_hash
-from distill_jax.envs.randomization import ParamRange
+from distill_jax.envs.base import EnvState, fingerprint_hash, with_inferred_specs
+from distill_jax.envs.mjx_env import MjxEnv, mjcf_hash
+from distill_jax.envs.quadruped.config import (
+    CRITIC_FIELDS,
+    LEGS,
+    REWARD_TERMS,
+    STUDENT_FIELDS,
+    TEACHER_FIELDS,
+    TRUNK_SPHERES,
+    QuadrupedConfig,
+    default_ranges,
+)
+from distill_jax.envs.quadruped.mjcf import build_mjcf
 from distill_jax.schema import ObservationSchema
-
-LEGS = ("FL", "FR", "RL", "RR")
-JOINTS_PER_LEG = ("abduction", "hip", "knee")
-REWARD_TERMS = (
-    "tracking_lin_vel",
-    "tracking_ang_vel",
-    "lin_vel_z",
-    "ang_vel_xy",
-    "orientation",
-    "base_height",
-    "torques",
-    "action_rate",
-    "feet_air_time",
-    "collision",
-    "termination",
-)
-STUDENT_FIELDS = ("joint_pos", "joint_vel", "base_ang_vel", "projected_gravity", "command", "last_action")
-TEACHER_FIELDS = (
-    "terrain_heights",
-    "foot_contact_forces",
-    "friction",
-    "base_lin_vel",
-    "payload",
-    "motor_strength",
-    "push_force",
-)
-CRITIC_FIELDS = ("base_height", "reward_terms")
-SCAN_POINTS = 9  # 3 x 3 grid around each foot
-TRUNK_SPHERES = ("trunk_front", "trunk_rear")  # the trunk's contact proxies
-FOOT_CONTACTS = ("hfield", "tangent_plane")
-
-
-@dataclasses.dataclass(frozen=True)
-class RewardWeights:
-    """Weight of each reward term (multiplied by the control dt at every step)."""
-
-    tracking_lin_vel: float = 1.0
-    tracking_ang_vel: float = 0.5
-    lin_vel_z: float = -2.0
-    ang_vel_xy: float = -0.05
-    orientation: float = -1.0
-    base_height: float = -10.0
-    torques: float = -2e-4
-    action_rate: float = -0.01
-    feet_air_time: float = 1.0
-    collision: float = -1.0
-    termination: float = -10.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {name: float(getattr(self, name)) for name in REWARD_TERMS}
-
-
-@dataclasses.dataclass(frozen=True)
-class QuadrupedConfig:
-    """Everything that defines the rough-terrain task (lengths m, angles rad, forces N).
-
-    Attributes:
-      n_substeps: physics steps per control step (timestep 0.004 s -> dt 0.02 s).
-      solver_iterations, solver_ls_iterations: MuJoCo's ``opt.iterations`` and
-        ``opt.ls_iterations`` (Newton solver); version 1 used 4 and 8.
-      trunk_collision: the trunk proxy spheres collide with the terrain
-        (version 1). Off, only the feet collide and a trunk touch is detected
-        analytically, which saves the spheres' contacts (8 of 24 slots).
-      foot_contact: how the feet meet the terrain. ``"hfield"``: MJX's
-        sphere-height-field collision (4 contact slots per foot, one convex
-        collision per triangular prism under the foot). ``"tangent_plane"``:
-        each foot collides with its own plane, placed before every physics
-        step on the terrain's tangent plane under the foot centre (1 contact
-        per foot; see :meth:`RoughTerrainQuadruped.place_foot_planes`).
-      action_scale: radians of joint-target offset per unit action.
-      default_pose: standing joint angles of one leg (abduction, hip, knee).
-      command_vx, command_vy, command_yaw: uniform command ranges drawn at reset.
-      spawn_half_extent: spawn xy is uniform in ``[-s, s]^2``.
-      spawn_yaw: spawn heading is uniform in ``[-spawn_yaw, spawn_yaw]``.
-      spawn_clearance: gap between the lowest foot (in the standing pose) and
-        the terrain at spawn: the trunk is placed so that no foot is closer.
-      init_joint_noise: joint angles start uniform within +-this of the pose.
-      init_base_vel_noise: each trunk velocity component starts uniform within +-this.
-      base_height_target: target of the ``base_height`` term.
-      min_base_height: fall when the trunk is lower than this above the terrain.
-      max_tilt: fall when the trunk tilts more than this from upright.
-      tracking_sigma: kernel width of the tracking terms.
-      air_time_target: air time (s) above which a touchdown is rewarded.
-      contact_force_threshold: normal force above which a contact counts.
-      knee_radius: knee-terrain distance counted as a ``collision``.
-      success_threshold: xy tracking error (m/s) below which a step succeeds.
-      only_positive_rewards: clip the non-termination reward sum at 0.
-      push_interval_s: mean time between random pushes (0 = no pushes); each
-        step is a push with probability ``dt / push_interval_s``.
-      push_force_max: push magnitude is uniform in [0, this], horizontal, random
-        direction, held for one control step.
-      scan_spacing: spacing of the 3x3 terrain grid around each foot.
-      scan_clip: terrain_heights are clipped to +-this.
-      friction_range: sliding friction of the feet (absolute), for the
-        ``DomainRandomization`` wrapper (see :func:`default_ranges`).
-      trunk_mass_scale: factor on the trunk mass (payload) for the wrapper.
-      motor_strength_range: factor on every servo's kp and kv for the wrapper.
-      rewards: reward weights.
-      terrain: height-field parameters (including its seed).
-    """
-
-    n_substeps: int = 5
-    solver_iterations: int = 1
-    solver_ls_iterations: int = 5
-    trunk_collision: bool = False
-    foot_contact: str = "tangent_plane"
-    action_scale: float = 0.4
-    default_pose: tuple[float, float, float] = (0.0, 0.8, -1.5)
-    command_vx: tuple[float, float] = (-1.0, 1.0)
-    command_vy: tuple[float, float] = (-0.5, 0.5)
-    command_yaw: tuple[float, float] = (-1.0, 1.0)
-    spawn_half_extent: float = 5.0
-    spawn_yaw: float = math.pi
-    spawn_clearance: float = 0.03
-    init_joint_noise: float = 0.1
-    init_base_vel_noise: float = 0.1
-    base_height_target: float = 0.30
-    min_base_height: float = 0.12
-    max_tilt: float = 1.0
-    tracking_sigma: float = 0.25
-    air_time_target: float = 0.5
-    contact_force_threshold: float = 1.0
-    knee_radius: float = 0.03
-    success_threshold: float = 0.25
-    only_positive_rewards: bool = True
-    push_interval_s: float = 8.0
-    push_force_max: float = 200.0
-    scan_spacing: float = 0.1
-    scan_clip: float = 1.0
-    friction_range: tuple[float, float] = (0.5, 1.25)
-    trunk_mass_scale: tuple[float, float] = (0.85, 1.3)
-    motor_strength_range: tuple[float, float] = (0.9, 1.1)
-    rewards: RewardWeights = RewardWeights()
-    terrain: terrain_lib.TerrainConfig = terrain_lib.TerrainConfig()
-
-    def __post_init__(self):
-        if self.n_substeps < 1:
-            raise ValueError(f"n_substeps={self.n_substeps!r}: must be >= 1")
-        if self.solver_iterations < 1 or self.solver_ls_iterations < 1:
-            raise ValueError(f"solver_iterations={self.solver_iterations!r} and solver_ls_iterations="
-                             f"{self.solver_ls_iterations!r}: both must be >= 1")
-        if self.foot_contact not in FOOT_CONTACTS:
-            raise ValueError(f"foot_contact={self.foot_contact!r}: must be one of {FOOT_CONTACTS}")
-        if not 0 < self.action_scale <= 1.5:
-            raise ValueError(f"action_scale={self.action_scale!r}: must be in (0, 1.5] rad")
-        for name in ("command_vx", "command_vy", "command_yaw", "friction_range",
-                     "trunk_mass_scale", "motor_strength_range"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name}={getattr(self, name)!r}: low exceeds high")
-        margin = 1.0
-        limit = min(self.terrain.half_x, self.terrain.half_y) - margin
-        if not 0 <= self.spawn_half_extent <= limit:
-            raise ValueError(
-                f"spawn_half_extent={self.spawn_half_extent!r}: must be in [0, {limit}] "
-                f"(terrain half extent minus {margin} m)"
-            )
-        if self.push_interval_s < 0 or self.push_force_max < 0:
-            raise ValueError("push_interval_s and push_force_max must be >= 0")
-        if self.friction_range[0] <= 0:
-            raise ValueError(f"friction_range={self.friction_range!r}: must be positive")
-        if self.trunk_mass_scale[0] <= 0 or self.motor_strength_range[0] <= 0:
-            raise ValueError("trunk_mass_scale and motor_strength_range must be positive factors")
-
-
-def default_ranges(cfg: QuadrupedConfig) -> tuple[ParamRange, ...]:
-    """The ``DomainRandomization`` ranges of the task (``dyn_params`` order).
-
-    ``friction`` sets every geom's sliding friction (only the feet's matters:
-    they have contact priority), ``trunk_mass`` scales the trunk mass and
-    inertia (payload), ``motor_strength`` scales every servo's kp and kv.
-    """
-    return (
-        ParamRange("friction", "geom_friction:*", *cfg.friction_range, mode="absolute"),
-        ParamRange("trunk_mass", "body_mass:trunk", *cfg.trunk_mass_scale),
-        ParamRange("motor_strength", "actuator_gain:*", *cfg.motor_strength_range),
-    )
-
-
-# --------------------------------------------------------------- overrides
-def config_from_overrides(overrides: dict[str, Any], base: QuadrupedConfig | None = None) -> QuadrupedConfig:
-    """A config with keyword overrides applied mechanically.
-
-    Keys are ``QuadrupedConfig`` field names, ``reward_<term>`` for a reward
-    weight, or ``terrain_<field>`` for a :class:`~distill_jax.envs.terrain.TerrainConfig`
-    field (``terrain_seed=3``). ``rewards=`` / ``terrain=`` accept whole objects.
-
-    Raises:
-      ValueError: naming each key that matches none of these.
-    """
-    base = QuadrupedConfig() if base is None else base
-    top = {f.name for f in dataclasses.fields(QuadrupedConfig)}
-    reward_fields = {f.name for f in dataclasses.fields(RewardWeights)}
-    terrain_fields = {f.name for f in dataclasses.fields(terrain_lib.TerrainConfig)}
-    top_kw, reward_kw, terrain_kw, unknown = {}, {}, {}, []
-    for key, value in overrides.items():
-        if key in top:
-            top_kw[key] = tuple(value) if isinstance(value, list) else value
-        elif key.startswith("reward_") and key[len("reward_"):] in reward_fields:
-            reward_kw[key[len("reward_"):]] = float(value)
-        elif key.startswith("terrain_") and key[len("terrain_"):] in terrain_fields:
-            terrain_kw[key[len("terrain_"):]] = value
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ValueError(
-            f"unknown quadruped_rough option(s) {sorted(unknown)}; expected QuadrupedConfig fields "
-            f"{sorted(top)}, reward_<term> for {sorted(reward_fields)} or terrain_<field> for "
-            f"{sorted(terrain_fields)}"
-        )
-    rewards = dataclasses.replace(top_kw.pop("rewards", base.rewards), **reward_kw)
-    terrain = dataclasses.replace(top_kw.pop("terrain", base.terrain), **terrain_kw)
-    return dataclasses.replace(base, **top_kw, rewards=rewards, terrain=terrain)
-
-
-# ----------------------------------------------------------------- the MJCF
-def build_mjcf(cfg: QuadrupedConfig, max_height: float) -> str:
-    """The shipped MJCF with the solver, trunk colliders and height field set from ``cfg``."""
-    terrain_cfg = cfg.terrain
-    root = ET.fromstring(load_asset("quadruped.xml"))
-    option = root.find("./option")
-    if option is None:
-        raise ValueError("quadruped.xml lacks <option>")
-    option.set("iterations", str(cfg.solver_iterations))
-    option.set("ls_iterations", str(cfg.solver_ls_iterations))
-    for name in TRUNK_SPHERES:
-        sphere = root.find(f".//geom[@name='{name}']")
-        if sphere is None:
-            raise ValueError(f"quadruped.xml lacks <geom name='{name}'>")
-        sphere.set("conaffinity", "1" if cfg.trunk_collision else "0")
-    if cfg.foot_contact == "tangent_plane":
-        _add_foot_planes(root)
-    hfield = root.find("./asset/hfield[@name='terrain']")
-    if hfield is None:
-        raise ValueError("quadruped.xml lacks <hfield name='terrain'>")
-    # hfield elevation = data * size[2]; data is written normalised to [0, 1].
-    elevation = max(float(max_height), 1e-3)
-    hfield.set("nrow", str(terrain_cfg.nrow))
-    hfield.set("ncol", str(terrain_cfg.ncol))
-    hfield.set("size", f"{terrain_cfg.half_x!r} {terrain_cfg.half_y!r} {elevation!r} 0.2")
-    return ET.tostring(root, encoding="unicode")
-
-
-def _add_foot_planes(root: ET.Element) -> None:
-    """One mocap body with a plane per foot; foot ``i`` collides with plane ``i`` only.
-
-    Collision bits: the height field keeps ``contype`` 1 (the trunk spheres
-    still collide with it when ``trunk_collision``); plane ``i`` has
-    ``contype`` ``2 << i`` and foot ``i`` takes ``conaffinity`` ``2 << i``, so a
-    foot matches neither the height field nor another foot's plane. The
-    planes and the height field all have ``conaffinity`` 0, so they never
-    match each other.
-    """
-    worldbody = root.find("./worldbody")
-    floor = root.find("./worldbody/geom[@name='floor']")
-    if worldbody is None or floor is None:
-        raise ValueError("quadruped.xml lacks <worldbody> or its <geom name='floor'>")
-    for i, leg in enumerate(LEGS):
-        foot = root.find(f".//geom[@name='{leg}_foot']")
-        if foot is None:
-            raise ValueError(f"quadruped.xml lacks <geom name='{leg}_foot'>")
-        foot.set("conaffinity", str(2 << i))
-        body = ET.SubElement(worldbody, "body", name=f"{leg}_ground", mocap="true")
-        ET.SubElement(body, "geom", name=f"{leg}_ground", type="plane", size="0.15 0.15 0.05",
-                      contype=str(2 << i), conaffinity="0", condim=floor.get("condim", "1"),
-                      friction=floor.get("friction", "1 0.005 0.0001"), rgba="0.3 0.6 0.3 0.3")
 
 
 def _yaw_rotation(yaw: jax.Array) -> jax.Array:
@@ -451,8 +193,10 @@ class RoughTerrainQuadruped(MjxEnv):
             student_obs=STUDENT_FIELDS,
             teacher_only=TEACHER_FIELDS,
             critic_only=CRITIC_FIELDS,
-            mask_rule=("falls", "timeouts", "resets", "saturated_actions"),
-            mask_thresholds=(("saturation", SATURATION_LIMIT),),
+            # The rule every quadruped student so far was distilled with (the config's default, which
+            # overrode this declaration until the declaration became the default the config starts from).
+            mask_rule=("falls", "timeouts", "saturated_actions", "nonfinite_teacher"),
+            mask_thresholds=(("fall_horizon", 1.0), ("saturation", SATURATION_LIMIT)),
         )
         return with_inferred_specs(base, self.reset)
 
@@ -700,9 +444,9 @@ class RoughTerrainQuadruped(MjxEnv):
             hit = (g1[None] == geoms[:, None]) | (g2[None] == geoms[:, None])  # [n, ncon]
             return jnp.sum(hit * normal[None], axis=-1)
 
-        if self.config.trunk_collision:  # version 1: the spheres collide; a touch is a contact force
+        if self.config.trunk_collision:  # the spheres collide: a touch is a contact force
             trunk_touch = jnp.sum(force_on(self._trunk_geoms)) > self.config.contact_force_threshold
-        else:  # version 2 on: no trunk contacts in the solver; test the spheres against the terrain
+        else:  # no trunk contacts in the solver: test the spheres against the terrain
             trunk_touch = jnp.any(self.trunk_clearance(data) < 0.0)
         return {
             "rot": rot,
@@ -744,73 +488,3 @@ class RoughTerrainQuadruped(MjxEnv):
             "reward_terms": reward_vec,
         }
         return {n: jnp.asarray(v, jnp.float32) for n, v in obs.items()}
-
-
-# ------------------------------------------------------------------ factory
-# Overrides of the default wrapper stack (documented in distill_jax.envs.registry).
-STACK_DEFAULTS: dict[str, Any] = {
-    "episode_length": 1000,  # 20 s at dt = 0.02
-    "randomize": True,
-    "ranges": None,  # None: default_ranges(config)
-    "noise_std": None,  # None: NOISE_STD; a float: that std on every NOISE_STD field
-    "history_length": 8,
-    "history_fields": None,  # None: HISTORY_FIELDS
-    "history_actions": True,
-    "history_fill": "first",
-    "max_action_delay": 0,  # control steps; > 0 adds ActionLatency (privileged "action_latency")
-}
-# Per-field sensor noise (legged_gym's levels, in SI units).
-NOISE_STD: dict[str, float] = {
-    "joint_pos": 0.01,
-    "joint_vel": 1.5,
-    "base_ang_vel": 0.2,
-    "projected_gravity": 0.05,
-}
-HISTORY_FIELDS = ("joint_pos", "joint_vel", "base_ang_vel", "projected_gravity")
-
-
-def make_quadruped_rough(**overrides: Any) -> Env:
-    """The rough-terrain quadruped with the default wrapper stack.
-
-    ``task -> DomainRandomization -> SensorNoise -> ObservationHistory -> TimeLimit``
-    (see :func:`distill_jax.envs.registry.wrap_task`). Task options are
-    :class:`QuadrupedConfig` fields, ``reward_<term>`` and ``terrain_<field>``
-    (:func:`config_from_overrides`); stack options are the keys of
-    :data:`STACK_DEFAULTS`.
-
-    Raises:
-      ValueError: naming any unknown option.
-    """
-    from distill_jax.envs.registry import wrap_task
-
-    stack = dict(STACK_DEFAULTS)
-    task_opts = {}
-    for key, value in overrides.items():
-        if key in STACK_DEFAULTS:
-            stack[key] = value
-        else:
-            task_opts[key] = value
-    try:
-        config = config_from_overrides(task_opts)
-    except ValueError as e:
-        raise ValueError(f"{e}; or a stack option {sorted(STACK_DEFAULTS)}") from None
-    task = RoughTerrainQuadruped(config)
-    ranges = None
-    if stack["randomize"]:
-        ranges = default_ranges(config) if stack["ranges"] is None else tuple(stack["ranges"])
-    noise = stack["noise_std"]
-    if noise is None:
-        noise = dict(NOISE_STD)
-    elif not isinstance(noise, dict):
-        noise = {name: float(noise) for name in NOISE_STD}
-    return wrap_task(
-        task,
-        episode_length=int(stack["episode_length"]),
-        ranges=ranges,
-        noise_std=noise,
-        history_length=int(stack["history_length"]),
-        history_fields=tuple(stack["history_fields"] or HISTORY_FIELDS),
-        history_actions=bool(stack["history_actions"]),
-        history_fill=stack["history_fill"],
-        max_action_delay=int(stack["max_action_delay"]),
-    )

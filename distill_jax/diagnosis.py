@@ -1,0 +1,140 @@
+"""Why a student fails: a rule-based verdict over the evaluation's evidence.
+
+The design documents name four causes of a failing distilled student, and this module decides
+between them (or ``healthy``) from numbers the evaluation already co-computes on one panel:
+
+* ``leakage_removal`` – a leak check failed, or the exported student acts differently from the
+  in-process one: whatever the figures say, they are not the deployable student's.
+* ``teacher_quality`` – the teacher itself fails (falls too often): there is nothing good to imitate.
+* ``state_coverage`` – the student imitates well on the teacher's states but not on its own: it
+  drifts to states the teacher never showed it (more recovery data, DAgger, noise injection).
+* ``observation_insufficiency`` – the student cannot imitate even on the teacher's valid states,
+  while an *oracle student* (same architecture and budget, given the privileged fields) can: the
+  deployable fields do not determine the teacher's action (more history, a sensor, a belief model).
+* ``healthy`` – the student reaches the teacher's return and fall rate within the thresholds.
+
+A verdict the evidence cannot support is not guessed: ``undetermined`` names the candidates and the
+missing evidence (e.g. run the oracle student). Every threshold is named and returned with the verdict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+VERDICTS = ("leakage_removal", "teacher_quality", "healthy", "state_coverage", "observation_insufficiency",
+            "undetermined")
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """The named limits of :func:`diagnose` (recorded in every verdict).
+
+    Attributes:
+      healthy_return_ratio: a student at or above this fraction of the teacher's return...
+      fall_rate_margin: ...whose fall rate is at most the teacher's plus this, is healthy.
+      teacher_fall_rate_max: a teacher that falls in more than this share of episodes fails.
+      kl_fit: mean KL (nats per step) at or below which imitation on a set of states is good.
+      coverage_ratio: imitation is worse on the student's states when their KL is at least this
+        multiple of the KL on the teacher's states (and above ``kl_fit``).
+      oracle_return_ratio: an oracle student at or above this fraction of the teacher's return
+        shows that the task is learnable by this student given the privileged fields.
+    """
+
+    healthy_return_ratio: float = 0.95
+    fall_rate_margin: float = 0.05
+    teacher_fall_rate_max: float = 0.10
+    kl_fit: float = 0.5
+    coverage_ratio: float = 3.0
+    oracle_return_ratio: float = 0.95
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """The figures a verdict is decided on (one condition of the panel, one member).
+
+    Attributes:
+      teacher_return, student_return: mean panel returns.
+      teacher_fall_rate, student_fall_rate: shares of panel episodes that fell.
+      kl_teacher_states: the student's KL to the teacher on the teacher's valid states.
+      kl_student_states: the same on the student's own states, relabelled by the teacher
+        (``nan`` when not measured).
+      leaks_passed: every leak check passed (``None``: not checked here).
+      export_identical: the exported student's actions equal the in-process ones (``None``: no export).
+      oracle_return: the oracle student's mean panel return (``None``: no oracle was trained).
+    """
+
+    teacher_return: float
+    student_return: float
+    teacher_fall_rate: float
+    student_fall_rate: float
+    kl_teacher_states: float
+    kl_student_states: float = math.nan
+    leaks_passed: bool | None = None
+    export_identical: bool | None = None
+    oracle_return: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _ratio(part: float, whole: float) -> float:
+    """``part / whole`` for returns of either sign: how far ``part`` got towards ``whole`` (``nan`` at 0)."""
+    return part / whole if whole else math.nan
+
+
+def diagnose(evidence: Evidence, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+    """The verdict for one condition: ``{"verdict", "reason", "evidence", "thresholds", "missing"}``.
+
+    Rules in order (the first that holds decides): leakage removal, teacher quality, healthy,
+    state coverage, observation insufficiency (needs the oracle), else ``undetermined``.
+    """
+    e, t = evidence, thresholds
+    missing: list[str] = []
+    ratio = _ratio(e.student_return, e.teacher_return)
+
+    def verdict(name: str, reason: str) -> dict[str, Any]:
+        return {"verdict": name, "reason": reason, "evidence": {**e.to_dict(), "student_over_teacher_return": ratio},
+                "thresholds": t.to_dict(), "missing": missing}
+
+    if e.leaks_passed is False or e.export_identical is False:
+        what = "a leak check failed" if e.leaks_passed is False else "the exported student acts differently"
+        return verdict("leakage_removal", f"{what}: the figures are not the deployable student's")
+    if e.teacher_fall_rate > t.teacher_fall_rate_max:
+        return verdict("teacher_quality", f"the teacher falls in {e.teacher_fall_rate:.0%} of episodes "
+                                          f"(> {t.teacher_fall_rate_max:.0%}): nothing good to imitate")
+    if ratio >= t.healthy_return_ratio and e.student_fall_rate <= e.teacher_fall_rate + t.fall_rate_margin:
+        return verdict("healthy", f"the student reaches {ratio:.3f} of the teacher's return and falls in "
+                                  f"{e.student_fall_rate:.0%} of episodes (teacher {e.teacher_fall_rate:.0%})")
+    fits_teacher_states = e.kl_teacher_states <= t.kl_fit
+    if math.isnan(e.kl_student_states):
+        missing.append("imitation on the student's own states")
+    elif fits_teacher_states and e.kl_student_states >= max(t.coverage_ratio * e.kl_teacher_states, t.kl_fit):
+        return verdict("state_coverage", f"imitation is good on the teacher's states (KL {e.kl_teacher_states:.3f}) "
+                                         f"but not on the student's own (KL {e.kl_student_states:.3f}): it drifts "
+                                         "to states the teacher never showed it")
+    if not fits_teacher_states:
+        if e.oracle_return is None:
+            missing.append("an oracle student (the same student given the privileged fields: "
+                           "--set oracle.enabled=true)")
+            return {**verdict("undetermined", f"imitation is poor even on the teacher's states (KL "
+                                              f"{e.kl_teacher_states:.3f} > {t.kl_fit}); observation insufficiency "
+                                              "is likely but unconfirmed without an oracle student"),
+                    "candidates": ["observation_insufficiency"]}
+        oracle_ratio = _ratio(e.oracle_return, e.teacher_return)
+        if oracle_ratio >= t.oracle_return_ratio:
+            return verdict("observation_insufficiency", f"imitation is poor even on the teacher's states (KL "
+                                                        f"{e.kl_teacher_states:.3f}) while the oracle student, given "
+                                                        f"the privileged fields, reaches {oracle_ratio:.3f} of the "
+                                                        "teacher: the deployable fields do not determine the action")
+        return {**verdict("undetermined", f"imitation is poor on the teacher's states and the oracle student reaches "
+                                          f"only {oracle_ratio:.3f} of the teacher: the student's architecture or "
+                                          "budget, not its observations, may be short"),
+                "candidates": ["student capacity or budget"]}
+    return {**verdict("undetermined", f"the student reaches {ratio:.3f} of the teacher's return although it "
+                                      "imitates well on both its own and the teacher's states"),
+            "candidates": ["the mask dropped the states that matter", "stochastic evaluation noise"]}
