@@ -144,7 +144,9 @@ class DeployedStudent:
         obs = self.schema.guard_student(obs)
         arrays, batch_shapes = {}, set()
         for name, spec in self.manifest["inputs"].items():
-            value = np.asarray(obs[name])
+            value = obs[name]
+            # A list or tuple of Python numbers is taken as the field's dtype (NumPy would read float64).
+            value = np.asarray(value, spec["dtype"]) if isinstance(value, (list, tuple)) else np.asarray(value)
             shape, rank = tuple(spec["shape"]), len(spec["shape"])
             if value.dtype != np.dtype(spec["dtype"]):
                 raise SchemaError(f"field {name!r} has dtype {value.dtype}; expected {spec['dtype']}")
@@ -179,7 +181,18 @@ class DeployedStudent:
         return carry, (actions[0] if unbatched else actions)
 
     def __call__(self, obs: Mapping[str, Any]) -> jax.Array:
-        """Deterministic actions in [-1, 1] for a feed-forward student (or a recurrent one's first step)."""
+        """Deterministic actions in [-1, 1] for a feed-forward student.
+
+        Raises:
+          TypeError: the student is recurrent; without its carry every call would start from
+            empty memory (use :meth:`step`).
+        """
+        if self.recurrent:
+            self.check_obs(obs)  # a privileged or malformed field is named first
+            raise TypeError(
+                f"this student is recurrent ({self.manifest['kind']}, memory of {self.manifest['carry_size']} numbers): "
+                "student(obs) would start from empty memory at every call; keep its memory with "
+                "carry = student.initial_carry(batch), then carry, actions = student.step(carry, obs, first)")
         return self.step(None, obs)[1]
 
 

@@ -284,6 +284,7 @@ def plan_command(args: argparse.Namespace) -> Plan:
         problem = unusable_out_dir(out)
         if problem:
             raise UsageError(f"--out {out}: {problem}")
+        phases = phases_of(args.phase, config)
         return Plan(f"distill_jax: {config.env}, preset {args.preset} -> {out} ({', '.join(phases)})", phases,
                     out, config)
     if args.source is None:
@@ -390,8 +391,8 @@ def run_phases(run, phases: tuple[str, ...] | str, *, resume: bool, quiet: bool,
             if student is None:
                 console.step("export", "restoring the student")
                 student = pipeline.restore_student(run)
-            console.step("export", f"writing the deployable student to {run.path / pipeline.EXPORT_DIR} and "
-                         "checking it against the in-process one")
+            console.step("export", "writing the deployable student",
+                         f"{run.path / pipeline.EXPORT_DIR}, checked against the in-process one")
             exported = pipeline.export_phase(run, student)
     between()
     if "eval" in phases:
@@ -405,7 +406,7 @@ def run_phases(run, phases: tuple[str, ...] | str, *, resume: bool, quiet: bool,
             report = pipeline.eval_phase(run, teacher, student, baseline=baseline, oracle=oracle, console=console)
     between()
     with clock.stage("plots"):
-        console.step("plots", f"drawing {run.path / 'plots'}/*.png")
+        console.step("plots", "drawing the plots", f"{run.path / 'plots'}/*.png")
         plot_run(run.path)
     pipeline.write_summary(run, report, exported, clock)
     return {"report": report, "exported": exported}

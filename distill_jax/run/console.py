@@ -4,15 +4,16 @@ A run on a laptop spends long stretches where nothing is trained and nothing wou
 importing JAX, tracing and compiling each program, scoring the held-out panel, exporting. A
 :class:`Console` says what is happening at each of these points:
 
-* :meth:`Console.step` prints ``[teacher] initialising 1 seed x 256 envs`` and makes it the
+* :meth:`Console.step` prints ``[teacher] training: PPO on cartpole, ...`` and makes it the
   current activity;
-* compilations are reported from JAX's own monitoring events: ``[teacher] compiling run ...``
-  once a program has been tracing/compiling for :data:`ANNOUNCE_AFTER` seconds, then
-  ``compiled run in 23.1 s``, or ``run loaded from the XLA cache in 3.2 s`` when the
-  persistent cache had it;
-* a heartbeat thread prints ``[eval] still compiling evaluate (0:24)`` whenever the output has
-  been silent for :data:`HEARTBEAT_AFTER` seconds (longer while a training phase is known to
-  run a chunk of that length: :meth:`Console.expect_quiet`).
+* compilations are reported from JAX's own monitoring events (the start and end of each
+  program's tracing, lowering and XLA compilation, and the persistent cache's hits):
+  ``[teacher] compiling 'run' ...`` once a program has been at it for :data:`ANNOUNCE_AFTER`
+  seconds, then ``compiled 'run' in 23.1 s``, or ``loaded 'run' from the XLA cache in 3.2 s``;
+* a heartbeat thread prints ``[eval] still compiling 'run' (0:24)`` or ``[eval] still running
+  the leak audit (0:08)`` whenever the output has been silent for :data:`HEARTBEAT_AFTER`
+  seconds (longer while a training phase runs a compiled call measured that long:
+  :meth:`Console.expect_quiet`).
 
 The console is also a text stream (``write``/``flush``/``isatty``), so a
 :class:`~distill_jax.run.progress.Progress` draws its status line through it and the heartbeat
@@ -21,7 +22,7 @@ knows when the output last moved.
 Example::
 
     with Console(sys.stdout) as console:
-        console.step("teacher", "initialising 1 seed x 256 envs")
+        console.step("teacher", "initialising the networks")
         state = init()            # compilations reported as they happen
         console.line("done")
 """
@@ -121,12 +122,13 @@ class Console:
             self.write(("\n" if self._open_line else "") + text + "\n")
             self.flush()
 
-    def step(self, label: str, what: str) -> None:
-        """Prints ``[label] what`` and makes it the current activity (named by heartbeats)."""
+    def step(self, label: str, what: str, detail: str = "") -> None:
+        """Prints ``[label] what: detail`` and makes ``what`` the current activity, which a
+        heartbeat names (``[label] still what (m:ss)``)."""
         with self._lock:
             self._label, self._what, self._since = label, what, self._clock()
             self._quiet_ok = 0.0
-        self.line(f"[{label}] {what}")
+        self.line(f"[{label}] {what}{': ' + detail if detail else ''}")
 
     def expect_quiet(self, seconds: float) -> None:
         """Silence of up to ``seconds`` is expected now (a training chunk measured that long)."""

@@ -330,7 +330,7 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
     if checkpoint.complete_steps(ckpt_dir):
         if not resume:
             raise RunError(f"{ckpt_dir}: already holds {phase} checkpoints; pass --resume to continue them")
-        console.step(phase, f"restoring the newest checkpoint in {ckpt_dir}")
+        console.step(phase, "restoring the newest checkpoint", str(ckpt_dir))
         initial_state, _ = checkpoint.restore(ckpt_dir, jax.eval_shape(template_fn), meta)
         done = int(np.asarray(initial_state.update_step)[0])
         if hparams is not None:
@@ -356,7 +356,7 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
 
     start, compiled = time.perf_counter(), console.compile_seconds
     if done < total_updates:
-        console.step(phase, f"{what}: updates {done + 1}-{total_updates}; the first call compiles the update")
+        console.step(phase, "training", f"{what}, updates {done + 1}-{total_updates}; the first call compiles")
     else:
         console.step(phase, f"already finished ({done}/{total_updates} updates)")
     try:
@@ -553,10 +553,11 @@ def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, or
     cfg = run.config
     pairs = len(cfg.sweep_points) * cfg.num_seeds
     others = [name for name, result in (("the baseline", baseline), ("the oracle student", oracle)) if result is not None]
-    console.step("eval", f"scoring the teacher, the student{''.join(', ' + o for o in others)} on "
-                 f"{cfg.eval_episodes} held-out episodes" + (f" ({pairs} pairs)" if pairs > 1 else ""))
+    policies = ["the teacher", "the student", *others]
+    console.step("eval", "scoring " + ", ".join(policies[:-1]) + f" and {policies[-1]} on {cfg.eval_episodes} "
+                 "held-out episodes" + (f" ({pairs} pairs)" if pairs > 1 else ""))
     return write_eval(run.path, env, cfg, teacher, student, train_env=run.env, baseline=baseline, oracle=oracle,
-                      on_step=lambda what: console.step("eval", what))
+                      on_step=lambda what, detail: console.step("eval", what, detail))
 
 
 def export_phase(run: Run, student: Any) -> dict[str, Any]:

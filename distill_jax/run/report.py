@@ -41,7 +41,7 @@ def export_identical(run_dir: pathlib.Path | None) -> bool | None:
 
 def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None, *, baseline_result=None,
                oracle_result=None, run_dir: pathlib.Path | None = None,
-               on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+               on_step: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """The evaluation artifact as a JSON-able dict: every teacher/student member (seeds, sweep
     points) scored on one panel in one program; ``teacher``/``student``/``imitation`` at the top are
     member 0's (the exported student), ``members`` lists each one, ``across_seeds`` the mean and
@@ -50,7 +50,7 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     ``env`` is the panel's env; ``train_env`` the training one when the panel is
     shifted (``config.eval_env_overrides``), else ``None`` (the same env). ``baseline_result`` and
     ``oracle_result``, where trained, join the panel (``references``) and the ``claims``; the
-    ``diagnosis`` reads the export check from ``run_dir/export`` when there is one. ``on_step(what)``
+    ``diagnosis`` reads the export check from ``run_dir/export`` when there is one. ``on_step(what, detail)``
     is told when the leak audit starts (the panel is the first step).
     """
     train_env = env if train_env is None else train_env
@@ -72,7 +72,7 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
     act = student_act_fn(student, s_params, s_stats)
     if on_step is not None:
-        on_step("leak audit: structural, dataflow, gradient and perturbation checks of the student's inputs")
+        on_step("running the leak audit", "structural, dataflow, gradient and perturbation checks of the student's inputs")
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
     schema = schema_in_force(env.schema, config.distill)
     references = reference_members(env, config, panel, baseline_result, oracle_result)
@@ -206,7 +206,7 @@ def members_table(report: dict[str, Any]) -> list[str]:
 
 def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result,
                train_env=None, *, baseline=None, oracle=None,
-               on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+               on_step: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     report = build_eval(env, config, teacher_result, student_result, train_env, baseline_result=baseline,
                         oracle_result=oracle, run_dir=out, on_step=on_step)
     (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
