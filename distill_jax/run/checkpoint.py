@@ -16,7 +16,7 @@ another shape or dtype), named leaf by leaf from orbax's tree metadata. A corrup
 partial directory fails with a :class:`CheckpointError` naming the path; the
 directory is never modified by a failed restore.
 
-Each save also lists its files with their sizes (``files.json`` in the step directory), and
+Each save also lists its arrays' files with their sizes (``files.json`` in the step directory), and
 restoring compares them first: a file deleted or truncated since is named by
 :class:`CheckpointDamagedError` (with the previous intact checkpoint, if any) before orbax reads
 anything. Left to orbax, such damage surfaced as an error embedding a TensorStore repr, followed
@@ -193,12 +193,13 @@ class Checkpointer:
 
 
 def _file_sizes(step_dir: pathlib.Path) -> dict[str, int]:
-    return {str(p.relative_to(step_dir)): p.stat().st_size for p in sorted(step_dir.rglob("*"))
-            if p.is_file() and p.name != FILES_MANIFEST}
+    return {str(p.relative_to(step_dir)): p.stat().st_size for p in sorted((step_dir / "state").rglob("*"))
+            if p.is_file()}
 
 
 def write_file_list(step_dir: pathlib.Path) -> None:
-    """Records every file of a finished checkpoint with its size (``files.json``), for :func:`verify`."""
+    """Records every file of a finished checkpoint's arrays (its ``state/`` item) with its size
+    (``files.json``), for :func:`verify`. The ``meta`` item is JSON, checked when it is read."""
     (step_dir / FILES_MANIFEST).write_text(json.dumps(_file_sizes(step_dir), indent=0, sort_keys=True))
 
 
