@@ -24,11 +24,13 @@ from distill_jax.train import main
 NOISE = re.compile(r"warp|WARNING:|absl|Brax System|not actively being|Traceback|Exception ignored|Event loop")
 
 
-def command(*args: str, **kwargs) -> subprocess.Popen:
-    """``python -m distill_jax.train ARGS`` as a user starts it: its own process, Ctrl-C delivered."""
-    return subprocess.Popen([sys.executable, "-m", "distill_jax.train", *args], env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
+def command(*args: str) -> subprocess.Popen:
+    """``python -m distill_jax.train ARGS`` as a user starts it, in a process of its own. Ctrl-C is
+    turned back on first: a test runner may have started this process with SIGINT ignored."""
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv[0] = 'distill_jax.train'; runpy.run_module('distill_jax.train', run_name='__main__')")
+    return subprocess.Popen([sys.executable, "-c", start, *args], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -480,3 +482,25 @@ def test_a_resume_continues_from_the_first_unfinished_phase(smoke_run, tmp_path)
     assert pipeline.unfinished_phases(run, everything) == ("export", "eval")
     shutil.rmtree(run_dir / "checkpoints" / "student" / "2")
     assert pipeline.unfinished_phases(run, everything) == ("distill", "export", "eval")
+
+
+def test_verbose_adds_the_traceback_and_a_bug_is_one_line_that_says_so(tmp_path, capsys, monkeypatch):
+    args = ["--preset", "smoke", "--out", str(tmp_path / "run"), "--set", "ppo.learning_rate=nan"]
+    assert main(args) == 2
+    assert one_error(capsys.readouterr().err) == "error: ppo.learning_rate=nan: must be a finite number"
+    assert main([*args, "--verbose"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and err.splitlines()[-1] == "error: ppo.learning_rate=nan: must be a finite number"
+
+    from distill_jax.run import cli
+
+    def broken(*_):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli, "open_target", broken)
+    assert main(["--preset", "smoke", "--out", str(tmp_path / "run")]) == 1
+    assert one_error(capsys.readouterr().err) == (
+        "error: unexpected ZeroDivisionError: division by zero (run again with --verbose for the traceback, "
+        "and please report it)")
+    with pytest.raises(ZeroDivisionError):
+        main(["--preset", "smoke", "--out", str(tmp_path / "run"), "--verbose"])

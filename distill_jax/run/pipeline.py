@@ -299,11 +299,14 @@ def phase_logger(run: Run, phase: str, total_updates: int, quiet: bool = False, 
     progress = Progress(phase, total_updates, tensorboard_dir=run.path / "tensorboard", stream=console,
                         compile_seconds=(lambda: console.compile_seconds) if console is not None else None)
 
+    compiled = [console.compile_seconds if console is not None else 0.0]
+
     def log(row: dict[str, Any]) -> None:
         jsonl(row)
         progress(row)
-        if console is not None and "seconds" in row:
-            console.expect_quiet(1.5 * row["seconds"])
+        if console is not None and "seconds" in row:  # the call's own time, its compilation left out
+            console.expect_quiet(1.5 * (row["seconds"] - (console.compile_seconds - compiled[0])))
+            compiled[0] = console.compile_seconds
 
     return log, progress.close
 
