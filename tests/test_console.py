@@ -31,43 +31,35 @@ def lines(out):
     return out.getvalue().splitlines()
 
 
+def tick_at(console, clock, out, t):
+    """The lines one heartbeat check prints at time ``t``."""
+    before = len(lines(out))
+    clock.t = t
+    console.tick()
+    return lines(out)[before:]
+
+
 def test_a_heartbeat_names_the_step_after_eight_silent_seconds(console):
     console, clock, out = console
     console.step("eval", "running the leak audit", "structural and gradient checks")
     assert lines(out) == ["[eval] running the leak audit: structural and gradient checks"]
-    clock.t = 7.9
-    console.tick()
-    assert len(lines(out)) == 1
-    clock.t = 8.0
-    console.tick()
-    assert lines(out)[-1] == "[eval] still running the leak audit (0:08)"
-    clock.t = 12.0
-    console.tick()  # the heartbeat counts as output: the next one is due 8 s after it
-    assert len(lines(out)) == 2
+    assert tick_at(console, clock, out, 7.9) == []
+    assert tick_at(console, clock, out, 8.0) == ["[eval] still running the leak audit (0:08)"]
+    assert tick_at(console, clock, out, 12.0) == []  # the heartbeat counts as output: the next is due at 16 s
     console.expect_quiet(30.0)  # a training chunk measured at 20 s: silence up to 30 s is expected
-    clock.t = 37.0
-    console.tick()
-    assert len(lines(out)) == 2
-    clock.t = 38.0
-    console.tick()
-    assert lines(out)[-1] == "[eval] still running the leak audit (0:38)"
+    assert tick_at(console, clock, out, 37.0) == []
+    assert tick_at(console, clock, out, 38.0) == ["[eval] still running the leak audit (0:38)"]
 
 
 def test_a_long_compilation_is_announced_then_timed(console):
     console, clock, out = console
     console.step("teacher", "training")
     monitoring.record_scalar(TRACE_EVENT, 0.0, fun_name="run")
-    clock.t = ANNOUNCE_AFTER - 0.1
-    console.tick()
-    assert lines(out)[-1] == "[teacher] training"
-    clock.t = ANNOUNCE_AFTER
-    console.tick()
-    assert lines(out)[-1] == "[teacher] compiling 'run' ..."
+    assert tick_at(console, clock, out, ANNOUNCE_AFTER - 0.1) == []
+    assert tick_at(console, clock, out, ANNOUNCE_AFTER) == ["[teacher] compiling 'run' ..."]
     monitoring.record_event_duration_secs(TRACE_EVENT, 3.0, fun_name="run")
     monitoring.record_scalar(COMPILE_EVENT, 3.0, fun_name="jit(run)")
-    clock.t = 12.0
-    console.tick()
-    assert lines(out)[-1] == "[teacher] still compiling 'run' (0:12)"
+    assert tick_at(console, clock, out, 12.0) == ["[teacher] still compiling 'run' (0:12)"]
     clock.t = 20.5
     monitoring.record_event_duration_secs(COMPILE_EVENT, 17.5, fun_name="jit(run)")
     assert lines(out)[-1] == "[teacher] compiled 'run' in 20.5 s"
