@@ -270,9 +270,9 @@ def plan_command(args: argparse.Namespace) -> Plan:
             raise UsageError("--resume RUN_DIR continues that directory; do not combine it with --from/--out")
         given += ["--sweep"] if args.sweeps else []
         if given or args.preset != "default":
-            raise UsageError("--resume uses the run's recorded config.json (--set may raise its budgets "
-                             "['ppo.total_env_steps', 'distill.total_env_steps'] or change coefficients that are "
-                             f"not swept); drop {given + (['--preset'] if args.preset != 'default' else [])}")
+            raise UsageError("--resume uses the run's recorded config.json (--set may raise its budgets, "
+                             "*.total_env_steps, or change coefficients that are not swept); drop "
+                             f"{given + (['--preset'] if args.preset != 'default' else [])}")
         if not args.resume.is_dir():
             raise UsageError(f"--resume {args.resume}: no such run directory")
         return Plan(f"distill_jax: resuming {args.resume}", phases)
