@@ -79,6 +79,10 @@ def test_a_cache_load_is_reported_as_one_and_short_compilations_are_not(console)
     clock.t = 1.7
     monitoring.record_event_duration_secs(COMPILE_EVENT, 0.2, fun_name="jit(add)")
     assert len(lines(out)) == 2
+    monitoring.record_scalar(COMPILE_EVENT, 1.7, fun_name="jit(<lambda>)")  # a lambda's name says nothing
+    assert tick_at(console, clock, out, 4.0) == ["[eval] compiling ..."]
+    monitoring.record_event_duration_secs(COMPILE_EVENT, 2.3, fun_name="jit(<lambda>)")
+    assert lines(out)[-1] == "[eval] compiled in 2.3 s"
 
 
 def test_a_real_compilation_reaches_the_console(console):

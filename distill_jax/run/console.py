@@ -55,8 +55,10 @@ def clock_text(seconds: float) -> str:
 
 
 def program_name(name: str) -> str:
-    """``jit(run)`` -> ``run``: the Python function a compiled program was traced from."""
-    return name[4:-1] if name.startswith("jit(") and name.endswith(")") else name
+    """``jit(run)`` -> ``'run'``, the Python function a compiled program was traced from, quoted
+    with a space before it; ``""`` for a lambda, whose name says nothing."""
+    name = name[4:-1] if name.startswith("jit(") and name.endswith(")") else name
+    return f" '{name}'" if name.isidentifier() else ""
 
 
 class Console:
@@ -173,12 +175,12 @@ class Console:
             compiling = self._busy is not None and now - self._busy[1] >= ANNOUNCE_AFTER
             if compiling and not self._announced:
                 self._announced = True
-                self.line(f"[{self._label or 'setup'}] compiling '{self._busy[0]}' ...")
+                self.line(f"[{self._label or 'setup'}] compiling{self._busy[0]} ...")
                 return
             if now - self._last_output < max(self.heartbeat_after, self._quiet_ok):
                 return
             if compiling:
-                doing, since = f"compiling '{self._busy[0]}'", self._busy[1]
+                doing, since = f"compiling{self._busy[0]}", self._busy[1]
             else:
                 doing, since = self._what or "working", self._since
             self.line(f"[{self._label or 'setup'}] still {doing} ({clock_text(now - since)})")
@@ -233,9 +235,9 @@ class Console:
             label = self._label or "setup"
             if self._cache_hit and (self._announced or total >= REPORT_AT_LEAST or self._saved >= REPORT_AT_LEAST):
                 saved = f", skipping ~{self._saved:.0f} s of XLA compilation" if math.isfinite(self._saved) else ""
-                self.line(f"[{label}] loaded '{name}' from the XLA cache in {total:.1f} s{saved}")
+                self.line(f"[{label}] loaded{name} from the XLA cache in {total:.1f} s{saved}")
             elif not self._cache_hit and (self._announced or total >= REPORT_AT_LEAST):
-                self.line(f"[{label}] compiled '{name}' in {total:.1f} s")
+                self.line(f"[{label}] compiled{name} in {total:.1f} s")
             self._program = None
 
 
