@@ -382,6 +382,25 @@ class OracleConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SuiteConfig:
+    """The evaluation's perturbation suite (:mod:`distill_jax.suite`): every condition the task
+    declares, or those named in ``conditions``, at their declared strengths or at those
+    ``strengths`` gives (``(("pole_mass", (1.0, 4.0)),)``). Checked against the task when a run is
+    created; a task that declares no suite is evaluated on the nominal panel only."""
+
+    enabled: bool = True
+    conditions: tuple[str, ...] = ()
+    strengths: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    TRACED: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def requested(self) -> bool:
+        """Whether the user named conditions or strengths (then a task without a suite is an error)."""
+        return bool(self.conditions or self.strengths)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """A whole pipeline run: task, seeds, each phase's settings, and an optional sweep.
 
@@ -406,6 +425,7 @@ class RunConfig:
     distill: DistillConfig = DistillConfig()
     baseline: BaselineConfig = BaselineConfig()
     oracle: OracleConfig = OracleConfig()
+    suite: SuiteConfig = SuiteConfig()
 
     TRACED: ClassVar[tuple[str, ...]] = ()
 

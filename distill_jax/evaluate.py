@@ -34,6 +34,7 @@ from distill_jax.envs.base import Env
 from distill_jax.policy import action_distribution, policy_step
 from distill_jax.rollout import Policy, Transition, unroll
 from distill_jax.schema import SchemaError
+from distill_jax.suite import Perturbation, TaskSuite, perturbed
 from distill_jax.xla_options import compiler_options
 
 EVAL_SEED_OFFSET = 1_000_000  # panel seeds start here; training seeds are small integers
@@ -183,6 +184,10 @@ def imitation(student: losses.TanhGaussian, teacher: losses.TanhGaussian, tr: Tr
     return {"kl": kl, "action_mse": mse, **masked}
 
 
+def _env_under(env: Env, perturbation: Perturbation | None, suite: TaskSuite | None) -> Env:
+    return env if perturbation is None else perturbed(env, perturbation, suite)
+
+
 def panel_program(
     env: Env,
     teacher_actor: Any,
@@ -191,9 +196,12 @@ def panel_program(
     *,
     mask_rule: tuple[str, ...],
     mask_thresholds: dict[str, float] | None = None,
+    suite: TaskSuite | None = None,
 ):
     """The panel pass of one teacher/student pair as a pure function (jit- and vmap-able):
-    ``(keys [N, 2], teacher, student_params, student_stats) -> (teacher_scores, student_scores, imitation)``.
+    ``(keys [N, 2], teacher, student_params, student_stats, perturbation=None) -> (teacher_scores,
+    student_scores, imitation)``; with a ``perturbation`` (and the task's ``suite``) the env is
+    :func:`distill_jax.suite.perturbed` first, so the pass vmaps over suite conditions too.
 
     Both policies start from the same reset keys (common random numbers); the scores are
     :func:`first_episode_scores` (``[N]`` per key). ``imitation`` holds the student's KL and action
@@ -206,9 +214,9 @@ def panel_program(
     horizon = env.episode_length
     if horizon is None:
         raise ValueError("the panel needs an env with a time limit (episode_length)")
-    batched = VmapAutoReset(env, len(panel.seeds))
 
-    def run(keys, teacher, student_params, student_stats):
+    def run(keys, teacher, student_params, student_stats, perturbation=None):
+        batched = VmapAutoReset(_env_under(env, perturbation, suite), len(panel.seeds))
         start = batched.reset_with_keys(keys)
         act_key = jax.random.PRNGKey(0)
         t_policy = teacher_policy(teacher_actor, teacher, deterministic=panel.deterministic)
@@ -288,8 +296,12 @@ def evaluate_members(
     # Parameters are arguments, not closed-over constants: a closure would bake them into the
     # program, so every newly trained policy would compile again and add a cache entry.
     program = jax.jit(jax.vmap(run, in_axes=(None, 0, 0, 0)), compiler_options=compiler_options())
-    teacher_scores, student_scores, imitation = jax.device_get(
-        program(panel.reset_keys(), teachers, student_params, student_stats))
+    return _members(jax.device_get(program(panel.reset_keys(), teachers, student_params, student_stats)))
+
+
+def _members(out: tuple) -> list[dict[str, Any]]:
+    """Per-member dicts from a panel program's ``(teacher_scores, student_scores, imitation)`` ``[M]``."""
+    teacher_scores, student_scores, imitation = out
     members = int(jax.tree.leaves(imitation)[0].shape[0])
     return [{"teacher": summarize(_pick(teacher_scores, m)), "student": summarize(_pick(student_scores, m)),
              "imitation": {k: float(v[m]) for k, v in imitation.items()},
@@ -308,31 +320,70 @@ def episodes(scores: dict[str, np.ndarray]) -> dict[str, list[float]]:
             "fall": np.asarray(scores["fall"], np.float64).tolist()}
 
 
-def score_members(env: Env, panel: Panel, make_policy: Any, params: Any, initial_carry: Any = None) -> list[dict]:
-    """Panel statistics of ``M`` members of one kind of policy, one jitted program over the members.
+def score_members(env: Env, panel: Panel, make_policy: Any, params: Any, initial_carry: Any = None, *,
+                  suite: TaskSuite | None = None, perturbations: Perturbation | None = None) -> list:
+    """Panel statistics of ``M`` members of one kind of policy, one jitted program over the members
+    (and over ``C`` suite conditions when ``perturbations`` ``[C]`` are given).
 
     Args:
       env: the unbatched task; panel: its held-out seeds (the same reset keys as every other policy).
       make_policy: ``params_m -> Policy`` (e.g. a reference policy's :func:`teacher_policy`).
       params: the members' parameters, leading axis ``[M]`` (passed as arguments, not constants).
       initial_carry: ``batch -> carry`` of a recurrent policy (``None``: feed-forward).
+      suite, perturbations: the task's suite and the conditions' stacked knobs.
 
     Returns:
-      One ``{"summary": summarize(...), "episodes": episodes(...)}`` per member.
+      One ``{"summary": summarize(...), "episodes": episodes(...)}`` per member; with
+      ``perturbations``, one such list per condition.
     """
     n = len(panel.seeds)
-    batched = VmapAutoReset(env, n)
 
-    def run(keys, member_params):
+    def run(keys, member_params, perturbation=None):
+        batched = VmapAutoReset(_env_under(env, perturbation, suite), n)
         carry = None if initial_carry is None else initial_carry(n)
         _, _, tr = unroll(batched, batched.reset_with_keys(keys), make_policy(member_params), carry,
                           jax.random.PRNGKey(0), env.episode_length)
         return first_episode_scores(tr)
 
-    program = jax.jit(jax.vmap(run, in_axes=(None, 0)), compiler_options=compiler_options())
-    scores = jax.device_get(program(panel.reset_keys(), params))
     members = int(jax.tree.leaves(params)[0].shape[0])
-    return [{"summary": summarize(_pick(scores, m)), "episodes": episodes(_pick(scores, m))} for m in range(members)]
+    result = lambda s: [{"summary": summarize(_pick(s, m)), "episodes": episodes(_pick(s, m))}  # noqa: E731
+                        for m in range(members)]
+    if perturbations is None:
+        program = jax.jit(jax.vmap(run, in_axes=(None, 0)), compiler_options=compiler_options())
+        return result(jax.device_get(program(panel.reset_keys(), params)))
+    over_members = jax.vmap(run, in_axes=(None, 0, None))
+    program = jax.jit(jax.vmap(over_members, in_axes=(None, None, 0)), compiler_options=compiler_options())
+    scores = jax.device_get(program(panel.reset_keys(), params, perturbations))
+    conditions = int(jax.tree.leaves(perturbations)[0].shape[0])
+    return [result(_pick(scores, c)) for c in range(conditions)]
+
+
+def evaluate_suite(
+    env: Env,
+    suite: TaskSuite,
+    perturbations: Perturbation,
+    teacher_actor: Any,
+    teachers: FrozenTeacher,
+    student: Student,
+    student_params: Any,
+    student_stats: Any,
+    panel: Panel,
+    *,
+    mask_rule: tuple[str, ...],
+    mask_thresholds: dict[str, float] | None = None,
+) -> list[list[dict[str, Any]]]:
+    """:func:`evaluate_members` under each of ``C`` suite conditions (``perturbations`` ``[C]``), all
+    ``C × M`` teacher/student pairs in one program on the same reset keys.
+
+    Returns ``[C][M]`` dicts like :func:`evaluate_members`' (``teacher``, ``student``, ``imitation``,
+    ``episodes``).
+    """
+    run = panel_program(env, teacher_actor, student, panel, mask_rule=mask_rule, mask_thresholds=mask_thresholds,
+                        suite=suite)
+    over_members = jax.vmap(run, in_axes=(None, 0, 0, 0, None))
+    program = jax.jit(jax.vmap(over_members, in_axes=(None, None, None, None, 0)), compiler_options=compiler_options())
+    out = jax.device_get(program(panel.reset_keys(), teachers, student_params, student_stats, perturbations))
+    return [_members(_pick(out, c)) for c in range(int(jax.tree.leaves(perturbations)[0].shape[0]))]
 
 
 def paired_difference(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> dict[str, Any]:

@@ -11,6 +11,12 @@ directory:
 * ``schema.json`` — the student's observation schema (what it may read);
 * ``manifest.json`` — format version, input specs, action size, memory size.
 
+:func:`export_onnx` writes the same deterministic student as ``student.onnx`` beside it, for
+runtimes without JAX: the graph is built by :mod:`distill_jax.deploy.onnx_graph` (which says why
+by hand) and carries its :class:`~distill_jax.deploy.contract.DeployContract` (inputs, history
+layout, noise, latency, control period, action mapping) in its metadata;
+:func:`deploy_contract` gathers that contract from the env.
+
 :class:`DeployedStudent` loads that directory without pickle and without the
 training code, admits an observation dict only through the schema's student
 guard (a privileged field is rejected by name), checks shapes, dtypes and
@@ -25,9 +31,16 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 
 from distill_jax import normalization
+from distill_jax.deploy.contract import ACTION_OUTPUT, CARRY_INPUT, CARRY_OUTPUT, ONNX_FILE, DeployContract
+from distill_jax.deploy.onnx_graph import Normalizer, build_student_graph
+from distill_jax.deploy.runtime import OnnxStudent, open_session
+from distill_jax.envs.base import Wrapper
+from distill_jax.envs.wrappers import ActionLatency, ObservationHistory, SensorNoise, TimeLimit
+from distill_jax.evaluate import eval_wrapper
 from distill_jax.schema import ObservationSchema, SchemaError
 
 EXPORT_FORMAT_VERSION = 1
@@ -125,6 +138,9 @@ class DeployedStudent:
         with np.load(self.directory / VARIABLES_FILE, allow_pickle=False) as data:
             self.variables = {name: jnp.asarray(data[name]) for name in self.manifest["variables"]}
         self._exported = jax.export.deserialize(bytearray((self.directory / PROGRAM_FILE).read_bytes()))
+        # Jitted once: a bare Exported.call re-lowers on every call (1.4-3.9 ms a step on one core,
+        # against 60-180 us jitted; experiments/results/deploy_cpu.md).
+        self._call = jax.jit(self._exported.call)
         self.action_size = int(self.manifest["action_size"])
         self.recurrent = self.manifest["carry_size"] is not None
 
@@ -177,7 +193,7 @@ class DeployedStudent:
             carry = self.initial_carry(batch)
             first = np.ones((batch,), np.float32) if first is None else first
         first = np.zeros((batch,), np.float32) if first is None else np.asarray(first, np.float32).reshape(batch)
-        carry, actions = self._exported.call(self.variables, carry, arrays, first)
+        carry, actions = self._call(self.variables, carry, arrays, first)
         return carry, (actions[0] if unbatched else actions)
 
     def __call__(self, obs: Mapping[str, Any]) -> jax.Array:
@@ -199,3 +215,225 @@ class DeployedStudent:
 def load_student(directory: pathlib.Path | str) -> DeployedStudent:
     """Loads an exported student (see :class:`DeployedStudent`)."""
     return DeployedStudent(directory)
+
+
+# ------------------------------------------------------------------------------------ ONNX
+# What each deployable field holds, for the people who build it on a robot (the envs' docstring
+# tables, in a deployer's words). A field missing here is described by its name only.
+FIELD_MEANINGS = {
+    "cartpole": {
+        "cart_pos": "cart position x along the rail (m), with sensor noise",
+        "pole_angle": "(cos θ, sin θ) of the pole angle θ from upright (θ > 0 tilts the tip towards +x), "
+                      "with sensor noise on both numbers",
+        "last_action": "the action applied at the previous control step, clipped to [-1, 1] (0 at an episode start)",
+    },
+    "quadruped_rough": {
+        "joint_pos": "joint angles minus action.default_pose (rad), in action.joint_names order, with sensor noise",
+        "joint_vel": "joint velocities (rad/s), joint_names order, with sensor noise",
+        "base_ang_vel": "trunk angular velocity in the trunk frame (rad/s), with sensor noise",
+        "projected_gravity": "unit gravity vector in the trunk frame, with sensor noise",
+        "command": "velocity command (vx m/s, vy m/s, yaw rate rad/s) in the trunk frame",
+        "last_action": "the previous action (before scaling)",
+    },
+}
+
+
+def unwrap(env: Any) -> tuple[list[Any], Any]:
+    """``(wrappers outermost first, the task)`` of a single-instance env."""
+    chain = []
+    while isinstance(env, Wrapper):
+        chain.append(env)
+        env = env.env
+    return chain, env
+
+
+def _action_contract(task: Any, action_size: int) -> dict[str, Any]:
+    """How an action reaches the simulator's actuators (``to_ctrl``), per task."""
+    out: dict[str, Any] = {"output": ACTION_OUTPUT, "size": int(action_size), "range": [-1.0, 1.0],
+                           "deterministic": "tanh of the Gaussian mean"}
+    model = getattr(task, "mj_model", None)
+    if model is None:
+        return {**out, "to_ctrl": None}
+    joints = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, int(j)) for j in model.actuator_trnid[:, 0]]
+    out.update(joint_names=joints, ctrl_range=np.asarray(model.actuator_ctrlrange).tolist())
+    config = getattr(task, "config", None)
+    if task.name == "quadruped_rough":
+        pose = np.tile(np.asarray(config.default_pose, np.float64), len(joints) // len(config.default_pose))
+        out.update(to_ctrl="ctrl = clip(default_pose + action_scale * action, ctrl_range): position-servo "
+                           "targets (rad)", default_pose=pose.tolist(), action_scale=float(config.action_scale))
+    elif task.name == "cartpole":
+        out.update(to_ctrl="ctrl = clip(action, -1, 1): force = gear * ctrl (N)",
+                   gear=np.asarray(model.actuator_gear[:, 0]).tolist())
+    else:
+        out["to_ctrl"] = None  # not described: see the env's documentation
+    return out
+
+
+def deploy_contract(env: Any, student: Any) -> DeployContract:
+    """The :class:`~distill_jax.deploy.contract.DeployContract` of ``student`` on the single-instance ``env``.
+
+    Noise, latency and history come from the env's wrapper stack (only those the student's
+    fields see); the control period from the task's MuJoCo timestep and substeps.
+    """
+    chain, task = unwrap(env)
+    schema, specs = student.schema, student.schema.field_specs
+    fields = list(schema.student_obs)
+    meanings = FIELD_MEANINGS.get(task.name, {})
+    history = latency = None
+    noise: dict[str, float] = {}
+    episode_length = None
+    for wrapper in chain:
+        if isinstance(wrapper, ObservationHistory) and wrapper.obs_field in fields:
+            sizes = [{"name": f, "size": int(np.prod(env.schema.field_specs[f].shape))} for f in wrapper.fields]
+            if wrapper.include_actions:
+                sizes.append({"name": "action", "size": int(env.action_size)})
+            history = {
+                "field": wrapper.obs_field, "length": wrapper.length, "row": sizes, "row_size": wrapper.row_size,
+                "order": "oldest first; the last row is the current step",
+                "action": "the action (clipped to [-1, 1]) that led to the row's step; zeros for an episode's "
+                          "first step" if wrapper.include_actions else None,
+                "fill": wrapper.fill,
+                "fill_rule": ("at an episode start every row repeats the first observation with a zero action"
+                              if wrapper.fill == "first" else "at an episode start rows before the first are zeros"),
+            }
+            meanings = {**meanings, wrapper.obs_field: f"the last {wrapper.length} observations of "
+                        f"{list(wrapper.fields)}{' and actions' if wrapper.include_actions else ''} (see history)"}
+        elif isinstance(wrapper, SensorNoise):
+            noise = dict(wrapper.stds)
+        elif isinstance(wrapper, ActionLatency):
+            latency = {"min_delay": wrapper.min_delay, "max_delay": wrapper.max_delay, "unit": "control steps",
+                       "rule": "the command of d steps ago is applied, d uniform per episode; last_action "
+                               "reports the applied command, the history the commanded one"}
+        elif isinstance(wrapper, TimeLimit):
+            episode_length = wrapper.episode_length
+    seen = set(fields) | ({r["name"] for r in history["row"]} if history else set())
+    carry = None
+    if student.kind == "gru":
+        carry = {"input": CARRY_INPUT, "output": CARRY_OUTPUT, "shape": [int(student.module.gru_size)],
+                 "initial": "zeros at every episode start; afterwards the previous step's carry_out"}
+    timestep = float(task.mj_model.opt.timestep) if hasattr(task, "mj_model") else None
+    substeps = int(getattr(task, "n_substeps", 1))
+    return DeployContract(
+        env={"name": task.name, "version": str(task.version), "model_hash": getattr(task, "model_hash", None),
+             "episode_length": episode_length},
+        kind=student.kind,
+        inputs=tuple({"name": f, "shape": list(specs[f].shape), "dtype": specs[f].dtype,
+                      "meaning": meanings.get(f, f)} for f in fields),
+        privileged_fields=tuple(env.schema.privileged),
+        action=_action_contract(task, env.action_size),
+        carry=carry,
+        history=history,
+        noise={"std": {f: s for f, s in noise.items() if f in seen},
+               "distribution": "independent N(0, std²) per number, drawn at every step including the reset; "
+                               "the history stores the noisy values"},
+        latency=latency,
+        control={"period_s": float(task.dt) if timestep is not None else None,
+                 "physics_timestep_s": timestep, "n_substeps": substeps},
+        normalizer={"folded": True, "clip": normalization.DEFAULT_CLIP, "eps": normalization.DEFAULT_EPS},
+    )
+
+
+def export_onnx(directory: pathlib.Path | str, student: Any, params: Any, obs_stats: Any, env: Any) -> pathlib.Path:
+    """Writes ``directory/student.onnx``: the deterministic student (one seed's ``params``/``obs_stats``)
+    with the normaliser folded in and :func:`deploy_contract` as metadata. Returns the file's path.
+
+    Raises:
+      ExportError: the normaliser does not track every student field (the graph folds one
+        normaliser over all of them).
+    """
+    schema = student.schema
+    fields = [(name, tuple(schema.field_specs[name].shape)) for name in schema.student_obs]
+    normalizer = None
+    if obs_stats is not None:
+        untracked = [n for n, _ in fields if n not in obs_stats.mean]
+        if untracked:
+            raise ExportError(f"the normaliser does not track student field(s) {untracked}")
+        flat = lambda stats: np.concatenate([np.asarray(stats[n], np.float32).reshape(-1) for n, _ in fields])  # noqa: E731
+        normalizer = Normalizer(flat(obs_stats.mean), flat(obs_stats.var), normalization.DEFAULT_CLIP,
+                                normalization.DEFAULT_EPS)
+    contract = deploy_contract(env, student)
+    model = build_student_graph(
+        kind=student.kind, activation=student.module.activation, fields=fields,
+        params=jax.tree.map(np.asarray, jax.device_get(params)), normalizer=normalizer,
+        action_size=env.action_size, metadata=contract.to_metadata_props(),
+    )
+    path = pathlib.Path(directory) / ONNX_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+PARITY_TOLERANCE = 1e-5  # max |action difference| accepted between student.onnx and the in-process student
+
+
+def parity_inputs(obs: Mapping[str, Any], obs_stats: Any, steps: int, seed: int = 7) -> tuple[dict, np.ndarray]:
+    """Time-major test inputs ``({field: [T, B, *shape]}, first [T, B])`` grown from real observations.
+
+    Each of the ``B`` observations in ``obs`` (``{field: [B, *shape]}``, e.g. the student's last
+    training batch) starts a random walk with steps of 0.3 normaliser standard deviations, so the
+    inputs cover the range the student was trained on and reach the normaliser's clip;
+    ``first`` restarts env ``b`` at ``t = 0`` and wherever ``t % 10 == b % 10``, so a recurrent
+    student's carry is both carried and zeroed.
+    """
+    rng = np.random.default_rng(seed)
+    walks = {}
+    for name, value in obs.items():
+        value = np.asarray(value, np.float32)
+        std = np.ones(value.shape[1:], np.float32) if obs_stats is None else np.sqrt(np.asarray(obs_stats.var[name]))
+        steps_ = 0.3 * std * rng.standard_normal((steps, *value.shape)).astype(np.float32)
+        walks[name] = value[None] + np.cumsum(steps_, axis=0) - steps_[:1]  # row 0 is the real observation
+    t, b = np.meshgrid(np.arange(steps), np.arange(value.shape[0]), indexing="ij")
+    first = ((t == 0) | (t % 10 == b % 10)).astype(np.float32)
+    return walks, first
+
+
+def check_onnx(path: pathlib.Path | str, env: Any, student: Any, params: Any, obs_stats: Any,
+               obs: Mapping[str, Any], *, min_observations: int = 1000, min_steps: int = 20) -> dict[str, Any]:
+    """Parity of ``student.onnx`` with the in-process evaluation wrapper, and its refusal of a privileged field.
+
+    Both act on :func:`parity_inputs` grown from ``obs`` (``{field: [B, *shape]}``) for
+    ``T = max(min_steps, ceil(min_observations / B))`` steps: in process as a ``lax.scan`` of
+    :func:`~distill_jax.evaluate.eval_wrapper` (a recurrent student's memory reset where
+    ``first``), in ONNX Runtime by :meth:`~distill_jax.deploy.runtime.OnnxStudent.actions_over`.
+    A synthetic walk instead of an env rollout keeps the check to one small compile (an env
+    rollout costs 40 s of compilation on 2 CPU cores).
+
+    Returns:
+      ``max_abs_error``, ``observations`` (``T x B``), ``steps``, ``tolerance``, ``passed``,
+      ``privileged_field_refused``; or ``{"skipped": reason}`` without onnxruntime.
+    """
+    try:
+        deployed = OnnxStudent(path)
+    except ImportError as e:
+        return {"skipped": str(e)}
+    obs = {name: np.asarray(obs[name]) for name in student.schema.student_obs}
+    batch = next(iter(obs.values())).shape[0]
+    steps = max(min_steps, -(-min_observations // batch))
+    obs_seq, first = parity_inputs(obs, obs_stats, steps)
+
+    @jax.jit
+    def in_process(params, obs_stats, obs_seq, first):
+        policy = eval_wrapper(student, params, obs_stats)
+
+        def step(carry, xs):
+            carry, out = policy(carry, xs[0], xs[1], jax.random.PRNGKey(0))
+            return carry, out.action
+
+        return jax.lax.scan(step, student.initial_carry(batch), (obs_seq, first))[1]
+
+    reference = np.asarray(in_process(params, obs_stats, obs_seq, first))
+    error = float(np.max(np.abs(deployed.actions_over(obs_seq, first) - reference)))
+    privileged = next(iter(env.schema.privileged), None)
+    refused = privileged is None
+    if privileged is not None:
+        feed = {name: value[0] for name, value in obs_seq.items()}
+        if deployed.recurrent:
+            feed[CARRY_INPUT] = deployed.initial_carry(batch)
+        feed[privileged] = np.zeros((batch, *env.schema.field_specs[privileged].shape), np.float32)
+        try:
+            open_session(path).run(None, feed)
+        except Exception:  # onnxruntime's own error type for an input the graph does not declare
+            refused = True
+    return {"max_abs_error": error, "observations": int(first.size), "steps": steps, "recurrent": deployed.recurrent,
+            "tolerance": PARITY_TOLERANCE, "passed": error <= PARITY_TOLERANCE,
+            "privileged_field_refused": refused, "privileged_field_tried": privileged}

@@ -9,8 +9,9 @@ import distill_jax
 
 PACKAGE = pathlib.Path(distill_jax.__file__).parent
 SHELL = "distill_jax.run"
-# Entry points that are part of the shell although they sit at the top (python -m distill_jax.train).
-ENTRY_POINTS = {"train.py"}
+# Entry points that are part of the shell although they sit at the top (python -m distill_jax.train,
+# python -m distill_jax.render; python -m distill_jax.sim2sim needs no shell but is an entry point too).
+ENTRY_POINTS = {"train.py", "render.py", "sim2sim.py"}
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:

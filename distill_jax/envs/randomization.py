@@ -221,10 +221,14 @@ class ModelRandomizer:
     def names(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.ranges)
 
-    def sample(self, key: jax.Array) -> jax.Array:
-        """Uniform values, ``[size]`` float32."""
+    def sample(self, key: jax.Array, low: Any = None, high: Any = None) -> jax.Array:
+        """Uniform values, ``[size]`` float32, in the ranges (or in ``[low, high]``, ``[size]`` each,
+        which may be traced: the evaluation suite's conditions draw from bounds of their own with
+        the same random numbers)."""
+        low = self.low if low is None else low
+        high = self.high if high is None else high
         u = jax.random.uniform(key, (self.size,), jnp.float32)
-        return self.low + u * (self.high - self.low)
+        return low + u * (high - low)
 
     def normalize(self, values: jax.Array) -> jax.Array:
         """Maps ``values`` to [-1, 1] over each range (0 for a degenerate range)."""

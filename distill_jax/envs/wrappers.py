@@ -19,6 +19,7 @@ one that was used for sampling and the same reset key gives the same episode.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -111,6 +112,16 @@ class DomainRandomization(Wrapper):
         self.ranges = tuple(ranges)
         self.obs_field = obs_field
         self.randomizer = ModelRandomizer(self.ranges, env.mj_model)
+        self.sampling_bounds: tuple[Any, Any] | None = None  # see with_sampling_bounds
+
+    def with_sampling_bounds(self, low: Any, high: Any) -> "DomainRandomization":
+        """A copy that draws the parameters from ``[low, high]`` (``[len(ranges)]`` each, may be traced)
+        instead of the training ranges. ``dyn_params`` still normalises over the training ranges, so
+        a value outside them shows the teacher an entry beyond [-1, 1], as it would in deployment.
+        The evaluation suite (:mod:`distill_jax.suite`) builds its conditions from it."""
+        new = copy.copy(self)
+        new.sampling_bounds = (low, high)
+        return new
 
     @functools.cached_property
     def schema(self) -> ObservationSchema:  # type: ignore[override]
@@ -122,7 +133,7 @@ class DomainRandomization(Wrapper):
 
     def reset(self, key: jax.Array) -> EnvState:
         k_params, k_env = jax.random.split(key)
-        values = self.randomizer.sample(k_params)
+        values = self.randomizer.sample(k_params, *(self.sampling_bounds or (None, None)))
         state = self.env.reset_with_model(k_env, self.randomizer.apply(self.env.mjx_model, values))
         normalized = self.randomizer.normalize(values).astype(jnp.float32)
         return state.replace(
@@ -169,6 +180,16 @@ class ActionLatency(Wrapper):
             raise ValueError(f"ActionLatency needs 0 <= min_delay <= max_delay and max_delay >= 1; "
                              f"got min_delay={min_delay}, max_delay={max_delay}")
         self.min_delay, self.max_delay, self.obs_field = int(min_delay), int(max_delay), obs_field
+        self.fixed_delay: Any = None  # see with_delay
+
+    def with_delay(self, delay: Any) -> "ActionLatency":
+        """A copy whose every episode has the delay ``delay`` (an int in ``[0, max_delay]``, may be
+        traced; a negative one keeps the random draw) instead of a random one; the random draw still
+        consumes its key, so the rest of the episode sees the same random numbers. Used by the
+        evaluation suite's latency condition."""
+        new = copy.copy(self)
+        new.fixed_delay = delay
+        return new
 
     @functools.cached_property
     def schema(self) -> ObservationSchema:  # type: ignore[override]
@@ -181,6 +202,9 @@ class ActionLatency(Wrapper):
     def reset(self, key: jax.Array) -> EnvState:
         k_delay, k_env = jax.random.split(key)
         delay = jax.random.randint(k_delay, (), self.min_delay, self.max_delay + 1)
+        if self.fixed_delay is not None:
+            fixed = jnp.asarray(self.fixed_delay, delay.dtype)
+            delay = jnp.where(fixed >= 0, jnp.minimum(fixed, self.max_delay), delay)
         state = self.env.reset(k_env)
         buffer = jnp.zeros((self.max_delay, self.env.action_size), jnp.float32)
         state = state.replace(info={**state.info, "action_buffer": buffer, "action_delay": delay})
@@ -238,12 +262,20 @@ class SensorNoise(Wrapper):
         self._std_vec = np.concatenate(
             [np.full(self._sizes[k], v, np.float32) for k, v in self.stds.items()]
         ) if self.stds else np.zeros(0, np.float32)
+        self.scale: Any = 1.0  # see with_scale
+
+    def with_scale(self, factor: Any) -> "SensorNoise":
+        """A copy whose noise is ``factor`` times the declared standard deviations (may be traced), from
+        the same random numbers. Used by the evaluation suite's sensor-noise condition."""
+        new = copy.copy(self)
+        new.scale = factor
+        return new
 
     def _noisy(self, state: EnvState) -> EnvState:
         if not self.stds:
             return state
         rng, eps = hash_normal(state.rng, self._total)
-        eps = eps * self._std_vec
+        eps = eps * (self._std_vec if isinstance(self.scale, float) and self.scale == 1.0 else self._std_vec * self.scale)
         obs = dict(state.obs)
         offset = 0
         for name in self.stds:

@@ -23,7 +23,7 @@ import numpy as np
 
 from distill_jax.diagnosis import Evidence, Thresholds, diagnose
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.evaluate import Panel, eval_wrapper, paired_difference, score_members, teacher_policy
+from distill_jax.evaluate import Panel, across_seeds, eval_wrapper, paired_difference, score_members, teacher_policy
 
 STATEMENTS = {
     "teacher": "privileged state improves expert behaviour (teacher vs the deployable-only baseline)",
@@ -32,10 +32,12 @@ STATEMENTS = {
 }
 
 
-def reference_members(env, config, panel: Panel, baseline_result: Any = None,
-                      oracle_result: Any = None) -> dict[str, list[dict[str, Any]]]:
+def reference_members(env, config, panel: Panel, baseline_result: Any = None, oracle_result: Any = None, *,
+                      suite: Any = None, perturbations: Any = None) -> dict[str, list]:
     """The baseline's and the oracle student's panel results, one per student member (the baseline
-    member paired with each student is the one with its seed and ``ppo.*`` sweep values)."""
+    member paired with each student is the one with its seed and ``ppo.*`` sweep values); with
+    ``perturbations`` (``[C]``, the task's ``suite``), one such list per condition."""
+    where = {"suite": suite, "perturbations": perturbations}
     out: dict[str, list[dict[str, Any]]] = {}
     if baseline_result is not None:
         index = np.asarray(config.teacher_members())
@@ -43,13 +45,13 @@ def reference_members(env, config, panel: Panel, baseline_result: Any = None,
                                                                baseline_result.state.obs_stats))
         actor = baseline_result.nets.actor
         out["baseline"] = score_members(
-            env, panel, lambda t: teacher_policy(actor, t, deterministic=panel.deterministic), frozen)
+            env, panel, lambda t: teacher_policy(actor, t, deterministic=panel.deterministic), frozen, **where)
     if oracle_result is not None:
         oracle = oracle_result.student
         params = (oracle_result.state.params, oracle_result.state.obs_stats)
         out["oracle"] = score_members(
             env, panel, lambda p: eval_wrapper(oracle, p[0], p[1], deterministic=panel.deterministic), params,
-            oracle.initial_carry)
+            oracle.initial_carry, **where)
     return out
 
 
@@ -124,3 +126,21 @@ def diagnosis(member: dict[str, Any], references: dict[str, dict[str, Any]], lea
               export_identical: bool | None, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
     """The overall verdict of one member (the exported one) on the nominal panel."""
     return diagnose(evidence(member, references, leak_checks, export_identical), thresholds)
+
+
+def suite_section(points: list, results: list, references: dict[str, list], leak_checks: dict[str, Any],
+                  export_identical: bool | None, num_seeds: int, thresholds: Thresholds = Thresholds()) -> list:
+    """One entry per suite point: member 0's teacher, student and imitation figures, the reference
+    policies' summaries, the spread over seeds (of the first sweep point) and the condition's verdict."""
+    entries = []
+    for c, point in enumerate(points):
+        member = results[c][0]
+        refs = {name: per_condition[c][0] for name, per_condition in references.items()}
+        entry = {"condition": point.condition, "strength": point.strength, "unit": point.unit,
+                 "in_training": point.in_training, "teacher": member["teacher"], "student": member["student"],
+                 "imitation": member["imitation"], **{name: ref["summary"] for name, ref in refs.items()},
+                 "diagnosis": diagnosis(member, refs, leak_checks, export_identical, thresholds)}
+        if num_seeds > 1:
+            entry["across_seeds"] = across_seeds(results[c][:num_seeds])
+        entries.append(entry)
+    return entries

@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print only the result (no steps, progress or heartbeat; metrics.jsonl is still written)")
     parser.add_argument("--verbose", action="store_true",
                         help="show third-party warnings and the traceback of a failure")
+    parser.add_argument("--video", action="store_true",
+                        help="after the phases, render the first held-out panel episode, teacher and student side "
+                        "by side, to RUN/videos/ (MP4 and GIF; as python -m distill_jax.render RUN)")
     parser.add_argument("--xla-cache", default=None, metavar="DIR|off",
                         help="persistent XLA compilation cache, so a resume or a re-run does not compile again; "
                         f"if omitted: ${compile_cache.ENV_VAR}, else $XDG_CACHE_HOME or ~/.cache, then "
@@ -506,6 +509,30 @@ class Interrupts:
             raise KeyboardInterrupt
 
 
+def check_video() -> None:
+    """``--video``: refused in one line, before the run directory exists, where MuJoCo cannot render."""
+    from distill_jax.run.render import RenderError, check_gl
+
+    try:
+        check_gl()
+    except RenderError as e:
+        raise UsageError(f"--video: {e}") from e
+
+
+def render_video(run, clock: WallClock, console: Console) -> dict[str, Any]:
+    """Renders the first held-out episode, teacher and student side by side; its ``render_run`` entry."""
+    from distill_jax.run import pipeline
+    from distill_jax.run.render import RenderError, render_run
+
+    console.step("video", "rendering the first held-out episode, teacher and student side by side",
+                 str(run.path / "videos"))
+    try:
+        with clock.stage("video"):
+            return render_run(run.path)["episodes"][0]
+    except (RenderError, pipeline.RunError) as e:  # e.g. --phase teacher: no student to show yet
+        raise UsageError(f"--video: {e}") from e
+
+
 def _failure_status(error: BaseException) -> int | None:
     """Exit status of an expected failure (one ``error:`` line), ``None`` for anything else.
 
@@ -537,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     plan, got = None, _Progress()
     try:
         plan = plan_command(args)
+        if args.video:  # MuJoCo reads MUJOCO_GL on import: check the GL context before anything imports MuJoCo
+            check_video()
         console.line(plan.header)
         console.step("setup", "loading JAX, MuJoCo and the task")
         with Interrupts() as interrupts, console, noise.silenced(args.verbose):
@@ -558,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                                 teacher_step=teacher_step_of(args.source), clock=clock, console=console,
                                 between=interrupts.check)
             interrupts.check()
+            video = render_video(run, clock, console) if args.video else None
     except KeyboardInterrupt:
         print(interrupted_line(args, plan, got), file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -574,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return status
     _print_result(result["report"], result["exported"], run.path, time.perf_counter() - start, clock, xla_cache)
+    if video is not None:
+        print(f"video: {run.path / 'videos' / video['mp4']} ({video['frames']} frames)")
     return 0
 
 

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from distill_jax import suite
 from distill_jax.config import PPOConfig, RunConfig, get_value, replace_fields, to_dict, traced_paths
 from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
@@ -41,7 +42,7 @@ from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs import get_env
 from distill_jax.envs.base import Env
 from distill_jax.evaluate import student_actions
-from distill_jax.export import export_student, load_student
+from distill_jax.export import check_onnx, export_onnx, export_student, load_student
 from distill_jax.hyperparams import member_coefficients
 from distill_jax.ppo.teacher import TeacherBuild, TeacherResult, build_teacher, initial_teacher_states, train_teacher
 from distill_jax.references import baseline_env, oracle_env
@@ -51,6 +52,7 @@ from distill_jax.run.progress import JsonlLog, Progress
 from distill_jax.run.report import write_eval
 from distill_jax.run.wall_clock import WALL_CLOCK_FILE, WallClock
 from distill_jax.schema import PrivilegedFieldError
+from distill_jax.suite import SuitePoint
 from distill_jax.treeops import first_seed
 
 TEACHER_DIR, STUDENT_DIR, EXPORT_DIR = "checkpoints/teacher", "checkpoints/student", "export"
@@ -127,6 +129,7 @@ def create_run(path: pathlib.Path, config: RunConfig) -> Run:
 
     config.validate()
     env = make_env(config)
+    suite_points(config, env)  # refuses an unknown condition or strength before anything is written
     if config.eval_env_overrides:
         check_eval_env(env, make_env(config, for_eval=True))
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -139,6 +142,20 @@ def create_run(path: pathlib.Path, config: RunConfig) -> Run:
     except OSError as e:
         raise RunError(f"{path}: cannot create the run directory ({e.strerror or e})") from e
     return Run(path, config, env)
+
+
+def suite_points(config: RunConfig, env: Env) -> list[SuitePoint]:
+    """The run's suite points (``[]`` when the suite is off, or the task declares none and none was asked).
+
+    Raises:
+      RunError: a condition or strength the task does not declare, or a suite asked of a task without one.
+    """
+    if not config.suite.enabled or (suite.declared(config.env) is None and not config.suite.requested):
+        return []
+    try:
+        return suite.resolve(env, config.env, config.suite.conditions, config.suite.strengths)
+    except suite.SuiteError as e:
+        raise RunError(str(e)) from e
 
 
 def check_eval_env(train_env: Env, eval_env: Env) -> None:
@@ -560,15 +577,18 @@ def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, or
     console.step("eval", "scoring " + ", ".join(policies[:-1]) + f" and {policies[-1]} on {cfg.eval_episodes} "
                  "held-out episodes" + (f" ({pairs} pairs)" if pairs > 1 else ""))
     return write_eval(run.path, env, cfg, teacher, student, train_env=run.env, baseline=baseline, oracle=oracle,
-                      on_step=lambda what, detail: console.step("eval", what, detail))
+                      points=suite_points(cfg, env), on_step=lambda what, detail: console.step("eval", what, detail))
 
 
 def export_phase(run: Run, student: Any) -> dict[str, Any]:
-    """Exports seed 0's student to ``run/export`` and checks the loaded artifact.
+    """Exports seed 0's student to ``run/export`` (StableHLO and ``student.onnx``) and checks both.
 
-    The check feeds the student's own last training observations through the
-    loaded artifact and through the in-process evaluation wrapper: actions must
-    be bit-identical, and a privileged field must be rejected.
+    The StableHLO check feeds the student's own last training observations through the
+    loaded artifact and through the in-process evaluation wrapper: actions must be
+    bit-identical, and a privileged field must be rejected. The ONNX check
+    (:func:`distill_jax.export.check_onnx`, under ``"onnx"`` in ``verification.json``) compares
+    ``student.onnx`` in ONNX Runtime with the in-process student on >= 1,000 observations
+    (>= 20 steps, carry included): max abs error <= 1e-5.
     """
 
     params, stats = first_seed(student.state.params), first_seed(student.state.obs_stats)
@@ -595,6 +615,8 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
         "privileged_field_rejected": rejected,
         "privileged_field_tried": privileged,
     }
+    onnx_path = export_onnx(directory, student.student, params, stats, run.env)
+    verification["onnx"] = check_onnx(onnx_path, run.env, student.student, params, stats, deployable)
     (directory / "verification.json").write_text(json.dumps(verification, indent=2))
     return {"directory": directory, **verification}
 

@@ -572,6 +572,61 @@ def sweep_figure(evaluation: dict[str, Any]):
     return fig
 
 
+SUITE_AGENTS = {**AGENTS, "baseline": ("deployable-only baseline", "tab:gray")}
+
+
+def suite_figure(evaluation: dict[str, Any]):
+    """``suite``: for each perturbation condition with several strengths, the held-out return (top
+    row) and fall rate (bottom row) against strength, teacher, student and baseline as lines with
+    the fall rate's 95 % interval; strengths outside the training distribution on a grey band.
+    ``None`` without a suite."""
+    entries = [e for e in evaluation.get("suite", []) if isinstance(e, dict) and "condition" in e]
+    by_condition: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        by_condition.setdefault(e["condition"], []).append(e)
+    conditions = {name: sorted(es, key=lambda e: e["strength"]) for name, es in by_condition.items() if len(es) > 1}
+    if not conditions:
+        return None
+    from matplotlib.ticker import PercentFormatter
+
+    cols = len(conditions)
+    fig = _new_figure(3.3 * cols + 1.2, 6.6)
+    grid = fig.add_gridspec(2, cols, left=0.9 / (3.3 * cols + 1.2), right=0.98, bottom=0.1, top=0.84,
+                            wspace=0.35, hspace=0.45)
+    for col, (name, es) in enumerate(conditions.items()):
+        x = np.array([e["strength"] for e in es], float)
+        for row, (key, label) in enumerate((("return_mean", "return per episode"), ("fall_rate", "episodes that fell"))):
+            ax = fig.add_subplot(grid[row, col])
+            for agent, (agent_name, color) in SUITE_AGENTS.items():
+                if not all(isinstance(e.get(agent), dict) for e in es):
+                    continue
+                y = np.array([_number(e[agent], key) for e in es])
+                ax.plot(x, y, color=color, marker="o", ms=4, label=agent_name, gid=f"suite/{name}/{agent}/{key}")
+                if key == "fall_rate":
+                    intervals = [_interval(e[agent], "fall_rate_ci95") for e in es]
+                    if all(intervals):
+                        ax.fill_between(x, [i[0] for i in intervals], [i[1] for i in intervals], color=color,
+                                        alpha=0.12, lw=0)
+            for e in es:
+                if not e.get("in_training", True):
+                    ax.axvspan(e["strength"] - 0.02 * np.ptp(x), e["strength"] + 0.02 * np.ptp(x),
+                               color="0.85", lw=0, zorder=0)
+            ax.set_xlabel(f"{name.replace('_', ' ')} ({es[0].get('unit', '')})", fontsize=8)
+            if row == 0:
+                ax.set_title(name.replace("_", " ").capitalize())
+            if col == 0:
+                _style_y(ax, Metric(key, "", label, percent=key == "fall_rate"))
+            elif key == "fall_rate":
+                ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+            if key == "fall_rate":
+                ax.set_ylim(0.0, 1.05)
+            if row == 0 and col == 0:
+                ax.legend(loc="best", fontsize=7)
+    fig.suptitle("Perturbation suite: every policy on the same held-out seeds, noise and kicks\n"
+                 "grey bands: strengths outside the training distribution")
+    return fig
+
+
 def masks_figure(rows: list[dict[str, Any]]):
     """``masks``: share of distillation samples masked by each ``masked/*`` rule (``any`` in black)."""
     keys = sorted({k for row in rows for k in row if k.startswith("masked/")}, key=lambda k: (k != "masked/any", k))
@@ -685,7 +740,7 @@ def build_figures(run_dir: pathlib.Path | str) -> dict[str, Any]:
 
     Returns:
       ``{name: matplotlib.figure.Figure}`` in the order teacher, student, panel,
-      masks, summary, sweep; figures without data are left out (a teacher-only run gives
+      masks, summary, sweep, suite; figures without data are left out (a teacher-only run gives
       ``teacher`` and ``summary``).
 
     Raises:
@@ -704,6 +759,7 @@ def build_figures(run_dir: pathlib.Path | str) -> dict[str, Any]:
         "masks": _with_style(STYLE, masks_figure, distill),
         "summary": _with_style(SUMMARY_STYLE, summary_figure, phases, evaluation),
         "sweep": _with_style(STYLE, sweep_figure, evaluation),
+        "suite": _with_style(STYLE, suite_figure, evaluation),
     }
     return {name: fig for name, fig in figures.items() if fig is not None}
 

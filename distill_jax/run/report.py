@@ -22,12 +22,16 @@ from distill_jax.config import RunConfig, to_dict
 from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.evaluate import EPISODE_MEAN_METRICS, Panel, across_seeds, evaluate_members, student_act_fn
-from distill_jax.run.claims import claims, diagnosis, reference_members
+from distill_jax.evaluate import (EPISODE_MEAN_METRICS, Panel, across_seeds, evaluate_members, evaluate_suite,
+                                  student_act_fn)
+from distill_jax.privilege import markdown_table as privilege_table
+from distill_jax.privilege import privilege_value
+from distill_jax.run.claims import claims, diagnosis, reference_members, suite_section
+from distill_jax.suite import declared, stack
 from distill_jax.treeops import first_seed
 
 EVAL_KEYS = ("teacher", "student", "imitation", "members", "across_seeds", "references", "claims", "diagnosis",
-             "panel", "schema", "schema_diff", "leak_checks", "env", "config")
+             "suite", "privilege_value", "panel", "schema", "schema_diff", "leak_checks", "env", "config")
 
 
 def export_identical(run_dir: pathlib.Path | None) -> bool | None:
@@ -40,7 +44,7 @@ def export_identical(run_dir: pathlib.Path | None) -> bool | None:
 
 
 def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None, *, baseline_result=None,
-               oracle_result=None, run_dir: pathlib.Path | None = None,
+               oracle_result=None, run_dir: pathlib.Path | None = None, suite_points: list | None = None,
                on_step: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """The evaluation artifact as a JSON-able dict: every teacher/student member (seeds, sweep
     points) scored on one panel in one program; ``teacher``/``student``/``imitation`` at the top are
@@ -50,8 +54,10 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     ``env`` is the panel's env; ``train_env`` the training one when the panel is
     shifted (``config.eval_env_overrides``), else ``None`` (the same env). ``baseline_result`` and
     ``oracle_result``, where trained, join the panel (``references``) and the ``claims``; the
-    ``diagnosis`` reads the export check from ``run_dir/export`` when there is one. ``on_step(what, detail)``
-    is told when the leak audit starts (the panel is the first step).
+    ``diagnosis`` reads the export check from ``run_dir/export`` when there is one. ``suite_points``
+    (:func:`distill_jax.suite.resolve`) adds the perturbation ``suite``, every policy on every point
+    in one program, each point with its own verdict. ``on_step(what, detail)`` is told when each
+    part after the panel starts.
     """
     train_env = env if train_env is None else train_env
     training_seeds = tuple(config.seed + k for k in range(config.num_seeds))
@@ -71,19 +77,42 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     s_params, s_stats = first_seed(student_result.state.params), first_seed(student_result.state.obs_stats)
     obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
     act = student_act_fn(student, s_params, s_stats)
-    if on_step is not None:
-        on_step("running the leak audit", "structural, dataflow, gradient and perturbation checks of the student's inputs")
+    step = on_step or (lambda what, detail: None)
+    step("running the leak audit", "structural, dataflow, gradient and perturbation checks of the student's inputs")
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
     schema = schema_in_force(env.schema, config.distill)
+    if baseline_result is not None or oracle_result is not None:
+        step("scoring the reference policies", "the deployable-only baseline and the oracle student, where trained")
     references = reference_members(env, config, panel, baseline_result, oracle_result)
     first = {name: results[0] for name, results in references.items()}
+    identical = export_identical(run_dir)
+    suite_entries = []
+    if suite_points:
+        conditions = sorted({point.condition for point in suite_points})
+        step("running the perturbation suite", f"{len(suite_points)} points of {len(conditions)} conditions "
+             f"({', '.join(conditions)}), every policy in one program")
+        task_suite, perturbations = declared(config.env), stack(suite_points)
+        results = evaluate_suite(env, task_suite, perturbations, teacher_result.nets.actor, teachers, student,
+                                 student_result.state.params, student_result.state.obs_stats, panel,
+                                 mask_rule=rule, mask_thresholds=thresholds)
+        under = reference_members(env, config, panel, baseline_result, oracle_result, suite=task_suite,
+                                  perturbations=perturbations)
+        suite_entries = suite_section(suite_points, results, under, checks, identical, config.num_seeds)
+    # What each privileged field is worth to the teacher (member 0): every teacher-only field
+    # permuted across the panel's envs in turn, all in one program.
+    step("measuring what each privileged field is worth to the teacher", "each one permuted across the panel")
+    worth = privilege_value(env, teacher_result.nets.actor, first_seed(teachers), panel, key=jax.random.PRNGKey(11))
     return {
         **members[0],
         "members": labelled,
         "across_seeds": grouped,
         "references": references,
         "claims": claims(members[0], first),
-        "diagnosis": {"overall": diagnosis(members[0], first, checks, export_identical(run_dir))},
+        "diagnosis": {"overall": diagnosis(members[0], first, checks, identical),
+                      "per_condition": [{"condition": e["condition"], "strength": e["strength"],
+                                         "verdict": e["diagnosis"]["verdict"]} for e in suite_entries]},
+        "suite": suite_entries,
+        "privilege_value": worth,
         "panel": {"seeds": list(panel.seeds), "deterministic": panel.deterministic,
                   "training_seeds": list(training_seeds), "episode_length": env.episode_length,
                   "distribution": "shifted" if config.eval_env_overrides else "training",
@@ -136,7 +165,30 @@ def markdown_table(report: dict[str, Any]) -> str:
         rows += ["", *schema_diff_lines(report["schema_diff"]["teacher_actor_to_student_actor"])]
     if len(report.get("members", ())) > 1:
         rows += ["", *members_table(report)]
+    if report.get("suite"):
+        rows += ["", *suite_table(report["suite"])]
+    if report.get("privilege_value"):
+        rows += ["", "What each privileged field is worth to the teacher (the field permuted across the panel's "
+                     "episodes, one at a time):", "", privilege_table(report["privilege_value"])]
     return "\n".join(rows)
+
+
+def suite_table(entries: list[dict[str, Any]]) -> list[str]:
+    """The perturbation suite: every policy on every condition, and each condition's verdict."""
+    refs = [name for name in ("baseline", "oracle") if name in entries[0]]
+    head = ("| condition | strength | in training | teacher return | student return | student / teacher | "
+            "teacher falls | student falls | " + "".join(f"{name} return | " for name in refs) + "verdict |")
+    rows = ["Perturbation suite (member 0; every policy on the same reset keys, noise and kicks):", "", head,
+            "|" + "---|" * (9 + len(refs))]
+    for e in entries:
+        t, s = e["teacher"], e["student"]
+        ratio = f"{s['return_mean'] / t['return_mean']:.3f}" if t["return_mean"] else "–"
+        cells = [e["condition"], f"{e['strength']:g} {e['unit']}", "yes" if e["in_training"] else "**no**",
+                 f"{t['return_mean']:.1f}", f"{s['return_mean']:.1f}", ratio, f"{t['fall_rate']:.0%}",
+                 f"{s['fall_rate']:.0%}", *(f"{e[name]['return_mean']:.1f}" for name in refs),
+                 e["diagnosis"]["verdict"]]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def verdict_lines(report: dict[str, Any]) -> list[str]:
@@ -205,10 +257,10 @@ def members_table(report: dict[str, Any]) -> list[str]:
 
 
 def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result,
-               train_env=None, *, baseline=None, oracle=None,
+               train_env=None, *, baseline=None, oracle=None, points: list | None = None,
                on_step: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     report = build_eval(env, config, teacher_result, student_result, train_env, baseline_result=baseline,
-                        oracle_result=oracle, run_dir=out, on_step=on_step)
+                        oracle_result=oracle, run_dir=out, suite_points=points, on_step=on_step)
     (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     table = markdown_table(report)
     panel = report["panel"]
