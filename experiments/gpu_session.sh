@@ -33,6 +33,8 @@ if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import brax, mujoco.mjx" 
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1
+# The probes import the benchmark helpers (bench.py, benchlib.py, bench_envs.py) by name.
+probe_path="$PWD/experiments${PYTHONPATH:+:$PYTHONPATH}"
 python3 - <<'EOF' 2>&1 | tee "$out/devices.txt"
 import jax
 print("jax", jax.__version__, "backend", jax.default_backend(), jax.devices())
@@ -74,10 +76,10 @@ case $stage in
     # tangent planes, a flat plane), then the update's (collection, SGD epochs, a profile of the whole).
     # PROBE_ENVS and PROBE_SECONDS, and the arguments (passed on to update_parts.py, whose options
     # are bench.py's), are for the test that runs this stage at toy sizes on a CPU.
-    stage_timeout "${PROBE_SECONDS:-120}" python3 experiments/probes/quadruped_physics_parts.py \
+    stage_timeout "${PROBE_SECONDS:-120}" env PYTHONPATH="$probe_path" python3 experiments/probes/quadruped_physics_parts.py \
       "${PROBE_ENVS:-4096}" --cases v2,v3,plane 2>&1 | tee -a "$out/quadruped_profile.log"
     statuses=("$status" "${PIPESTATUS[0]}")
-    stage_timeout "${PROBE_SECONDS:-120}" python3 experiments/probes/update_parts.py "${PROBE_ENVS:-4096}" \
+    stage_timeout "${PROBE_SECONDS:-120}" env PYTHONPATH="$probe_path" python3 experiments/probes/update_parts.py "${PROBE_ENVS:-4096}" \
       "${quadruped_sizes[@]}" --profile "$@" 2>&1 | tee -a "$out/quadruped_profile.log"
     statuses+=("${PIPESTATUS[0]}")
     # The stage's status is its first command's that failed: a probe cut off or broken is a failed stage.
@@ -90,7 +92,7 @@ case $stage in
     # of the SGD epochs that launch fewer kernels: the profile behind a teacher / raw-physics ratio
     # and candidate fixes, in one call. Arguments: the number of envs, then bench.py's options
     # (its task and PPO sizes by default).
-    stage_timeout "${STAGE_SECONDS:-200}" python3 experiments/probes/update_parts.py "$@" --profile --sgd-variants \
+    stage_timeout "${STAGE_SECONDS:-200}" env PYTHONPATH="$probe_path" python3 experiments/probes/update_parts.py "$@" --profile --sgd-variants \
       2>&1 | tee "$out/parts.log"
     status=${PIPESTATUS[0]}
     ;;

@@ -36,7 +36,7 @@ SMOKE = RunConfig(
 )
 
 # One GPU per task. The teacher settings are the ones measured in experiments/results/
-# (cartpole: pipeline_cartpole.md; quadruped_rough: quadruped_teacher_h100.md;
+# (cartpole: pipeline_cartpole.md; quadruped_rough: quadruped_pipeline_h200.md, first archive/quadruped_teacher_h100.md;
 # brax_inverted_pendulum: teacher_vs_brax_h100.md). Distillation uses a small batch (more
 # updates per env step) than the teacher.
 GPU: dict[str, RunConfig] = {

@@ -9,15 +9,14 @@ fresh resets, the registry stack with fresh and with pooled restarts (the
 default, B/16 fresh states every 4 steps; B/64 every step, one refill call
 per step; never refilled, the floor of the pool), and Brax's own env with
 stored-state restarts.
-The figures quoted in ``experiments/results/envs_cpu.md`` come from this script.
 
-Usage: python experiments/probes/autoreset_ladder.py [B]
+Usage: PYTHONPATH=experiments python experiments/probes/autoreset_ladder.py [B]   (default 256)
+Cited by: experiments/results/envs_cpu.md
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
 
 import jax  # noqa: E402

@@ -1,13 +1,12 @@
 """What filling an empty persistent compilation cache costs: one small ``train_teacher`` call.
 
-Usage (each in a fresh process, so nothing is cached in memory):
-    python experiments/probes/compile_cache_fill.py off      # no persistent cache
-    python experiments/probes/compile_cache_fill.py cold     # an empty cache directory
-    python experiments/probes/compile_cache_fill.py cold --profile   # + the cProfile rows that matter
-
 Prints the call's wall seconds; with ``--profile``, the cumulative seconds of XLA compilation
-(``backend_compile_and_load``) and of the cache writes (``_cache_write``).
-Results: ``experiments/results/compile_cache_cpu.md``.
+(``backend_compile_and_load``) and of the cache writes (``_cache_write``). Run each mode in a
+fresh process, so nothing is cached in memory.
+
+Usage: python experiments/probes/compile_cache_fill.py off|cold [--profile]
+       (off: no persistent cache; cold: an empty cache directory)
+Cited by: experiments/results/compile_cache_cpu.md
 """
 
 from __future__ import annotations

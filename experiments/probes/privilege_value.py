@@ -5,9 +5,9 @@ each, permutes every field the teacher actor reads (deployable ones too, for sca
 ``--episodes`` held-out panel envs, one field at a time, and prints the teacher's return drop and
 fall-rate rise with their 95 % intervals, as a markdown table per teacher
 (:func:`distill_jax.privilege.markdown_table`) and as JSON.
-``experiments/results/privilege_value_cartpole.md`` quotes its output.
 
 Usage: python experiments/probes/privilege_value.py [--seeds 3] [--episodes 256] [--json OUT.json]
+Cited by: experiments/results/privilege_value_cartpole.md
 """
 
 import argparse

@@ -18,9 +18,8 @@ every physics step. This probe measures what that changes:
 3. **Cost.** A jitted scan of 20 control steps of ``vmap(env.step)`` per mode,
    best of 5, in env-steps/s.
 
-Quoted in ``experiments/results/quadruped_physics_cpu.md``.
-
 Usage: python experiments/probes/quadruped_contact_compare.py [B] [T]   (default 64 250)
+Cited by: experiments/results/quadruped_physics_cpu.md; distill_jax/envs/quadruped/task.py
 """
 
 import os

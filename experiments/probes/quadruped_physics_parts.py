@@ -18,16 +18,16 @@ MJX collides a sphere with a height field by building the triangular prisms
 of every grid cell its bounding box can touch and running a convex collision
 per prism; the trunk spheres (radius 0.08 m on a 0.1 m grid) cover 3x3 cells
 (18 prisms each) against 2x2 (8 prisms) for a foot. States are taken after
-0.4 s of standing so the feet are in contact. Quoted in
-``experiments/results/quadruped_physics_cpu.md``.
+0.4 s of standing so the feet are in contact.
 
-Usage: python experiments/probes/quadruped_physics_parts.py [B ...] [--cases v2,v3,plane]   (default 256, all)
+Usage: PYTHONPATH=experiments python experiments/probes/quadruped_physics_parts.py [B ...] [--cases v2,v3,plane]
+       (default 256, every case)
+Cited by: experiments/results/quadruped_physics_cpu.md; run by experiments/gpu_session.sh quadruped
 """
 
 import argparse
 import copy
 import os
-import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
 
@@ -36,10 +36,8 @@ import mujoco  # noqa: E402
 from mujoco import mjx  # noqa: E402
 from mujoco.mjx._src import collision_driver  # noqa: E402
 
-from distill_jax.envs.quadruped import QuadrupedConfig, RoughTerrainQuadruped  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchlib import best_seconds  # noqa: E402
+from distill_jax.envs.quadruped import QuadrupedConfig, RoughTerrainQuadruped  # noqa: E402
 
 SUBSTEPS = 20
 

@@ -6,9 +6,9 @@
 feet on per-foot tangent planes (``foot_contact="tangent_plane"``). Prints the lowest
 sole clearance (m, negative = sunk into the terrain) per 10 steps, the trunk
 height range over the second second, and the mean total foot load then (N).
-Quoted in ``experiments/results/quadruped_physics_cpu.md``.
 
 Usage: python experiments/probes/quadruped_standing.py
+Cited by: experiments/results/quadruped_physics_cpu.md
 """
 
 import jax

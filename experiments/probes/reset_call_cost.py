@@ -5,10 +5,10 @@ adapter and the registry stack) at 1, 4, 16, 64 and 256 envs, next to a
 jitted ``vmap(step)`` of the adapter at the same size: best of 5 repeats of
 200 calls each, dispatch included. Shows that a reset call's cost is mostly
 fixed (many small ops, an ``mjx.forward``), which is why ``VmapAutoReset``'s
-pooled restarts refill in batches every few steps. Quoted in
-``experiments/results/envs_cpu.md``.
+pooled restarts refill in batches every few steps.
 
 Usage: python experiments/probes/reset_call_cost.py
+Cited by: experiments/results/envs_cpu.md
 """
 
 import os

@@ -4,10 +4,10 @@ Restores the finished teacher of a run directory, rolls out 64 steps of its
 stochastic policy on its own batched env, and prints per action dimension the
 share of steps with ``|tanh(loc)| >= 0.99`` (the distillation mask's default
 threshold) and the median ``|tanh(loc)|`` and ``|loc|``, and the share of steps
-with at least one / three saturated dimensions. Quoted in
-``experiments/results/quadruped_pipeline_cpu.md``.
+with at least one / three saturated dimensions.
 
 Usage: python experiments/probes/teacher_saturation.py RUN_DIR
+Cited by: experiments/results/quadruped_pipeline_cpu.md
 """
 
 import pathlib

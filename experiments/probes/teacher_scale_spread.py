@@ -13,10 +13,9 @@ states each one visits:
 * for the student's states, the teacher's median σ within 20 steps before a
   student fall against the median elsewhere.
 
-The cartpole figures in ``experiments/results/pipeline_cartpole.md``
-("GPU preset on 2 CPU cores") come from this script.
-
 Usage: python experiments/probes/teacher_scale_spread.py RUN_DIR
+Cited by: experiments/results/pipeline_cartpole.md ("GPU preset on 2 CPU cores");
+tests/test_experiments.py tests its ``steps_before_falls``
 """
 
 import pathlib

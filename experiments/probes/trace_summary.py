@@ -11,7 +11,9 @@ longest, by name and by name family (digits stripped, so ``loop_add_fusion_3``
 and ``loop_add_fusion_7`` add up). Every line starts with ``profile``. Tracing
 slows the call (on the CPU about 2x at 256 envs), so its wall time is the traced one.
 
-Used by ``update_parts.py --profile`` and ``rollout_seed_axis.py --profile``.
+Usage: a module, not a script: ``update_parts.py --profile`` and ``rollout_seed_axis.py --profile``
+import it (the probes' folder is on ``sys.path`` when they run).
+Cited by: experiments/gpu_runbook.md; tests/test_experiments.py tests its ``_innermost``
 """
 from __future__ import annotations
 

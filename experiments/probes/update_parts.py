@@ -1,26 +1,32 @@
-"""Seconds per teacher-update part at B envs (bench.py sizes), each part its own jitted function.
+"""Seconds per teacher-update part at B envs (bench.py's sizes), each part its own jitted function.
 
-Usage: python experiments/probes/update_parts.py 1024 [--vmap-parts | --distill | --sgd-variants --profile]
-       [bench.py options: --task, PPO sizes]
 The teacher's rows: the rollout with the policy, the collection (rollout, normaliser, critic
 passes, GAE), the SGD epochs, one gradient step, the whole update, the wrapped env alone (random
 actions), and the whole update under a size-1 seed ``vmap`` (how ``run_phase`` runs it).
-(``--distill``: the distillation iteration's halves instead, at bench.py's distillation sizes,
+``--vmap-parts``: the rollout, collection and SGD epochs under that seed ``vmap``.
+``--distill``: the distillation iteration's halves instead, at bench.py's distillation sizes,
 an MLP student and the untrained teacher; their cost does not depend on what the teacher learned.
 ``--sgd-variants``: the SGD epochs again with Adam on one flat parameter vector and with the
 minibatch loop unrolled, candidates for a GPU where the epochs are a chain of small kernels; each
 prints its largest parameter difference from the plain epochs. ``--profile``: a ``jax.profiler``
-trace of one whole update, summed per op (``trace_summary.py``).)
-e.g. the quadruped at the GPU preset's sizes: ``4096 --task quadruped_rough --unroll-length 24
---num-minibatches 4 --num-epochs 5 --policy-hidden 512,256,128 --value-hidden 512,256,128``.
+trace of one whole update, summed per op (``trace_summary.py``).
 The parts are plain ``jax.jit``s, which do not get distill_jax's compiler options, so like bench.py
 the probe puts them in ``XLA_FLAGS`` for the whole process (``--xla-default``: XLA's own options).
+
+Usage: PYTHONPATH=experiments python experiments/probes/update_parts.py [B] [--vmap-parts | --distill |
+       --sgd-variants --profile] [bench.py options: --task, PPO sizes]   (default B 1024)
+       e.g. the quadruped at the GPU preset's sizes: ``4096 --task quadruped_rough --unroll-length 24
+       --num-minibatches 4 --num-epochs 5 --policy-hidden 512,256,128 --value-hidden 512,256,128``.
+Cited by: experiments/results/bench_cpu.md, bench_gpu_h200.md; distill_jax/xla_options.py;
+run by experiments/gpu_session.sh parts and quadruped (tests/test_gpu_session*.py)
 """
-import sys, functools
+import functools
+import sys
+
 import jax
 import jax.numpy as jnp
 import optax
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+
 import bench
 import benchlib
 from bench_envs import make_wrapped_runner
@@ -68,12 +74,12 @@ def collect(s):
 
 
 def sgd(s, batch):
-    return ppo_update.ppo_epochs(s.params, s.opt_state, batch, s.key, nets=nets, config=cfg)
+    return ppo_update.ppo_epochs(s.params, s.opt_state, batch, s.key, nets=nets, config=cfg, hparams=s.hparams)
 
 
 def one_grad_step(s, batch):
     mb = jax.tree.map(lambda x: x[: x.shape[0] // cfg.num_minibatches], batch)
-    loss_fn = ppo_update.make_ppo_loss(nets, cfg)
+    loss_fn = ppo_update.make_ppo_loss(nets, cfg, s.hparams)
     return jax.grad(lambda p: loss_fn(p, mb)[0])(s.params)
 
 
@@ -82,7 +88,7 @@ def sgd_variants():
     optimizer = make_optimizer(cfg.learning_rate, cfg.max_grad_norm)
     flat_optimizer = optax.flatten(optimizer)
     M = cfg.num_minibatches
-    kw = dict(loss_fn=ppo_update.make_ppo_loss(nets, cfg), num_epochs=cfg.num_epochs, num_minibatches=M)
+    kw = dict(loss_fn=ppo_update.make_ppo_loss(nets, cfg, st.hparams), num_epochs=cfg.num_epochs, num_minibatches=M)
     plain = jax.jit(sgd)(st, batch)[0]
     variants = [
         ("sgd epochs flat Adam", lambda p, o: sgd_epochs(p, o, batch, st.key, optimizer=flat_optimizer, **kw),
