@@ -406,7 +406,7 @@ class RunConfig:
 
     ``sweep`` holds ``(path, values)`` pairs over traced float fields (``"distill.objective.ent_coef"``,
     ``(0.0, 0.01, 0.1)``): the grid is their product, and every grid point is trained with every
-    seed, all in one program (:mod:`distill_jax.sweep`).
+    seed, all in one program (:mod:`distill_jax.hyperparams`).
     """
 
     env: str = "cartpole"

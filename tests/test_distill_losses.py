@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax.config import ConfigError, DistillConfig
+from distill_jax.config import ConfigError, DistillConfig, ObjectiveConfig
 from distill_jax.distill import losses, masks
 from distill_jax.distributions import TanhGaussian, squashed_entropy
 from distill_jax.networks import make_actor
@@ -70,8 +70,8 @@ def test_squashed_entropy_bonus_pulls_a_wide_student_back_and_unknown_kind_fails
     np.testing.assert_allclose(float(metrics["entropy"]), float(jnp.mean(squashed_entropy(student))), rtol=1e-6)
     with pytest.raises(ValueError, match="entropy_kind='shannon'"):
         losses.kl_distillation_loss(student, t, valid, entropy_kind="shannon")
-    with pytest.raises(ConfigError, match=r"distill.entropy='tanh'.*'squashed'"):
-        DistillConfig(entropy="tanh").validate()
+    with pytest.raises(ConfigError, match=r"distill.objective.entropy='tanh'.*'squashed'"):
+        DistillConfig(objective=ObjectiveConfig(entropy="tanh")).validate()
 
 
 def tiny_actor():

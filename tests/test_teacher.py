@@ -82,9 +82,10 @@ def test_unrolled_minibatch_loop_takes_the_same_steps(env):
     nets = make_teacher_networks(env.schema, env.action_size, TINY.network)
     state = first_seed(initial_teacher_states(batched, nets, TINY, 0, 1))
     batch = ppo_update.collect(state, state.key, env=batched, nets=nets, config=TINY).batch
-    plain = ppo_update.ppo_epochs(state.params, state.opt_state, batch, state.key, nets=nets, config=TINY)
+    plain = ppo_update.ppo_epochs(state.params, state.opt_state, batch, state.key, nets=nets, config=TINY,
+                                  hparams=state.hparams)
     unrolled = jax.jit(lambda p, o: sgd_epochs(
-        p, o, batch, state.key, loss_fn=ppo_update.make_ppo_loss(nets, TINY),
+        p, o, batch, state.key, loss_fn=ppo_update.make_ppo_loss(nets, TINY, state.hparams),
         optimizer=make_optimizer(TINY.learning_rate, TINY.max_grad_norm), num_epochs=TINY.num_epochs,
         num_minibatches=TINY.num_minibatches, unroll=TINY.num_minibatches))(state.params, state.opt_state)
     moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(plain[0]),
