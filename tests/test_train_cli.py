@@ -351,24 +351,31 @@ def test_a_smoke_run_says_what_it_does_and_prints_no_third_party_noise(smoke_run
 
 
 def test_noise_is_silenced_at_its_source_and_shown_with_verbose():
-    """The warp lines come from ``print`` on the first import of ``mujoco.mjx``; absl warnings and
-    Brax's deprecation warning are filtered inside :func:`noise.silenced` only."""
+    """The warp lines come from ``print`` on the first import of ``mujoco.mjx``; absl warnings,
+    Brax's deprecation warning and other threads' stderr are filtered inside :func:`noise.silenced` only."""
     probe = """
-import logging, sys, warnings
+import logging, sys, threading, warnings
 from distill_jax.run import noise
 verbose = sys.argv[1] == "verbose"
 with noise.silenced(verbose):
+    if not verbose:
+        noise.import_mjx_quietly()  # as the command does
     import mujoco.mjx
     logging.getLogger("absl").warning("orbax says hello")
     warnings.warn("Brax System, piplines and environments are not actively being maintained.", UserWarning)
+    worker = threading.Thread(target=lambda: print("Event loop is closed", file=sys.stderr))
+    worker.start()
+    worker.join()
+    print("the command's own line", file=sys.stderr)
 logging.getLogger("absl").warning("after the block")
 """
     quiet, loud = (subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, timeout=120)
                    for mode in ("default", "verbose"))
     if "Failed to import warp" not in loud.stdout:
         pytest.skip("warp is installed here: mujoco.mjx prints nothing to silence")
-    assert quiet.stdout == "" and quiet.stderr.splitlines() == ["after the block"]
+    assert quiet.stdout == "" and quiet.stderr.splitlines() == ["the command's own line", "after the block"]
     assert "orbax says hello" in loud.stderr and "not actively being maintained" in loud.stderr
+    assert "Event loop is closed" in loud.stderr
 
 
 @pytest.mark.parametrize("where, message", [

@@ -361,8 +361,11 @@ def _restore_quietly(manager: Any, step: int, args: Any) -> tuple[Any, str | Non
             return manager.restore(step, args=args), None
         except Exception as e:  # orbax/tensorstore raise many types for damaged files
             failure = read_failure(e)
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and time.monotonic() - dropped[0] < 0.2:  # the reads still draining
+        # The other reads finish after the failure, on a loaded machine a second or more later: wait
+        # for half a second without a report (at most 5 s). Reports later still are left to the
+        # caller (the command line drops other threads' stderr throughout, distill_jax.run.noise).
+        dropped[0] = failed = time.monotonic()
+        while time.monotonic() < failed + 5.0 and time.monotonic() - dropped[0] < 0.5:
             time.sleep(0.05)
         gc.collect()  # the abandoned coroutines, while their reports are still dropped
         return None, failure

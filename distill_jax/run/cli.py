@@ -97,6 +97,7 @@ class Parser(argparse.ArgumentParser):
 def tasks_text() -> str:
     """The registered tasks, one per line, with their descriptions."""
     with noise.silenced():
+        noise.import_mjx_quietly()
         from distill_jax.envs import describe_envs
 
         tasks = describe_envs()
@@ -559,6 +560,11 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with noise.silenced(args.verbose):  # also around the error lines: a failure's aftermath stays out
+        return _command(args)
+
+
+def _command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     console = Console(enabled=not args.quiet)
     plan, got = None, _Progress()
@@ -568,7 +574,9 @@ def main(argv: list[str] | None = None) -> int:
             check_video()
         console.line(plan.header)
         console.step("setup", "loading JAX, MuJoCo and the task")
-        with Interrupts() as interrupts, console, noise.silenced(args.verbose):
+        with Interrupts() as interrupts, console:
+            if not args.verbose:
+                noise.import_mjx_quietly()
             xla_cache = open_xla_cache(args.xla_cache)
             run = got.run = open_target(args, plan)
             interrupts.check()

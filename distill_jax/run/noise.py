@@ -6,13 +6,17 @@ brax 0.14), and how each is kept out of the default output:
 * ``Failed to import warp: ...`` and ``Failed to import mujoco_warp: ...``: plain ``print`` calls
   in ``mujoco/mjx/warp/__init__.py``, run once on the first import of ``mujoco.mjx`` when the
   optional ``warp`` package is absent (it is: MJX's JAX backend does not need it).
-  :func:`silenced` imports ``mujoco.mjx`` first, with ``sys.stdout`` captured; the module is then
-  cached, so no later import prints. Any other captured line is passed on.
+  :func:`import_mjx_quietly` imports ``mujoco.mjx`` first, with ``sys.stdout`` captured; the module
+  is then cached, so no later import prints. Any other captured line is passed on.
 * ``WARNING:absl:...``: orbax logs through absl's Python logger on routine restores and resumes
   ("Metadata file does not exist", "Given directory is read only", "Removing existing directory
   since it is not finalized"). The ``absl`` logger is raised to ERROR while the command runs.
 * Brax's ``UserWarning`` that its pipelines "are not actively being maintained" (every Brax task's
   model load): filtered by its message.
+* Reports that other libraries' threads write to ``sys.stderr``, e.g. TensorStore's "Event loop is
+  closed" tracebacks after a failed checkpoint read, which can arrive after the failure itself
+  was reported: :func:`silenced` passes on only what the main thread writes (the command's own
+  lines; its progress and heartbeats go to stdout).
 
 ``--verbose`` turns all of this off. Nothing is changed at import time: the filters hold inside
 the ``with`` block only.
@@ -25,8 +29,10 @@ import importlib
 import io
 import logging
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 # Lines that the first import of mujoco.mjx prints when the optional warp package is absent.
 WARP_LINE_PREFIXES = ("Failed to import warp:", "Failed to import mujoco_warp:")
@@ -50,29 +56,46 @@ def import_mjx_quietly() -> None:
         print("\n".join(kept))
 
 
+class MainThreadStderr:
+    """``sys.stderr`` as the main thread sees it; what other threads write is dropped."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text) if threading.current_thread() is threading.main_thread() else len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 @contextlib.contextmanager
 def silenced(verbose: bool = False) -> Iterator[None]:
-    """Inside the block: no warp lines, no absl warnings, no Brax deprecation warning.
+    """Inside the block: no absl warnings, no Brax deprecation warning, nothing other threads write
+    to stderr. Cheap: call :func:`import_mjx_quietly` too, once JAX may be imported.
 
-    With ``verbose`` the block changes nothing. Logger levels and warning filters are restored
-    on exit.
+    With ``verbose`` the block changes nothing. Logger levels, warning filters and ``sys.stderr``
+    are restored on exit.
     """
     if verbose:
         yield
         return
-    import_mjx_quietly()
     loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
     levels = [logger.level for logger in loggers]
+    stderr = sys.stderr
     with warnings.catch_warnings():
         for message in WARNING_MESSAGES:
             warnings.filterwarnings("ignore", message=message)
         for logger in loggers:
             logger.setLevel(logging.ERROR)
+        sys.stderr = MainThreadStderr(stderr)
         try:
             yield
         finally:
+            sys.stderr = stderr
             for logger, level in zip(loggers, levels):
                 logger.setLevel(level)
 
 
-__all__ = ["QUIET_LOGGERS", "WARNING_MESSAGES", "WARP_LINE_PREFIXES", "import_mjx_quietly", "silenced"]
+__all__ = ["QUIET_LOGGERS", "WARNING_MESSAGES", "WARP_LINE_PREFIXES", "MainThreadStderr", "import_mjx_quietly",
+           "silenced"]
