@@ -9,7 +9,7 @@ directory:
 * ``variables.npz`` — the parameters and normaliser statistics it takes,
   keyed by pytree path (plain arrays, loaded with ``allow_pickle=False``);
 * ``schema.json`` — the student's observation schema (what it may read);
-* ``manifest.json`` — format version, input specs, action size, memory size.
+* ``manifest.json`` — format version, input specs, action size, memory size, the history layout.
 
 :func:`export_onnx` writes the same deterministic student as ``student.onnx`` beside it, for
 runtimes without JAX: the graph is built by :mod:`distill_jax.deploy.onnx_graph` (which says why
@@ -76,8 +76,12 @@ def inference_fn(student: Any, treedef: Any, names: list[str]):
     return infer
 
 
-def export_student(directory: pathlib.Path | str, student: Any, params: Any, obs_stats: Any) -> pathlib.Path:
+def export_student(directory: pathlib.Path | str, student: Any, params: Any, obs_stats: Any,
+                   env: Any = None) -> pathlib.Path:
     """Writes the deployable student (one seed's ``params``/``obs_stats``) to ``directory``.
+
+    With the single-instance ``env`` the manifest also describes the ``history`` field's layout
+    (rows, their fields and sizes, order, fill; :func:`deploy_contract`), else ``history`` is ``null``.
 
     Returns:
       ``directory``.
@@ -109,6 +113,7 @@ def export_student(directory: pathlib.Path | str, student: Any, params: Any, obs
         "action_size": int(exported.out_avals[-1].shape[-1]),  # flat outputs: carry leaves, then action
         "action_range": [-1.0, 1.0],
         "variables": names,
+        "history": None if env is None else deploy_contract(env, student).history,
     }
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return directory

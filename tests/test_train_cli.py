@@ -80,6 +80,10 @@ def test_smoke_preset_runs_every_phase_and_writes_the_artifact(smoke_run):
     assert not set(report["panel"]["seeds"]) & set(report["panel"]["training_seeds"])
     phases = {json.loads(line)["phase"] for line in (out / "metrics.jsonl").read_text().splitlines()}
     assert phases == {"teacher", "distill"}
+    history = json.loads((out / "export" / "manifest.json").read_text())["history"]
+    assert history["field"] == "history" and history["length"] == 8 and history["row_size"] == 4
+    assert [(r["name"], r["size"]) for r in history["row"]] == [("cart_pos", 1), ("pole_angle", 2), ("action", 1)]
+    assert history["order"] == "oldest first; the last row is the current step"
     verification = json.loads((out / "export" / "verification.json").read_text())
     assert verification["bit_identical_to_in_process"] and verification["privileged_field_rejected"]
     assert "teacher (privileged)" in printed and "leak audit: PASSED" in printed

@@ -592,7 +592,7 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
     """
 
     params, stats = first_seed(student.state.params), first_seed(student.state.obs_stats)
-    directory = export_student(run.path / EXPORT_DIR, student.student, params, stats)
+    directory = export_student(run.path / EXPORT_DIR, student.student, params, stats, run.env)
     deployed = load_student(directory)
     obs = first_seed(student.state.env_state.obs)
     batch = int(np.asarray(jax.tree.leaves(obs)[0]).shape[0])
