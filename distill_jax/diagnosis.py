@@ -88,18 +88,26 @@ def _ratio(part: float, whole: float) -> float:
 
 
 def diagnose(evidence: Evidence, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
-    """The verdict for one condition: ``{"verdict", "reason", "evidence", "thresholds", "missing"}``.
+    """The verdict for one condition: ``{"verdict", "reason", "evidence", "thresholds", "missing"}``
+    (and ``candidates`` when ``undetermined``).
 
-    Rules in order (the first that holds decides): leakage removal, teacher quality, healthy,
-    state coverage, observation insufficiency (needs the oracle), else ``undetermined``.
+    Rules in order (the first that holds decides): leakage removal; teacher quality; healthy; then,
+    for a failing student, the oracle decides where there is one (it succeeds: observation
+    insufficiency; it fails too: state coverage if imitation is good on the teacher's states and
+    poor on the student's own, else undetermined); without an oracle, the coverage signature
+    decides state coverage, and anything else is ``undetermined`` with the oracle named as missing.
+    The oracle is the decisive experiment because averages can hide where a student fails: a
+    student can imitate well on average and still fall at the few states its fields cannot tell
+    apart.
     """
     e, t = evidence, thresholds
     missing: list[str] = []
     ratio = _ratio(e.student_return, e.teacher_return)
 
-    def verdict(name: str, reason: str) -> dict[str, Any]:
-        return {"verdict": name, "reason": reason, "evidence": {**e.to_dict(), "student_over_teacher_return": ratio},
-                "thresholds": t.to_dict(), "missing": missing}
+    def verdict(name: str, reason: str, candidates: list[str] | None = None) -> dict[str, Any]:
+        out = {"verdict": name, "reason": reason, "evidence": {**e.to_dict(), "student_over_teacher_return": ratio},
+               "thresholds": t.to_dict(), "missing": missing}
+        return {**out, "candidates": candidates} if candidates is not None else out
 
     if e.leaks_passed is False or e.export_identical is False:
         what = "a leak check failed" if e.leaks_passed is False else "the exported student acts differently"
@@ -110,31 +118,33 @@ def diagnose(evidence: Evidence, thresholds: Thresholds = Thresholds()) -> dict[
     if ratio >= t.healthy_return_ratio and e.student_fall_rate <= e.teacher_fall_rate + t.fall_rate_margin:
         return verdict("healthy", f"the student reaches {ratio:.3f} of the teacher's return and falls in "
                                   f"{e.student_fall_rate:.0%} of episodes (teacher {e.teacher_fall_rate:.0%})")
+    failing = (f"the student reaches {ratio:.3f} of the teacher's return and falls in {e.student_fall_rate:.0%} "
+               f"of episodes (teacher {e.teacher_fall_rate:.0%})")
     fits_teacher_states = e.kl_teacher_states <= t.kl_fit
     if math.isnan(e.kl_student_states):
         missing.append("imitation on the student's own states")
-    elif fits_teacher_states and e.kl_student_states >= max(t.coverage_ratio * e.kl_teacher_states, t.kl_fit):
-        return verdict("state_coverage", f"imitation is good on the teacher's states (KL {e.kl_teacher_states:.3f}) "
-                                         f"but not on the student's own (KL {e.kl_student_states:.3f}): it drifts "
-                                         "to states the teacher never showed it")
-    if not fits_teacher_states:
-        if e.oracle_return is None:
-            missing.append("an oracle student (the same student given the privileged fields: "
-                           "--set oracle.enabled=true)")
-            return {**verdict("undetermined", f"imitation is poor even on the teacher's states (KL "
-                                              f"{e.kl_teacher_states:.3f} > {t.kl_fit}); observation insufficiency "
-                                              "is likely but unconfirmed without an oracle student"),
-                    "candidates": ["observation_insufficiency"]}
+    coverage = (fits_teacher_states and not math.isnan(e.kl_student_states)
+                and e.kl_student_states >= max(t.coverage_ratio * e.kl_teacher_states, t.kl_fit))
+    coverage_reason = (f"{failing}; it imitates well on the teacher's states (KL {e.kl_teacher_states:.3f}) but not "
+                       f"on its own (KL {e.kl_student_states:.3f}): it drifts to states the teacher never showed it")
+    if e.oracle_return is not None:
         oracle_ratio = _ratio(e.oracle_return, e.teacher_return)
         if oracle_ratio >= t.oracle_return_ratio:
-            return verdict("observation_insufficiency", f"imitation is poor even on the teacher's states (KL "
-                                                        f"{e.kl_teacher_states:.3f}) while the oracle student, given "
-                                                        f"the privileged fields, reaches {oracle_ratio:.3f} of the "
-                                                        "teacher: the deployable fields do not determine the action")
-        return {**verdict("undetermined", f"imitation is poor on the teacher's states and the oracle student reaches "
-                                          f"only {oracle_ratio:.3f} of the teacher: the student's architecture or "
-                                          "budget, not its observations, may be short"),
-                "candidates": ["student capacity or budget"]}
-    return {**verdict("undetermined", f"the student reaches {ratio:.3f} of the teacher's return although it "
-                                      "imitates well on both its own and the teacher's states"),
-            "candidates": ["the mask dropped the states that matter", "stochastic evaluation noise"]}
+            return verdict("observation_insufficiency", f"{failing}, while the oracle student (the same student "
+                                                        f"given the privileged fields) reaches {oracle_ratio:.3f}: the "
+                                                        "deployable fields do not determine the teacher's action")
+        if coverage:
+            return verdict("state_coverage", coverage_reason + f"; the oracle student fails too ({oracle_ratio:.3f})")
+        return verdict("undetermined", f"{failing}, and the oracle student given the privileged fields reaches only "
+                                       f"{oracle_ratio:.3f}: neither the observations nor coverage explain it",
+                       ["student capacity or budget"])
+    if coverage:
+        return verdict("state_coverage", coverage_reason)
+    missing.append("an oracle student (the same student given the privileged fields: --set oracle.enabled=true)")
+    if not fits_teacher_states:
+        return verdict("undetermined", f"{failing}; imitation is poor even on the teacher's states (KL "
+                                       f"{e.kl_teacher_states:.3f} > {t.kl_fit}): observation insufficiency is likely "
+                                       "but unconfirmed without an oracle student", ["observation_insufficiency"])
+    return verdict("undetermined", f"{failing} although it imitates well on average on both its own and the "
+                                   "teacher's states", ["observation_insufficiency at the few states where it fails",
+                                                        "student capacity or budget"])

@@ -172,16 +172,25 @@ def make_teacher_evaluator(env: Env, teacher_actor: Any, panel: Panel):
     return lambda teacher: summarize(jax.device_get(scores(teacher)))
 
 
+# Steps before a fall whose imitation the diagnosis looks at: where a failing student goes wrong.
+BEFORE_FALL_STEPS = 25
+
+
 def imitation(student: losses.TanhGaussian, teacher: losses.TanhGaussian, tr: Transition,
               mask_rule: tuple[str, ...], mask_thresholds: dict[str, float] | None) -> dict[str, jax.Array]:
     """KL and action MSE of ``student`` to ``teacher`` (``[T, N, A]``) on the valid steps of the first
-    episodes of ``tr``, and the fraction each mask rule dropped (``masked/<rule>``, ``masked/any``)."""
+    episodes of ``tr``, the fraction each mask rule dropped (``masked/<rule>``, ``masked/any``), and
+    the KL over the :data:`BEFORE_FALL_STEPS` steps before the falls of ``tr`` (``kl_before_fall``,
+    0 without falls): an average over whole episodes can hide the few states where a policy fails."""
     valid, masked = masks.valid_mask(
         mask_rule, masks.MaskInputs(tr.terminated, tr.truncated, tr.first, teacher.loc, teacher.scale), mask_thresholds)
     valid = valid * first_episode_alive(tr)
     kl, _ = losses.kl_distillation_loss(student, teacher, valid)
     mse, _ = losses.action_mse_loss(jnp.tanh(student.loc), jnp.tanh(teacher.loc), valid)
-    return {"kl": kl, "action_mse": mse, **masked}
+    before_fall = valid * masks.steps_before_termination(tr.terminated * first_episode_alive(tr),
+                                                         jnp.float32(BEFORE_FALL_STEPS))
+    kl_before_fall, _ = losses.kl_distillation_loss(student, teacher, before_fall)
+    return {"kl": kl, "action_mse": mse, "kl_before_fall": kl_before_fall, **masked}
 
 
 def _env_under(env: Env, perturbation: Perturbation | None, suite: TaskSuite | None) -> Env:
@@ -233,7 +242,7 @@ def panel_program(
         on_student_states = imitation(losses.TanhGaussian(s_tr.policy.loc, s_tr.policy.scale), relabel, s_tr,
                                       mask_rule, mask_thresholds)
         student_states = {f"student_states/{k}": v for k, v in on_student_states.items()
-                          if k in ("kl", "action_mse", "masked/any")}
+                          if k in ("kl", "action_mse", "kl_before_fall", "masked/any")}
         return first_episode_scores(t_tr), first_episode_scores(s_tr), {**on_teacher_states, **student_states}
 
     return run

@@ -50,6 +50,18 @@ def test_poor_imitation_everywhere_needs_the_oracle_to_blame_the_observations():
     assert weak_oracle["verdict"] == "undetermined" and weak_oracle["candidates"] == ["student capacity or budget"]
 
 
+def test_the_oracle_decides_even_when_average_imitation_looks_fine():
+    # A student that imitates well on average yet falls (the few states its fields cannot tell apart):
+    # without an oracle this is undetermined; an oracle that succeeds makes it the observations.
+    subtle = dict(student_return=200.0, student_fall_rate=0.3, kl_teacher_states=0.3, kl_student_states=0.35)
+    without = verdict_of(**subtle)
+    assert without["verdict"] == "undetermined" and "observation_insufficiency" in without["candidates"][0]
+    assert verdict_of(**subtle, oracle_return=239.0)["verdict"] == "observation_insufficiency"
+    # With a failing oracle, a coverage signature still names coverage.
+    drift = dict(student_return=120.0, student_fall_rate=0.5, kl_teacher_states=0.1, kl_student_states=2.0)
+    assert verdict_of(**drift, oracle_return=100.0)["verdict"] == "state_coverage"
+
+
 def test_a_missing_student_state_measurement_is_named_not_guessed():
     result = verdict_of(student_return=120.0, student_fall_rate=0.5, kl_student_states=math.nan)
     assert result["verdict"] == "undetermined"

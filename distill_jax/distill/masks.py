@@ -46,8 +46,9 @@ class MaskInputs(NamedTuple):
 DEFAULT_THRESHOLDS: dict[str, float] = {"saturation": SATURATION_LIMIT, "fall_horizon": 1.0}
 
 
-def _steps_before_termination(terminated: jax.Array, horizon: jax.Array) -> jax.Array:
-    """1.0 where a termination happens within ``horizon`` steps from here (this step included)."""
+def steps_before_termination(terminated: jax.Array, horizon: jax.Array) -> jax.Array:
+    """1.0 where a termination happens within ``horizon`` steps from here (this step included);
+    ``terminated`` is time-major ``[T, ...]``."""
 
     def back(countdown, term_t):
         # countdown: steps left in the invalid window that a later termination opened.
@@ -60,7 +61,7 @@ def _steps_before_termination(terminated: jax.Array, horizon: jax.Array) -> jax.
 
 def falls(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
     horizon = jnp.asarray(thresholds.get("fall_horizon", DEFAULT_THRESHOLDS["fall_horizon"]), jnp.float32)
-    return 1.0 - _steps_before_termination(inputs.terminated, horizon)
+    return 1.0 - steps_before_termination(inputs.terminated, horizon)
 
 
 def timeouts(inputs: MaskInputs, thresholds: Mapping[str, float]) -> jax.Array:
