@@ -9,7 +9,7 @@ directory:
 * ``variables.npz`` — the parameters and normaliser statistics it takes,
   keyed by pytree path (plain arrays, loaded with ``allow_pickle=False``);
 * ``schema.json`` — the student's observation schema (what it may read);
-* ``manifest.json`` — format version, input specs, action size, memory size.
+* ``manifest.json`` — format version, input specs, action size, memory size, the history layout.
 
 :func:`export_onnx` writes the same deterministic student as ``student.onnx`` beside it, for
 runtimes without JAX: the graph is built by :mod:`distill_jax.deploy.onnx_graph` (which says why
@@ -76,8 +76,12 @@ def inference_fn(student: Any, treedef: Any, names: list[str]):
     return infer
 
 
-def export_student(directory: pathlib.Path | str, student: Any, params: Any, obs_stats: Any) -> pathlib.Path:
+def export_student(directory: pathlib.Path | str, student: Any, params: Any, obs_stats: Any,
+                   env: Any = None) -> pathlib.Path:
     """Writes the deployable student (one seed's ``params``/``obs_stats``) to ``directory``.
+
+    With the single-instance ``env`` the manifest also describes the ``history`` field's layout
+    (rows, their fields and sizes, order, fill; :func:`deploy_contract`), else ``history`` is ``null``.
 
     Returns:
       ``directory``.
@@ -109,6 +113,7 @@ def export_student(directory: pathlib.Path | str, student: Any, params: Any, obs
         "action_size": int(exported.out_avals[-1].shape[-1]),  # flat outputs: carry leaves, then action
         "action_range": [-1.0, 1.0],
         "variables": names,
+        "history": None if env is None else deploy_contract(env, student).history,
     }
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return directory
@@ -160,7 +165,9 @@ class DeployedStudent:
         obs = self.schema.guard_student(obs)
         arrays, batch_shapes = {}, set()
         for name, spec in self.manifest["inputs"].items():
-            value = np.asarray(obs[name])
+            value = obs[name]
+            # A list or tuple of Python numbers is taken as the field's dtype (NumPy would read float64).
+            value = np.asarray(value, spec["dtype"]) if isinstance(value, (list, tuple)) else np.asarray(value)
             shape, rank = tuple(spec["shape"]), len(spec["shape"])
             if value.dtype != np.dtype(spec["dtype"]):
                 raise SchemaError(f"field {name!r} has dtype {value.dtype}; expected {spec['dtype']}")
@@ -195,7 +202,18 @@ class DeployedStudent:
         return carry, (actions[0] if unbatched else actions)
 
     def __call__(self, obs: Mapping[str, Any]) -> jax.Array:
-        """Deterministic actions in [-1, 1] for a feed-forward student (or a recurrent one's first step)."""
+        """Deterministic actions in [-1, 1] for a feed-forward student.
+
+        Raises:
+          TypeError: the student is recurrent; without its carry every call would start from
+            empty memory (use :meth:`step`).
+        """
+        if self.recurrent:
+            self.check_obs(obs)  # a privileged or malformed field is named first
+            raise TypeError(
+                f"this student is recurrent ({self.manifest['kind']}, memory of {self.manifest['carry_size']} numbers): "
+                "student(obs) would start from empty memory at every call; keep its memory with "
+                "carry = student.initial_carry(batch), then carry, actions = student.step(carry, obs, first)")
         return self.step(None, obs)[1]
 
 

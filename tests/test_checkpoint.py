@@ -224,5 +224,58 @@ def test_corrupt_or_partial_directories_fail_cleanly(saved, tmp_path, damage):
         checkpoint.restore(target, state, meta)
     assert str(target) in str(info.value)
     if damage == "delete_arrays":
-        assert "state/ item (the arrays) is missing" in str(info.value)
+        assert f"{step_dir}: damaged checkpoint, state/ is missing (" in str(info.value)
     assert listing(tmp_path) == before  # a failed restore changes nothing
+
+
+def test_a_save_lists_its_files_and_a_damaged_one_is_named_with_the_previous_intact_step(saved, tmp_path):
+    env, meta, state, _ = saved
+    directory = tmp_path / "teacher"
+    saver = checkpoint.Checkpointer(directory, meta, keep=3)
+    for step in (1, 2, 3):
+        saver.save(step, state)
+    saver.close()
+    listed = json.loads((directory / "3" / checkpoint.FILES_MANIFEST).read_text())
+    assert listed and all(name.startswith("state/") for name in listed)
+    assert all((directory / "3" / name).stat().st_size == size for name, size in listed.items())
+    assert checkpoint.verify(directory) == directory.resolve() / "3"
+
+    def an_array_file(step):
+        names = json.loads((directory / str(step) / checkpoint.FILES_MANIFEST).read_text())
+        return sorted(name for name in names if name.startswith("state/") and "/d/" in name)[0]
+
+    truncated, deleted = an_array_file(3), an_array_file(2)
+    (directory / "3" / truncated).write_bytes(b"")
+    (directory / "2" / deleted).unlink()
+    before = listing(tmp_path)
+    with pytest.raises(checkpoint.CheckpointDamagedError) as info:
+        checkpoint.restore(directory, state, meta)
+    error = info.value
+    assert error.step_dir == directory.resolve() / "3" and error.previous == directory.resolve() / "1"
+    assert str(error).startswith(f"{directory.resolve() / '3'}: damaged checkpoint, {truncated} is truncated (0 of ")
+    assert f"the previous checkpoint {directory.resolve() / '1'} is intact" in str(error)
+    with pytest.raises(checkpoint.CheckpointDamagedError, match=f"{deleted} is missing; the previous checkpoint"):
+        checkpoint.restore(directory, state, meta, step=2)
+    restored, _ = checkpoint.restore(directory, state, meta, step=1)
+    assert leaves_equal(restored, state)
+    assert listing(tmp_path) == before
+    (directory / "1" / an_array_file(1)).write_bytes(b"?")
+    with pytest.raises(checkpoint.CheckpointDamagedError, match="no earlier intact checkpoint"):
+        checkpoint.verify(directory, 2)
+
+
+def test_an_orbax_read_failure_is_one_line_without_the_tensorstore_repr():
+    spec = "TensorStore({\n  'base': {'driver': 'zarr', 'kvstore': {'path': 'params.w/'}},\n})"
+    root = ValueError('OUT_OF_RANGE: Error reading "params.critic.kernel/0.0.0" in OCDBT database at local file '
+                      '"/runs/a/checkpoints/teacher/2/state/": Requested byte range [0, 9) is not valid for value of size 4')
+    try:
+        try:
+            raise root
+        except ValueError as e:
+            raise Exception(f"Encountered error while reading array index: (slice(0, 1, 1),). See full TensorStore "
+                            f"details: <bound method spec of {spec}>.") from e
+    except Exception as e:
+        error = e
+    assert checkpoint.read_failure(error) == (
+        "array params.critic.kernel is unreadable (Requested byte range [0, 9) is not valid for value of size 4)")
+    assert checkpoint.read_failure(KeyError("x")) == "KeyError: 'x'"

@@ -67,11 +67,34 @@ def test_exported_actions_are_bit_identical_to_the_in_process_student(exported):
     # One unbatched observation: the same action as a batch of one (XLA's CPU matmul kernels
     # differ with the batch size at the 1e-10 level, so equality is checked at equal batch size).
     first_obs = deployable(student, trace[0][0])
-    one = deployed({k: v[0] for k, v in first_obs.items()})
+    one_obs = {k: v[0] for k, v in first_obs.items()}
+    one = deployed(one_obs) if kind == "mlp" else deployed.step(None, one_obs)[1]
     assert one.shape == (1,)
     batch_of_one = deployed.step(None, {k: v[:1] for k, v in first_obs.items()}, np.ones((1,), np.float32))[1]
     np.testing.assert_array_equal(np.asarray(one), np.asarray(batch_of_one)[0])
     np.testing.assert_allclose(np.asarray(one), trace[0][1][0], atol=1e-6)
+
+
+def test_a_recurrent_student_called_without_its_memory_is_refused(exported):
+    kind, _, student, deployed, _, trace = exported
+    obs = deployable(student, trace[0][0])
+    if kind == "mlp":
+        assert deployed(obs).shape == (NUM_ENVS, 1)
+        return
+    with pytest.raises(TypeError, match=r"recurrent \(gru, memory of 16 numbers\).*student.step\(carry, obs, first\)"):
+        deployed(obs)
+    with pytest.raises(PrivilegedFieldError, match="velocities"):  # a wrong field is still named first
+        deployed({**obs, "velocities": np.asarray(trace[0][0]["velocities"])})
+
+
+def test_lists_of_numbers_are_read_as_float32(exported):
+    _, _, student, deployed, _, trace = exported
+    obs = {name: value[0] for name, value in deployable(student, trace[0][0]).items()}
+    as_lists = {name: value.tolist() for name, value in obs.items()}
+    assert isinstance(as_lists["history"][0], list)  # nested lists for the [8, 4] history too
+    np.testing.assert_array_equal(np.asarray(deployed.step(None, as_lists)[1]), np.asarray(deployed.step(None, obs)[1]))
+    with pytest.raises(SchemaError, match="'cart_pos' has shape"):
+        deployed.step(None, {**as_lists, "cart_pos": [0.1, 0.2]})
 
 
 def test_privileged_fields_are_rejected_by_name(exported):

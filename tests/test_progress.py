@@ -101,6 +101,25 @@ def test_eta_of_resumed_run_counts_only_new_updates():
     assert progress.eta_seconds == pytest.approx(2.0 * 40)  # 10 updates in 20 s, 40 to go
 
 
+def test_eta_and_rate_leave_compilation_out():
+    """The first call compiles (40 s here) and then trains like the others (2 s per update): the
+    ETA after it counts 2 s per remaining update, and its steps/s the training time only."""
+    clock, compiled = FakeClock(0.0), [0.0]
+    progress = Progress("teacher", 10, stream=(out := io.StringIO()), tty=False, clock=clock,
+                        compile_seconds=lambda: compiled[0])
+    compiled[0], clock.t = 40.0, 42.0
+    first = {"update": 1, "env_steps": 1000, "seconds": 42.0, "env_steps_per_second": 1000 / 42.0}
+    progress(first)
+    assert progress.eta_seconds == pytest.approx(2.0 * 9)
+    assert "500 steps/s" in out.getvalue()  # 1000 env steps in the 2 s that were not compiling
+    clock.t = 44.0
+    progress({"update": 2, "env_steps": 2000, "seconds": 2.0, "env_steps_per_second": 500.0})
+    assert progress.eta_seconds == pytest.approx(2.0 * 8)
+    without = Progress("teacher", 10, stream=io.StringIO(), tty=False, clock=FakeClock(42.0))
+    without(first)
+    assert without.eta_seconds == pytest.approx(42.0 * 9)  # what the first ETA said before
+
+
 def test_format_and_mean_helpers():
     assert format_duration(0) == "0:00" and format_duration(61.4) == "1:01"
     assert format_duration(3725) == "62:05" and format_duration(math.nan) == "--:--"

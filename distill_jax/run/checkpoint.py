@@ -16,14 +16,26 @@ another shape or dtype), named leaf by leaf from orbax's tree metadata. A corrup
 partial directory fails with a :class:`CheckpointError` naming the path; the
 directory is never modified by a failed restore.
 
+Each save also lists its arrays' files with their sizes (``files.json`` in the step directory), and
+restoring compares them first: a file deleted or truncated since is named by
+:class:`CheckpointDamagedError` (with the previous intact checkpoint, if any) before orbax reads
+anything. Left to orbax, such damage surfaced as an error embedding a TensorStore repr, followed
+by up to thousands of "Exception ignored ... Event loop is closed" lines from its aborted reads.
+
 Saves are synchronous: the training loop donates its state buffers to the next
 compiled call, so an asynchronous save could read freed memory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import pathlib
+import re
+import sys
+import threading
+import time
 from typing import Any, Mapping
 
 import jax
@@ -39,6 +51,25 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint belongs to another run identity (format, phase, schema or env)."""
+
+
+class CheckpointDamagedError(CheckpointError):
+    """A complete checkpoint whose files changed after it was written (deleted, truncated, unreadable).
+
+    Attributes:
+      step_dir: the damaged checkpoint.
+      previous: the newest earlier checkpoint of the same phase whose files are intact, or ``None``.
+    """
+
+    def __init__(self, step_dir: pathlib.Path, problem: str, previous: pathlib.Path | None = None):
+        self.step_dir, self.previous = step_dir, previous
+        aside = step_dir.parent.parent / f"{step_dir.parent.name}-{step_dir.name}.damaged"
+        fallback = (f"; the previous checkpoint {previous} is intact, to continue from it: mv {step_dir} {aside}"
+                    if previous is not None else "; no earlier intact checkpoint of this phase is left")
+        super().__init__(f"{step_dir}: damaged checkpoint, {problem}{fallback}")
+
+
+FILES_MANIFEST = "files.json"  # {relative path: size in bytes} of a step directory, written after each save
 
 
 def _ocp():
@@ -155,9 +186,63 @@ class Checkpointer:
             int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)), meta=ocp.args.JsonSave(meta))
         )
         self._manager.wait_until_finished()
+        write_file_list(self.directory / str(int(step)))
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _file_sizes(step_dir: pathlib.Path) -> dict[str, int]:
+    return {str(p.relative_to(step_dir)): p.stat().st_size for p in sorted((step_dir / "state").rglob("*"))
+            if p.is_file()}
+
+
+def write_file_list(step_dir: pathlib.Path) -> None:
+    """Records every file of a finished checkpoint's arrays (its ``state/`` item) with its size
+    (``files.json``), for :func:`verify`. The ``meta`` item is JSON, checked when it is read."""
+    (step_dir / FILES_MANIFEST).write_text(json.dumps(_file_sizes(step_dir), indent=0, sort_keys=True))
+
+
+def damage(step_dir: pathlib.Path) -> str | None:
+    """What changed in ``step_dir`` since it was written (``None``: intact, or saved without a file list).
+
+    Compares the files with ``files.json``: the first file deleted, shortened or grown is named.
+    """
+    listed = step_dir / FILES_MANIFEST
+    if not listed.is_file():
+        return None
+    try:
+        sizes = json.loads(listed.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return f"its file list {FILES_MANIFEST} is unreadable ({e})"
+    for name, size in sizes.items():
+        path = step_dir / name
+        if not path.is_file():
+            top = pathlib.PurePath(name).parts[0]
+            if top != name and not (step_dir / top).exists():
+                return f"{top}/ is missing ({sum(n.startswith(top + '/') for n in sizes)} files)"
+            return f"{name} is missing"
+        now = path.stat().st_size
+        if now != size:
+            return f"{name} is {'truncated' if now < size else 'longer than written'} ({now:,} of {size:,} bytes)"
+    return None
+
+
+def verify(directory: pathlib.Path | str, step: int | None = None) -> pathlib.Path:
+    """The step directory of checkpoint ``step`` (default: newest complete), after checking its files.
+
+    Raises:
+      CheckpointDamagedError: a file deleted or resized since the save, naming it and the newest
+        earlier checkpoint that is intact.
+      CheckpointError: no such complete checkpoint.
+    """
+    directory = pathlib.Path(directory).resolve()
+    step = _pick_step(directory, step)
+    problem = damage(directory / str(step))
+    if problem is None:
+        return directory / str(step)
+    earlier = [s for s in complete_steps(directory) if s < step and damage(directory / str(s)) is None]
+    raise CheckpointDamagedError(directory / str(step), problem, directory / str(earlier[-1]) if earlier else None)
 
 
 def read_meta(directory: pathlib.Path | str, step: int | None = None) -> dict[str, Any]:
@@ -209,7 +294,7 @@ def restore(
     """
     ocp = _ocp()
     directory = pathlib.Path(directory).resolve()
-    step = _pick_step(directory, step)
+    step = int(verify(directory, step).name)
     meta = read_meta(directory, step)
     check_meta(meta, expected_meta, directory / str(step))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
@@ -218,17 +303,74 @@ def restore(
         directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True), item_names=("state", "meta")
     )
     try:
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_storable_spec(abstract)))
-        )
-    except Exception as e:  # orbax/tensorstore raise many types for damaged files
-        raise CheckpointError(
-            f"{directory / str(step)}: corrupt or incompatible checkpoint ({type(e).__name__}: {str(e)[:300]})"
-        ) from e
+        restored, failure = _restore_quietly(
+            manager, step, ocp.args.Composite(state=ocp.args.StandardRestore(_storable_spec(abstract))))
     finally:
         manager.close()
+    if failure is not None:
+        raise CheckpointError(f"{directory / str(step)}: damaged checkpoint, {failure}")
     state = jax.tree.map(lambda x, s: jax.numpy.zeros(s.shape, s.dtype) if s.size == 0 else x, restored.state, abstract)
     return state, meta
+
+
+def read_failure(error: BaseException, limit: int = 300) -> str:
+    """One line for a failed orbax read: the array and TensorStore's reason, without the repr of
+    the TensorStore spec that orbax's own message embeds (``See full TensorStore details: <...>``)."""
+    root, seen = error, {id(error)}
+    while (cause := root.__cause__ or root.__context__) is not None and id(cause) not in seen:
+        root = cause
+        seen.add(id(root))
+    text = " ".join(str(root).split()).split(" See full TensorStore details")[0]
+    array = re.search(r'Error reading "([^"/]+)/[^"]*"(?: in OCDBT database at local file "[^"]*")?: (.*)', text)
+    if array:
+        return f"array {array.group(1)} is unreadable ({array.group(2)[:limit]})"
+    return f"{type(root).__name__}: {text[:limit]}"
+
+
+def _restore_quietly(manager: Any, step: int, args: Any) -> tuple[Any, str | None]:
+    """``(restored, None)``, or ``(None, what failed)`` with the aftermath of the failure kept off the console.
+
+    When one array cannot be read, orbax's ``asyncio`` loop closes while TensorStore is still
+    completing the other reads: each then reports "Event loop is closed" from a TensorStore thread,
+    and each abandoned coroutine an "Exception ignored" line when it is collected (measured: 1,024
+    such lines from one process restoring damaged copies of a smoke run's teacher). Those reports
+    name nothing that the returned failure does not; they are dropped while the reads drain and the
+    coroutines are collected.
+    """
+    main = threading.main_thread()
+    stderr, hook = sys.stderr, sys.unraisablehook
+    dropped = [time.monotonic()]
+
+    class MainThreadOnly:  # TensorStore's threads write their reports through sys.stderr
+        def write(self, text: str) -> int:
+            if threading.current_thread() is main:
+                return stderr.write(text)
+            dropped[0] = time.monotonic()
+            return len(text)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(stderr, name)
+
+    def unraisable(report: Any) -> None:
+        if not (asyncio.iscoroutine(report.object) or isinstance(report.exc_value, RuntimeError)):
+            hook(report)
+
+    sys.stderr, sys.unraisablehook = MainThreadOnly(), unraisable
+    try:
+        try:
+            return manager.restore(step, args=args), None
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+            failure = read_failure(e)
+        # The other reads finish after the failure, on a loaded machine a second or more later: wait
+        # for half a second without a report (at most 5 s). Reports later still are left to the
+        # caller (the command line drops other threads' stderr throughout, distill_jax.run.noise).
+        dropped[0] = failed = time.monotonic()
+        while time.monotonic() < failed + 5.0 and time.monotonic() - dropped[0] < 0.5:
+            time.sleep(0.05)
+        gc.collect()  # the abandoned coroutines, while their reports are still dropped
+        return None, failure
+    finally:
+        sys.stderr, sys.unraisablehook = stderr, hook
 
 
 def _check_stored_arrays(step_dir: pathlib.Path, abstract: Any) -> None:
@@ -244,7 +386,8 @@ def _check_stored_arrays(step_dir: pathlib.Path, abstract: Any) -> None:
         stored = {m.name: (tuple(m.shape), m.dtype) for m in jax.tree.leaves(tree)}
     except Exception as e:  # a missing or damaged state item: orbax raises many types
         raise CheckpointError(
-            f"{step_dir}: unreadable state metadata ({type(e).__name__}: {str(e)[:300]})"
+            f"{step_dir}: damaged checkpoint, the list of stored arrays (state/_METADATA) is unreadable "
+            f"({read_failure(e)})"
         ) from e
     leaves = jax.tree_util.tree_leaves_with_path(abstract)
     # keystr(simple, ".") spells a key path as orbax names the stored array: "params.actor.kernel", "tup.0".

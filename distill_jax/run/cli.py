@@ -4,6 +4,13 @@ With no arguments it runs every phase on the fast CPU task (``cartpole``) with
 the ``default`` preset and ends with the teacher-vs-student table, the leak
 audit verdict and the artifact directory (layout: :mod:`distill_jax.run.pipeline`).
 
+What it prints: a first line before JAX is imported, then each step, each compilation (or load
+from the XLA cache), the training progress and a heartbeat whenever a step runs long
+(:mod:`distill_jax.run.console`); third-party noise is kept out (:mod:`distill_jax.run.noise`,
+``--verbose`` shows it). Every expected failure ends in one ``error: ...`` line on stderr and
+exit status 2 (1 when training itself failed); Ctrl-C ends in one line naming the command that
+continues the run (exit status 130).
+
 Examples::
 
     python -m distill_jax.train --preset smoke --out runs/smoke
@@ -18,35 +25,93 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import pathlib
+import shlex
 import sys
 import time
-from typing import Any
+import traceback
+from typing import Any, Callable
 
-from distill_jax.run import compile_cache
 from distill_jax.config import ConfigError, RunConfig, apply_override, parse_sweep, replace_fields, to_dict
+from distill_jax.run import compile_cache, noise
+from distill_jax.run.console import Console
 from distill_jax.run.presets import NAMES as PRESET_NAMES
 from distill_jax.run.presets import preset
 from distill_jax.run.wall_clock import WALL_CLOCK_FILE, WallClock
+from distill_jax.schema import SchemaError
 
+PROG = "python -m distill_jax.train"
 PHASES = ("all", "teacher", "baseline", "distill", "oracle", "eval", "export")
 # What --phase all runs, in order; the reference policies only where the config enables them. The
 # export comes before the evaluation, whose diagnosis reads the export's check.
 ALL_PHASES = ("teacher", "baseline", "distill", "oracle", "export", "eval")
+TRAINING_PHASES = ("teacher", "baseline", "distill", "oracle")
+EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 1, 2, 130
+EXAMPLES = f"""examples:
+  every phase with a tiny budget (about a minute on 2 CPU cores):
+    {PROG} --preset smoke --out runs/smoke
+  the teacher only, then a GRU student from it in a new directory, then its evaluation:
+    {PROG} --phase teacher --out runs/a
+    {PROG} --phase distill --from runs/a --out runs/a-gru --set distill.student.kind=gru
+    {PROG} --phase eval --from runs/a-gru
+  continue a stopped run; train a finished run's student longer:
+    {PROG} --resume runs/a
+    {PROG} --resume runs/a --set distill.total_env_steps=400000
+  sized for one GPU; three students in one program:
+    {PROG} --preset gpu --env quadruped_rough
+    {PROG} --sweep distill.objective.ent_coef=0,0.01,0.1
+
+a task of your own: register it with distill_jax.envs.register_env(name, factory, description) in a
+script that then calls distill_jax.train.main(["--env", name, ...]); the factory returns an Env
+(the built-in ones are in distill_jax/envs/registry.py)."""
 
 
 class UsageError(Exception):
     """A command-line mistake: reported in one line, exit status 2."""
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's layout and appends ``(default: X)`` where a default exists and the help
+    does not already say what an omitted option means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text or "omitted" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """``--help`` lists the registered tasks (importing the registry only then); a usage mistake is one line."""
+
+    def format_help(self) -> str:
+        return super().format_help() + "\n" + tasks_text() + "\n\n" + EXAMPLES + "\n"
+
+    def error(self, message: str) -> None:  # argparse's usage dump is longer than the mistake
+        self.exit(EXIT_REFUSED, f"error: {message} (see {PROG} --help)\n")
+
+
+def tasks_text() -> str:
+    """The registered tasks, one per line, with their descriptions."""
+    with noise.silenced():
+        noise.import_mjx_quietly()
+        from distill_jax.envs import describe_envs
+
+        tasks = describe_envs()
+    width = max(map(len, tasks), default=0)
+    return "tasks (--env):\n" + "\n".join(f"  {name:<{width}}  {text}" for name, text in tasks.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m distill_jax.train",
+    parser = Parser(
+        prog=PROG,
         description="Privileged teacher -> deployable student distillation on MJX/Brax. "
         "Runs the selected phases and writes a run directory (config, schema, env fingerprint, "
         "checkpoints, metrics.jsonl, eval.json/eval.md, exported student, plots, README.md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--phase", default="all", choices=PHASES,
                         help="phase to run; 'all' runs teacher, distill, export and eval in order, with the "
@@ -58,35 +123,39 @@ def build_parser() -> argparse.ArgumentParser:
                         "'gpu' (one GPU, per --env)")
     parser.add_argument("--config", type=pathlib.Path, default=None,
                         help="JSON file of config fields applied over the preset (e.g. experiments/configs/*.json)")
-    parser.add_argument("--env", default=None, help="task name (see distill_jax.envs.list_envs()); preset's if omitted")
-    parser.add_argument("--seed", type=int, default=None, help="base seed; seed index k uses seed + k (preset's: 0)")
+    parser.add_argument("--env", default=None, help="task name (listed below); the preset's if omitted (cartpole)")
+    parser.add_argument("--seed", type=int, default=None, help="base seed; seed index k uses seed + k; 0 if omitted")
     parser.add_argument("--num-seeds", type=int, default=None,
-                        help="independent teacher/student pairs trained in one program by vmap (preset's: 1)")
+                        help="independent teacher/student pairs trained in one program by vmap; 1 if omitted")
     parser.add_argument("--out", type=pathlib.Path, default=None,
-                        help="new run directory (default: runs/<date-time>, or the --from run for distill/eval/export)")
+                        help="new run directory; if omitted: runs/<date-time>, or the --from run for "
+                        "distill/eval/export")
     parser.add_argument("--from", dest="source", type=pathlib.Path, default=None,
-                        help="existing run directory or checkpoint (e.g. RUN/checkpoints/teacher/40) "
-                        "that the distill, eval and export phases read")
+                        help="existing run directory, or a checkpoint in one: RUN/checkpoints/teacher/<update> for "
+                        "--phase distill, RUN/checkpoints/student for eval and export")
     parser.add_argument("--resume", type=pathlib.Path, default=None, metavar="RUN_DIR",
-                        help="continue a killed run from its newest checkpoints, with its recorded config "
+                        help="continue a stopped run from its newest checkpoints, with its recorded config "
                         "(--set may raise its budgets, ppo/distill.total_env_steps, or change coefficients that are "
-                        "not swept)")
+                        "not swept); a finished run says so")
     parser.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
                         help="train every value of a float coefficient (e.g. distill.objective.ent_coef=0,0.01,0.1) "
                         "for every seed, all in one vmapped program; repeat for a grid; the evaluation scores "
                         "every member")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field, e.g. ppo.num_envs=512 (repeatable)")
-    parser.add_argument("--quiet", action="store_true", help="no progress display (metrics.jsonl is still written)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only the result (no steps, progress or heartbeat; metrics.jsonl is still written)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show third-party warnings and the traceback of a failure")
     parser.add_argument("--video", action="store_true",
                         help="after the phases, render the first held-out panel episode, teacher and student side "
                         "by side, to RUN/videos/ (MP4 and GIF; as python -m distill_jax.render RUN)")
     parser.add_argument("--xla-cache", default=None, metavar="DIR|off",
-                        help="persistent XLA compilation cache, so a resume or a re-run does not compile again "
-                        f"(if omitted: ${compile_cache.ENV_VAR}, else $XDG_CACHE_HOME or ~/.cache, then "
+                        help="persistent XLA compilation cache, so a resume or a re-run does not compile again; "
+                        f"if omitted: ${compile_cache.ENV_VAR}, else $XDG_CACHE_HOME or ~/.cache, then "
                         "/distill_jax/xla; a cache already set for JAX, JAX_COMPILATION_CACHE_DIR, is kept; "
                         f"capped at {compile_cache.DEFAULT_MAX_BYTES / 2**30:g} GiB, least recently used first, "
-                        f"unless {compile_cache.MAX_SIZE_ENV_VAR} is set)")
+                        f"unless {compile_cache.MAX_SIZE_ENV_VAR} is set")
     return parser
 
 
@@ -141,6 +210,222 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return config
 
 
+def unusable_out_dir(path: pathlib.Path) -> str | None:
+    """Why a new run directory cannot be made at ``path`` (``None``: it can); creates nothing."""
+    if path.exists():
+        if not path.is_dir():
+            return "exists and is not a directory"
+        if any(path.iterdir()):
+            return "exists and is not empty (use --resume to continue a run there)"
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        return f"cannot create the run directory: {existing} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot create the run directory: {existing} is not writable"
+    return None
+
+
+def checkpoint_named(source: pathlib.Path | None) -> tuple[str | None, int | None]:
+    """``(role, update)`` of a ``--from`` path: ``RUN/checkpoints/teacher/40`` -> ``("teacher", 40)``,
+    ``RUN/checkpoints/student`` -> ``("student", None)``, a run directory -> ``(None, None)``."""
+    if source is None:
+        return None, None
+    if source.name.isdigit() and source.parent.name in ("teacher", "student"):
+        return source.parent.name, int(source.name)
+    if source.name in ("teacher", "student") and source.parent.name == "checkpoints":
+        return source.name, None
+    return None, None
+
+
+def teacher_step_of(source: pathlib.Path | None) -> int | None:
+    """The teacher checkpoint step named by ``--from RUN/checkpoints/teacher/<step>``, if any."""
+    role, step = checkpoint_named(source)
+    return step if role == "teacher" else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a command will do, decided before anything heavy is imported.
+
+    Attributes:
+      header: the first line printed.
+      phases: the phases requested, in order.
+      out: the run directory a new run or a fork creates (``None``: it works in an existing one).
+      config: a new run's config (``None`` for ``--resume`` and ``--from``).
+    """
+
+    header: str
+    phases: tuple[str, ...]
+    out: pathlib.Path | None = None
+    config: RunConfig | None = None
+
+
+def plan_command(args: argparse.Namespace) -> Plan:
+    """Checks what can be checked without JAX (flag combinations, the config, ``--out``) and names the run.
+
+    Raises:
+      UsageError, ConfigError: the command is refused; nothing has been written.
+    """
+    phases = ALL_PHASES if args.phase == "all" else (args.phase,)
+    given = [flag for flag, value in (("--config", args.config), ("--env", args.env), ("--seed", args.seed),
+                                      ("--num-seeds", args.num_seeds)) if value is not None]
+    if args.resume is not None:
+        if args.source is not None or args.out is not None:
+            raise UsageError("--resume RUN_DIR continues that directory; do not combine it with --from/--out")
+        given += ["--sweep"] if args.sweeps else []
+        if given or args.preset != "default":
+            raise UsageError("--resume uses the run's recorded config.json (--set may raise its budgets, "
+                             "*.total_env_steps, or change coefficients that are not swept); drop "
+                             f"{given + (['--preset'] if args.preset != 'default' else [])}")
+        if not args.resume.is_dir():
+            raise UsageError(f"--resume {args.resume}: no such run directory")
+        return Plan(f"distill_jax: resuming {args.resume}", phases)
+    if args.phase in ("all", "teacher"):
+        if args.source is not None:
+            raise UsageError(f"--from is read by the distill, eval and export phases, not by --phase {args.phase}")
+        config = resolve_config(args)
+        out = args.out or pathlib.Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        problem = unusable_out_dir(out)
+        if problem:
+            raise UsageError(f"--out {out}: {problem}")
+        phases = phases_of(args.phase, config)
+        return Plan(f"distill_jax: {config.env}, preset {args.preset} -> {out} ({', '.join(phases)})", phases,
+                    out, config)
+    if args.source is None:
+        raise UsageError(f"--phase {args.phase} needs --from RUN_DIR (a run directory or a checkpoint in one)")
+    if args.preset != "default":
+        raise UsageError("--preset applies to new runs; with --from the run's recorded config is the base")
+    role, step = checkpoint_named(args.source)
+    if args.phase == "distill" and role == "student":
+        raise UsageError(f"--phase distill learns from a teacher; --from {args.source} is a student checkpoint "
+                         "(give the run directory, or RUN/checkpoints/teacher/<update>)")
+    if args.phase in ("eval", "export") and (role == "teacher" or step is not None):
+        what = "evaluates the run's student with the teacher it learned from" if args.phase == "eval" else \
+            "exports the run's finished student"
+        raise UsageError(f"--phase {args.phase} {what}; --from {args.source} names a {role} checkpoint "
+                         "(give the run directory instead)")
+    if args.out is not None:
+        problem = unusable_out_dir(args.out)
+        if problem:
+            raise UsageError(f"--out {args.out}: {problem}")
+    arrow = f" -> {args.out}" if args.out is not None else ""
+    return Plan(f"distill_jax: {args.phase} from {args.source}{arrow}", phases, args.out)
+
+
+def open_target(args: argparse.Namespace, plan: Plan):
+    """The run directory the requested phases work in (created, resumed or read); raises on bad usage.
+
+    Every checkpoint the phases will restore is checked before anything is written.
+    """
+    from distill_jax.run import pipeline
+
+    if args.resume is not None:
+        run = pipeline.open_run(args.resume)
+        pipeline.verify_inputs(run, plan.phases, resume=True)
+        return pipeline.change_on_resume(run, config_overrides(args)) if args.overrides else run
+    if plan.config is not None:
+        return pipeline.create_run(plan.out, plan.config)
+    changes = config_overrides(args)
+    source = pipeline.open_run(args.source)
+    pipeline.verify_inputs(source, plan.phases, resume=False, teacher_step=teacher_step_of(args.source))
+    if args.out is None:
+        if changes:
+            raise UsageError("changing settings of an existing run needs a new directory: add --out NEW_DIR")
+        return source
+    # A new student needs only the teacher; re-evaluating or exporting needs the student too.
+    copy = (pipeline.TEACHER_DIR,) if args.phase == "distill" else (pipeline.TEACHER_DIR, pipeline.STUDENT_DIR)
+    return pipeline.fork_run(source, args.out, changes, copy=copy)
+
+
+def phases_of(phase: str, config: RunConfig) -> tuple[str, ...]:
+    """The phases ``--phase phase`` runs under ``config``: ``all`` is :data:`ALL_PHASES` less the
+    reference policies the config does not enable."""
+    if phase != "all":
+        return (phase,)
+    enabled = {"baseline": config.baseline.enabled, "oracle": config.oracle.enabled}
+    return tuple(p for p in ALL_PHASES if enabled.get(p, True))
+
+
+def run_phases(run, phases: tuple[str, ...] | str, *, resume: bool, quiet: bool, teacher_step: int | None = None,
+               clock: WallClock | None = None, console: Console | None = None,
+               between: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Runs ``phases`` (a tuple, or one ``--phase`` name) in ``run``; returns ``{"report", "exported"}``
+    (either may be ``None``).
+
+    Each stage's wall clock goes to ``clock`` (default: a new one on ``run/wall_clock.jsonl``); each
+    step is told to ``console``; ``between()`` runs between stages (:meth:`Interrupts.check`).
+    """
+    from distill_jax.run import pipeline
+    from distill_jax.run.plots import plot_run
+
+    console = console or Console(enabled=False)
+    clock = clock or WallClock(run.path / WALL_CLOCK_FILE)
+    if isinstance(phases, str):
+        phases = phases_of(phases, run.config)
+    teacher = baseline = student = oracle = report = exported = None
+
+    def frozen_teacher(phase: str):
+        if teacher is not None:
+            console.step(phase, "handing the trained teacher over, frozen")
+            return teacher
+        console.step(phase, "restoring the teacher to learn from")
+        return pipeline.restore_teacher(run, step=teacher_step)
+
+    train = dict(resume=resume, quiet=quiet, clock=clock, console=console)
+    if "teacher" in phases:
+        with clock.stage("teacher"):
+            teacher = pipeline.teacher_phase(run, **train)
+    between()
+    if "baseline" in phases:
+        with clock.stage("baseline"):
+            baseline = pipeline.teacher_phase(run, phase="baseline", **train)
+    between()
+    if "distill" in phases:
+        with clock.stage("distill"):
+            teacher = frozen_teacher("distill")
+            student = pipeline.distill_phase(run, teacher, **train)
+    between()
+    if "oracle" in phases:
+        with clock.stage("oracle"):
+            teacher = frozen_teacher("oracle")
+            oracle = pipeline.distill_phase(run, teacher, phase="oracle", **train)
+    between()
+    if "export" in phases:
+        with clock.stage("export"):
+            if student is None:
+                console.step("export", "restoring the student")
+                student = pipeline.restore_student(run)
+            console.step("export", "writing the deployable student",
+                         f"{run.path / pipeline.EXPORT_DIR}, checked against the in-process one")
+            exported = pipeline.export_phase(run, student)
+    between()
+    if "eval" in phases:
+        with clock.stage("eval"):  # the held-out panel for every policy, the suite and the leak audit
+            if teacher is None or student is None:
+                console.step("eval", "restoring the policies to score")
+            teacher = teacher or pipeline.restore_teacher(run)
+            student = student or pipeline.restore_student(run)
+            baseline = baseline or pipeline.restore_reference(run, "baseline")
+            oracle = oracle or pipeline.restore_reference(run, "oracle")
+            report = pipeline.eval_phase(run, teacher, student, baseline=baseline, oracle=oracle, console=console)
+    between()
+    with clock.stage("plots"):
+        console.step("plots", "drawing the plots", f"{run.path / 'plots'}/*.png")
+        plot_run(run.path)
+    pipeline.write_summary(run, report, exported, clock)
+    return {"report": report, "exported": exported}
+
+
+def complete_line(run) -> str:
+    """What ``--resume`` of a finished run says instead of running anything."""
+    cfg, q = run.config, shlex.quote(str(run.path))
+    longer = cfg.distill.total_env_steps * 2
+    return (f"{run.path} is complete (teacher {cfg.ppo.num_updates}/{cfg.ppo.num_updates} updates, student "
+            f"{cfg.distill.num_updates}/{cfg.distill.num_updates}, evaluated, exported); nothing to resume. "
+            f"To train the student longer: {PROG} --resume {q} --set distill.total_env_steps={longer}; "
+            f"to re-evaluate: {PROG} --phase eval --from {q}")
+
+
 def _print_result(report: dict[str, Any] | None, exported: dict[str, Any] | None, out: pathlib.Path,
                   seconds: float, clock: WallClock, xla_cache: str | None) -> None:
     if report is not None:
@@ -153,137 +438,181 @@ def _print_result(report: dict[str, Any] | None, exported: dict[str, Any] | None
     print(f"artifacts in {out}/ ({seconds:.0f} s):")
     for path in sorted(out.iterdir()):
         print(f"  {path.name}{'/' if path.is_dir() else ''}")
+    tensorboard = out / "tensorboard"
+    if tensorboard.is_dir() and any(tensorboard.iterdir()):
+        print(f"curves: tensorboard --logdir {shlex.quote(str(tensorboard))}")
 
 
-def open_target(args: argparse.Namespace):
-    """The run directory the requested phases work in (created, resumed or read); raises on bad usage."""
-    from distill_jax.run import pipeline
+@dataclasses.dataclass
+class _Progress:
+    """How far a command got, for the line that reports an interruption."""
 
-    given = [flag for flag, value in (("--config", args.config), ("--env", args.env), ("--seed", args.seed),
-                                      ("--num-seeds", args.num_seeds)) if value is not None]
-    if args.resume is not None:
-        if args.source is not None or args.out is not None:
-            raise UsageError("--resume RUN_DIR continues that directory; do not combine it with --from/--out")
-        given += ["--sweep"] if args.sweeps else []
-        if given or args.preset != "default":
-            raise UsageError("--resume uses the run's recorded config.json (--set may raise its budgets "
-                             f"{list(pipeline.BUDGET_FIELDS)} or change coefficients that are not swept); drop "
-                             f"{given + (['--preset'] if args.preset != 'default' else [])}")
-        if not args.resume.is_dir():
-            raise UsageError(f"--resume {args.resume}: no such run directory")
-        run = pipeline.open_run(args.resume)
-        return pipeline.change_on_resume(run, config_overrides(args)) if args.overrides else run
-    if args.phase in ("all", "teacher"):
-        if args.source is not None:
-            raise UsageError(f"--from is read by the distill, eval and export phases, not by --phase {args.phase}")
-        config = resolve_config(args)
-        out = args.out or pathlib.Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        return pipeline.create_run(out, config)
-    if args.source is None:
-        raise UsageError(f"--phase {args.phase} needs --from RUN_DIR (a run directory or a checkpoint in one)")
-    if args.preset != "default":
-        raise UsageError("--preset applies to new runs; with --from the run's recorded config is the base")
-    changes = config_overrides(args)
-    source = pipeline.open_run(args.source)
-    if args.out is None:
-        if changes:
-            raise UsageError("changing settings of an existing run needs a new directory: add --out NEW_DIR")
-        return source
-    # A new student needs only the teacher; re-evaluating or exporting needs the student too.
-    copy = (pipeline.TEACHER_DIR,) if args.phase == "distill" else (pipeline.TEACHER_DIR, pipeline.STUDENT_DIR)
-    return pipeline.fork_run(source, args.out, changes, copy=copy)
+    run: Any = None  # the run directory, once created or opened
 
 
-def teacher_step_of(source: pathlib.Path | None) -> int | None:
-    """The teacher checkpoint step named by ``--from RUN/checkpoints/teacher/<step>``, if any."""
-    if source is not None and source.name.isdigit() and source.parent.name == "teacher":
-        return int(source.name)
-    return None
+def interrupted_line(args: argparse.Namespace, plan: Plan | None, got: _Progress) -> str:
+    """The one line Ctrl-C ends with: what to run to continue."""
+    if got.run is None:
+        return "interrupted before the run directory was written; nothing to continue"
+    path = shlex.quote(str(got.run.path))
+    training = plan is not None and bool(set(TRAINING_PHASES) & set(plan.phases))
+    if args.resume is None and not training:
+        return f"interrupted; nothing was lost. Run it again with: {PROG} --phase {args.phase} --from {path}"
+    if args.resume is None and args.source is not None and got.run.teacher_step is None:
+        # A fork holds every teacher checkpoint of its source; which one --from named is recorded
+        # only when distillation starts.
+        return f"interrupted before distillation started; remove {path} and run the same command again"
+    phase = f" --phase {args.phase}" if args.phase != "all" else ""
+    return f"interrupted; the checkpoints written so far are kept. Continue with: {PROG} --resume {path}{phase}"
 
 
-def run_phases(run, phase: str, *, resume: bool, quiet: bool, teacher_step: int | None = None,
-               clock: WallClock | None = None) -> dict[str, Any]:
-    """Runs ``phase`` (or all) in ``run``; returns ``{"report", "exported"}`` (either may be ``None``).
+class Interrupts:
+    """Ctrl-C that is not lost: remembered when Python swallows its ``KeyboardInterrupt``.
 
-    Each stage's wall clock goes to ``clock`` (default: a new one on ``run/wall_clock.jsonl``).
+    A SIGINT that lands while a garbage-collection callback or a destructor runs (JAX registers
+    one; measured: Ctrl-C during ``import jax``) ends as an "Exception ignored in ..." report and
+    the command went on to the end. Here the signal is also recorded, such reports of it are not
+    printed, and :meth:`check` raises it again at the next step. Restored on exit.
     """
-    from distill_jax.run import pipeline
-    from distill_jax.run.plots import plot_run
 
-    clock = clock or WallClock(run.path / WALL_CLOCK_FILE)
-    enabled = {"baseline": run.config.baseline.enabled, "oracle": run.config.oracle.enabled}
-    phases = tuple(p for p in ALL_PHASES if enabled.get(p, True)) if phase == "all" else (phase,)
-    teacher = baseline = student = oracle = report = exported = None
-    if "teacher" in phases:
-        with clock.stage("teacher"):
-            teacher = pipeline.teacher_phase(run, resume=resume, quiet=quiet, clock=clock)
-    if "baseline" in phases:
-        with clock.stage("baseline"):
-            baseline = pipeline.teacher_phase(run, resume=resume, quiet=quiet, clock=clock, phase="baseline")
-    if "distill" in phases:
-        with clock.stage("distill"):
-            if teacher is None:
-                teacher = pipeline.restore_teacher(run, step=teacher_step)
-            student = pipeline.distill_phase(run, teacher, resume=resume, quiet=quiet, clock=clock)
-    if "oracle" in phases:
-        with clock.stage("oracle"):
-            teacher = teacher or pipeline.restore_teacher(run, step=teacher_step)
-            oracle = pipeline.distill_phase(run, teacher, resume=resume, quiet=quiet, clock=clock, phase="oracle")
-    if "export" in phases:
-        with clock.stage("export"):
-            student = student or pipeline.restore_student(run)
-            exported = pipeline.export_phase(run, student)
-    if "eval" in phases:
-        with clock.stage("eval"):  # the held-out panel for every policy, the suite and the leak audit
-            teacher = teacher or pipeline.restore_teacher(run)
-            student = student or pipeline.restore_student(run)
-            baseline = baseline or pipeline.restore_reference(run, "baseline")
-            oracle = oracle or pipeline.restore_reference(run, "oracle")
-            report = pipeline.eval_phase(run, teacher, student, baseline=baseline, oracle=oracle)
-    with clock.stage("plots"):
-        plot_run(run.path)
-    pipeline.write_summary(run, report, exported, clock)
-    return {"report": report, "exported": exported}
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __enter__(self) -> Interrupts:
+        import signal
+
+        self._hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
+        try:
+            self._handler = signal.signal(signal.SIGINT, self._on_signal)
+        except ValueError:  # not the main thread: Python delivers signals to the main thread only
+            self._handler = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        sys.unraisablehook = self._hook
+        if self._handler is not None:
+            signal.signal(signal.SIGINT, self._handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def _unraisable(self, report: Any) -> None:
+        if not isinstance(report.exc_value, KeyboardInterrupt):
+            self._hook(report)
+
+    def check(self) -> None:
+        """Raises ``KeyboardInterrupt`` if Ctrl-C came and was swallowed."""
+        if self.seen:
+            raise KeyboardInterrupt
+
+
+def check_video() -> None:
+    """``--video``: refused in one line, before the run directory exists, where MuJoCo cannot render."""
+    from distill_jax.run.render import RenderError, check_gl
+
+    try:
+        check_gl()
+    except RenderError as e:
+        raise UsageError(f"--video: {e}") from e
+
+
+def render_video(run, clock: WallClock, console: Console) -> dict[str, Any]:
+    """Renders the first held-out episode, teacher and student side by side; its ``render_run`` entry."""
+    from distill_jax.run import pipeline
+    from distill_jax.run.render import RenderError, render_run
+
+    console.step("video", "rendering the first held-out episode, teacher and student side by side",
+                 str(run.path / "videos"))
+    try:
+        with clock.stage("video"):
+            return render_run(run.path)["episodes"][0]
+    except (RenderError, pipeline.RunError) as e:  # e.g. --phase teacher: no student to show yet
+        raise UsageError(f"--video: {e}") from e
+
+
+def _failure_status(error: BaseException) -> int | None:
+    """Exit status of an expected failure (one ``error:`` line), ``None`` for anything else.
+
+    The shell's heavy modules are looked up only if imported: one that was not cannot have raised.
+    """
+    expected: list[tuple[type, int]] = [(UsageError, EXIT_REFUSED), (ConfigError, EXIT_REFUSED),
+                                        (SchemaError, EXIT_REFUSED)]
+    for module, name, status in (("distill_jax.run.pipeline", "RunError", EXIT_REFUSED),
+                                 ("distill_jax.run.checkpoint", "CheckpointError", EXIT_REFUSED),
+                                 ("distill_jax.export", "ExportError", EXIT_REFUSED),
+                                 ("distill_jax.loop", "NonFiniteError", EXIT_FAILED)):
+        if module in sys.modules:
+            expected.append((getattr(sys.modules[module], name), status))
+    expected.append((OSError, EXIT_FAILED))  # a disk that filled up or a directory removed mid-run
+    return next((status for kind, status in expected if isinstance(error, kind)), None)
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.video:  # MuJoCo reads MUJOCO_GL on import: check the GL context before the pipeline imports MuJoCo
-        from distill_jax.run.render import RenderError, check_gl
+    with noise.silenced(args.verbose):  # also around the error lines: a failure's aftermath stays out
+        return _command(args)
 
-        try:
-            check_gl()
-        except RenderError as e:
-            print(f"error: --video: {e}", file=sys.stderr)
-            return 2
-    from distill_jax.run import checkpoint, pipeline
-    from distill_jax.loop import NonFiniteError
-    from distill_jax.schema import SchemaError
 
+def _command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    console = Console(enabled=not args.quiet)
+    plan, got = None, _Progress()
     try:
-        xla_cache = open_xla_cache(args.xla_cache)
-        run = open_target(args)
-        clock = WallClock(run.path / WALL_CLOCK_FILE)
-        clock.record("setup", time.perf_counter() - start)  # the config, the run directory, the env
-        result = run_phases(run, args.phase, resume=args.resume is not None, quiet=args.quiet,
-                            teacher_step=teacher_step_of(args.source), clock=clock)
-    except (UsageError, ConfigError, pipeline.RunError, SchemaError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (checkpoint.CheckpointError, NonFiniteError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    _print_result(result["report"], result["exported"], run.path, time.perf_counter() - start, clock, xla_cache)
-    if args.video:
-        from distill_jax.run.render import render_run
+        plan = plan_command(args)
+        if args.video:  # MuJoCo reads MUJOCO_GL on import: check the GL context before anything imports MuJoCo
+            check_video()
+        console.line(plan.header)
+        console.step("setup", "loading JAX, MuJoCo and the task")
+        with Interrupts() as interrupts, console:
+            if not args.verbose:
+                noise.import_mjx_quietly()
+            xla_cache = open_xla_cache(args.xla_cache)
+            run = got.run = open_target(args, plan)
+            interrupts.check()
+            phases = phases_of(args.phase, run.config)
+            if args.resume is not None and args.phase == "all":
+                from distill_jax.run import pipeline
 
-        try:
-            with clock.stage("video"):
-                video = render_run(run.path)["episodes"][0]
-        except (RenderError, pipeline.RunError) as e:  # e.g. --phase teacher: no student to show yet
-            print(f"error: --video: {e}", file=sys.stderr)
-            return 2
+                phases = pipeline.unfinished_phases(run, phases)
+                if not phases:
+                    console.close()
+                    print(complete_line(run))
+                    return 0
+            clock = WallClock(run.path / WALL_CLOCK_FILE)
+            clock.hold("setup", time.perf_counter() - start)  # the config, the run directory, the env
+            result = run_phases(run, phases, resume=args.resume is not None, quiet=args.quiet,
+                                teacher_step=teacher_step_of(args.source), clock=clock, console=console,
+                                between=interrupts.check)
+            interrupts.check()
+            video = render_video(run, clock, console) if args.video else None
+    except KeyboardInterrupt:
+        print(interrupted_line(args, plan, got), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # the error boundary: one line for every expected failure
+        status = _failure_status(e)
+        if status is None and args.verbose:
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        if status is None:
+            print(f"error: unexpected {type(e).__name__}: {_one_line(e)} (run again with --verbose for the "
+                  "traceback, and please report it)", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return status
+    _print_result(result["report"], result["exported"], run.path, time.perf_counter() - start, clock, xla_cache)
+    if video is not None:
         print(f"video: {run.path / 'videos' / video['mp4']} ({video['frames']} frames)")
     return 0
 

@@ -47,9 +47,10 @@ from distill_jax.hyperparams import member_coefficients
 from distill_jax.ppo.teacher import TeacherBuild, TeacherResult, build_teacher, initial_teacher_states, train_teacher
 from distill_jax.references import baseline_env, oracle_env
 from distill_jax.run import checkpoint
+from distill_jax.run.console import Console, clock_text
 from distill_jax.run.progress import JsonlLog, Progress
 from distill_jax.run.report import write_eval
-from distill_jax.run.wall_clock import WallClock
+from distill_jax.run.wall_clock import WALL_CLOCK_FILE, WallClock
 from distill_jax.schema import PrivilegedFieldError
 from distill_jax.suite import SuitePoint
 from distill_jax.treeops import first_seed
@@ -133,10 +134,13 @@ def create_run(path: pathlib.Path, config: RunConfig) -> Run:
         check_eval_env(env, make_env(config, for_eval=True))
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RunError(f"{path}: exists and is not empty (use --resume to continue a run there)")
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
-    (path / "schema.json").write_text(schema_in_force(env.schema, config.distill).to_json())
-    (path / "env_fingerprint.json").write_text(json.dumps(env.fingerprint(), indent=2, sort_keys=True, default=str))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
+        (path / "schema.json").write_text(schema_in_force(env.schema, config.distill).to_json())
+        (path / "env_fingerprint.json").write_text(json.dumps(env.fingerprint(), indent=2, sort_keys=True, default=str))
+    except OSError as e:
+        raise RunError(f"{path}: cannot create the run directory ({e.strerror or e})") from e
     return Run(path, config, env)
 
 
@@ -299,17 +303,27 @@ def trim_metrics(path: pathlib.Path, phase: str, done: int) -> None:
     path.write_text("".join(f"{line}\n" for line in keep))
 
 
-def phase_logger(run: Run, phase: str, total_updates: int, quiet: bool = False):
-    """``(log_fn, close)``: JSONL rows always, a live progress line unless ``quiet``, TensorBoard if installed."""
+def phase_logger(run: Run, phase: str, total_updates: int, quiet: bool = False, console: Console | None = None):
+    """``(log_fn, close)``: JSONL rows always, a live progress line unless ``quiet``, TensorBoard if installed.
+
+    With a ``console`` the progress line goes through it, its ETA leaves out the time spent
+    compiling, and a silence as long as one compiled call is not taken for a stall.
+    """
 
     jsonl = JsonlLog(run.metrics_path, phase)
     if quiet:
         return jsonl, lambda: None
-    progress = Progress(phase, total_updates, tensorboard_dir=run.path / "tensorboard")
+    progress = Progress(phase, total_updates, tensorboard_dir=run.path / "tensorboard", stream=console,
+                        compile_seconds=(lambda: console.compile_seconds) if console is not None else None)
+
+    compiled = [console.compile_seconds if console is not None else 0.0]
 
     def log(row: dict[str, Any]) -> None:
         jsonl(row)
         progress(row)
+        if console is not None and "seconds" in row:  # the call's own time, its compilation left out
+            console.expect_quiet(1.5 * (row["seconds"] - (console.compile_seconds - compiled[0])))
+            compiled[0] = console.compile_seconds
 
     return log, progress.close
 
@@ -317,15 +331,18 @@ def phase_logger(run: Run, phase: str, total_updates: int, quiet: bool = False):
 # ---------------------------------------------------------------- phases
 def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates: int, batch_size: int,
                             template_fn: Callable[[], Any], train_fn: Callable[..., Any], resume: bool,
-                            quiet: bool, clock: WallClock | None = None, hparams: Any = None) -> Any:
+                            quiet: bool, clock: WallClock | None = None, hparams: Any = None,
+                            console: Console | None = None, what: str = "") -> Any:
     """Shared resume/checkpoint/log plumbing of the two training phases.
 
     A resumed state takes ``hparams`` (the members' coefficients under the run's config now), so a
     coefficient changed on ``--resume`` applies from the next update on.
 
     With a ``clock``, records ``{phase}/compiled_calls`` (the calls' own ``seconds``, compilation
-    included) and ``{phase}/checkpoints`` (the writes) when the phase finishes.
+    included) and ``{phase}/checkpoints`` (the writes) when the phase finishes. A ``console`` is
+    told each step (``what`` describes the training).
     """
+    console = console or Console(enabled=False)
     seconds = {"compiled_calls": 0.0, "checkpoints": 0.0}
     ckpt_dir = run.path / directory
     meta = run.meta(phase)
@@ -333,6 +350,7 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
     if checkpoint.complete_steps(ckpt_dir):
         if not resume:
             raise RunError(f"{ckpt_dir}: already holds {phase} checkpoints; pass --resume to continue them")
+        console.step(phase, "restoring the newest checkpoint", str(ckpt_dir))
         initial_state, _ = checkpoint.restore(ckpt_dir, jax.eval_shape(template_fn), meta)
         done = int(np.asarray(initial_state.update_step)[0])
         if hparams is not None:
@@ -346,20 +364,29 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
         seconds["checkpoints"] += time.perf_counter() - start
 
     if initial_state is None:  # a fresh run is restorable (and resumable) from update 0
+        console.step(phase, "initialising the networks and environments, and writing checkpoint 0")
         initial_state = template_fn()
         save(initial_state, 0)
 
-    log, close = phase_logger(run, phase, total_updates, quiet)
+    log, close = phase_logger(run, phase, total_updates, quiet, console)
 
     def log_fn(row: dict[str, Any]) -> None:
         seconds["compiled_calls"] += row.get("seconds", 0.0)
         log(row)
 
+    start, compiled = time.perf_counter(), console.compile_seconds
+    if done < total_updates:
+        console.step(phase, "training", f"{what}, updates {done + 1}-{total_updates}; the first call compiles")
+    else:
+        console.step(phase, f"already finished ({done}/{total_updates} updates)")
     try:
         result = train_fn(initial_state=initial_state, on_chunk=save, log_fn=log_fn)
     finally:
         close()
         saver.close()
+    if done < total_updates:
+        console.line(f"[{phase}] finished {total_updates - done} updates in {clock_text(time.perf_counter() - start)} "
+                     f"(compiling {clock_text(console.compile_seconds - compiled)})")
     if clock is not None:
         for part, value in seconds.items():
             clock.record(f"{phase}/{part}", value)
@@ -412,17 +439,25 @@ def _restore_finished(run: Run, phase: str, directory: str, template_fn: Callabl
 
 
 def teacher_phase(run: Run, *, resume: bool = False, quiet: bool = False, clock: WallClock | None = None,
-                  phase: str = "teacher"):
+                  phase: str = "teacher", console: Console | None = None):
     """Trains (or finishes training) the teacher, or with ``phase="baseline"`` the deployable-only
-    baseline; returns a ``TeacherResult``. ``clock``: see :func:`_train_with_checkpoints`."""
+    baseline; returns a ``TeacherResult``. ``clock``, ``console``: see :func:`_train_with_checkpoints`."""
     cfg, ppo = run.config, _ppo_config(run, phase)
     build, template = _teacher_setup(run, phase)
     train = lambda **kw: train_teacher(run.phase_env(phase), ppo, seed=cfg.seed,  # noqa: E731
                                        num_seeds=cfg.num_seeds, updates_per_call=cfg.updates_per_call or None,
                                        build=build, sweep_points=cfg.phase_points("ppo"), **kw)
     hparams = member_coefficients(ppo, cfg.phase_points("ppo"), cfg.num_seeds)
+    what = (f"PPO on {cfg.env}{' (deployable fields only)' if phase == 'baseline' else ''}, "
+            f"{_members(cfg, 'ppo')} x {ppo.num_envs} envs, {ppo.batch_size:,} env steps per update")
     return _train_with_checkpoints(run, phase, PHASE_DIRS[phase], ppo.num_updates, ppo.batch_size,
-                                   template, train, resume, quiet, clock, hparams)
+                                   template, train, resume, quiet, clock, hparams, console, what)
+
+
+def _members(cfg: RunConfig, section: str) -> str:
+    points = len(cfg.phase_points(section))
+    seeds = f"{cfg.num_seeds} seed{'s' if cfg.num_seeds > 1 else ''}"
+    return f"{points} sweep points x {seeds}" if points > 1 else seeds
 
 
 def restore_teacher(run: Run, step: int | None = None, phase: str = "teacher"):
@@ -436,9 +471,9 @@ def restore_teacher(run: Run, step: int | None = None, phase: str = "teacher"):
 
 
 def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool = False,
-                  clock: WallClock | None = None, phase: str = "distill"):
+                  clock: WallClock | None = None, phase: str = "distill", console: Console | None = None):
     """Distils one student per teacher member (with ``phase="oracle"``, the oracle student from the
-    same teacher); returns a ``DistillResult``. ``clock``: see :func:`_train_with_checkpoints`."""
+    same teacher); returns a ``DistillResult``. ``clock``, ``console``: see :func:`_train_with_checkpoints`."""
     cfg = run.config
     used, recorded = int(np.asarray(teacher.state.update_step).reshape(-1)[0]), run.teacher_step
     if recorded not in (None, used):
@@ -455,8 +490,11 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
                                          seed=seed, updates_per_call=cfg.updates_per_call or None, build=build,
                                          sweep_points=cfg.phase_points("distill"), **kw)
     hparams = member_coefficients(cfg.distill, cfg.phase_points("distill"), cfg.num_seeds)
+    who = "oracle student (given the teacher-only fields)" if phase == "oracle" else f"{cfg.distill.student.kind} student"
+    what = (f"{who} from teacher update {used}, {_members(cfg, 'distill')} x {cfg.distill.num_envs} envs, "
+            f"{cfg.distill.batch_size:,} env steps per update")
     return _train_with_checkpoints(run, phase, PHASE_DIRS[phase], cfg.distill.num_updates, cfg.distill.batch_size,
-                                   template, train, resume, quiet, clock, hparams)
+                                   template, train, resume, quiet, clock, hparams, console, what)
 
 
 def restore_student(run: Run, phase: str = "distill"):
@@ -473,15 +511,83 @@ def restore_reference(run: Run, phase: str):
     return restore_teacher(run, phase=phase) if phase == "baseline" else restore_student(run, phase=phase)
 
 
-def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, oracle: Any = None) -> dict[str, Any]:
+def unfinished_phases(run: Run, phases: tuple[str, ...]) -> tuple[str, ...]:
+    """What a ``--resume`` of ``run`` still has to do of ``phases`` (in order): from the first
+    unfinished one on.
+
+    Unfinished: a training phase short of its budget; an export or evaluation missing, or older
+    than the last training; an evaluation written under another config. "Older" is the order of
+    the stages in ``wall_clock.jsonl``, which each command appends to when a stage ends (file
+    times would not survive a copy of the run directory).
+    """
+    cfg = run.config
+    budgets = {"teacher": cfg.ppo.num_updates, "baseline": cfg.baseline_ppo.num_updates,
+               "distill": cfg.distill.num_updates, "oracle": cfg.distill.num_updates}
+    order = _stage_order(run.path / WALL_CLOCK_FILE)
+    trained = max(order.get(phase, -1) for phase in budgets)
+    evaluated = run.path / "eval.json"
+    try:
+        eval_config = json.loads(evaluated.read_text()).get("config") if evaluated.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        eval_config = None
+    done = {phase: (checkpoint.complete_steps(run.path / PHASE_DIRS[phase]) or [-1])[-1] >= budget
+            for phase, budget in budgets.items()}
+    done["eval"] = eval_config == json.loads(json.dumps(to_dict(cfg), default=str)) and order.get("eval", -1) > trained
+    done["export"] = (run.path / EXPORT_DIR / "verification.json").is_file() and order.get("export", -1) > trained
+    first = next((i for i, phase in enumerate(phases) if not done[phase]), len(phases))
+    return phases[first:]
+
+
+def _stage_order(path: pathlib.Path) -> dict[str, int]:
+    """The line of ``wall_clock.jsonl`` where each stage last ended."""
+    order: dict[str, int] = {}
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for index, line in enumerate(lines):
+        try:
+            order[json.loads(line)["stage"]] = index
+        except (json.JSONDecodeError, KeyError, TypeError):  # a line cut short by a kill
+            continue
+    return order
+
+
+def verify_inputs(run: Run, phases: tuple[str, ...], *, resume: bool, teacher_step: int | None = None) -> None:
+    """Checks the files of every checkpoint ``phases`` will restore, before anything is written.
+
+    Raises:
+      checkpoint.CheckpointDamagedError: naming the damaged file and the previous intact checkpoint.
+    """
+    wanted: list[tuple[str, int | None]] = []
+    if resume:  # a training phase continues from its newest checkpoint
+        wanted += [(phase, None) for phase in ("teacher", "baseline", "distill", "oracle") if phase in phases]
+    if {"distill", "oracle", "eval"} & set(phases):  # the teacher a student learns or learned from
+        wanted.append(("teacher", teacher_step if teacher_step is not None else run.teacher_step))
+    if {"eval", "export"} & set(phases):
+        wanted.append(("distill", None))
+    if "eval" in phases:
+        wanted += [("baseline", None), ("oracle", None)]
+    for phase, step in wanted:
+        directory = run.path / PHASE_DIRS[phase]
+        if checkpoint.complete_steps(directory):
+            checkpoint.verify(directory, step)
+
+
+def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, oracle: Any = None,
+               console: Console | None = None) -> dict[str, Any]:
     """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``. ``baseline``
     (a ``TeacherResult``) and ``oracle`` (a ``DistillResult``), where trained, join the panel."""
+    console = console or Console(enabled=False)
     env = run.env
     if run.config.eval_env_overrides:
         env = make_env(run.config, for_eval=True)
         check_eval_env(run.env, env)
-    return write_eval(run.path, env, run.config, teacher, student, train_env=run.env, baseline=baseline,
-                      oracle=oracle, points=suite_points(run.config, env))
+    cfg = run.config
+    pairs = len(cfg.sweep_points) * cfg.num_seeds
+    others = [name for name, result in (("the baseline", baseline), ("the oracle student", oracle)) if result is not None]
+    policies = ["the teacher", "the student", *others]
+    console.step("eval", "scoring " + ", ".join(policies[:-1]) + f" and {policies[-1]} on {cfg.eval_episodes} "
+                 "held-out episodes" + (f" ({pairs} pairs)" if pairs > 1 else ""))
+    return write_eval(run.path, env, cfg, teacher, student, train_env=run.env, baseline=baseline, oracle=oracle,
+                      points=suite_points(cfg, env), on_step=lambda what, detail: console.step("eval", what, detail))
 
 
 def export_phase(run: Run, student: Any) -> dict[str, Any]:
@@ -496,7 +602,7 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
     """
 
     params, stats = first_seed(student.state.params), first_seed(student.state.obs_stats)
-    directory = export_student(run.path / EXPORT_DIR, student.student, params, stats)
+    directory = export_student(run.path / EXPORT_DIR, student.student, params, stats, run.env)
     deployed = load_student(directory)
     obs = first_seed(student.state.env_state.obs)
     batch = int(np.asarray(jax.tree.leaves(obs)[0]).shape[0])

@@ -75,6 +75,9 @@ class Progress:
         metric (mean over seeds) is written under ``"{phase}/{name}"`` at
         ``step=env_steps``; without tensorboardX this is silently skipped.
       clock: wall clock in seconds (injectable for tests).
+      compile_seconds: seconds spent compiling so far (e.g. a
+        :class:`~distill_jax.run.console.Console`'s ``compile_seconds``): left out of the ETA and of
+        the steps/s of the call that compiled, which otherwise count compilation as training.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Progress:
         tty: bool | None = None,
         tensorboard_dir: pathlib.Path | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        compile_seconds: Callable[[], float] | None = None,
     ) -> None:
         self.phase = phase
         self.total_updates = max(int(total_updates), 1)
@@ -98,6 +102,8 @@ class Progress:
         self.tty = tty
         self._clock = clock
         self._start = clock()
+        self._compiled = compile_seconds or (lambda: 0.0)
+        self._compiled_at_start = self._compiled_at_row = self._compiled()
         self._first_update: int | None = None  # updates done before us (a resumed run)
         self._steps_per_second = math.nan
         self._last_len = 0
@@ -121,14 +127,20 @@ class Progress:
         update = int(row.get("update", 0))
         if self._first_update is None:
             self._first_update = update - 1
+        compiled = self._compiled()
         if "env_steps_per_second" in row:
             self._steps_per_second = float(row["env_steps_per_second"])
+            seconds = float(row.get("seconds", math.nan))
+            training = seconds - (compiled - self._compiled_at_row)  # the call's own time, compilation left out
+            if math.isfinite(seconds) and training < seconds:
+                self._steps_per_second *= seconds / training if training > 0.01 * seconds else math.nan
+            self._compiled_at_row = compiled
         done = update - self._first_update
         remaining = self.total_updates - update
-        elapsed = self._clock() - self._start
+        working = self._clock() - self._start - (compiled - self._compiled_at_start)
         # Rate measured over this run's updates only, so a resumed run's ETA is not
-        # flattered by the updates it restored from a checkpoint.
-        self.eta_seconds = elapsed * max(remaining, 0) / done if done > 0 else math.nan
+        # flattered by the updates it restored from a checkpoint, nor slowed by compilation.
+        self.eta_seconds = max(working, 0.0) * max(remaining, 0) / done if done > 0 else math.nan
         if self._writer is not None:
             self._write_tensorboard(row)
         if self.tty:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -45,7 +45,7 @@ def export_identical(run_dir: pathlib.Path | None) -> bool | None:
 
 def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None, *, baseline_result=None,
                oracle_result=None, run_dir: pathlib.Path | None = None,
-               suite_points: list | None = None) -> dict[str, Any]:
+               suite_points: list | None = None, on_step: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """The evaluation artifact as a JSON-able dict: every teacher/student member (seeds, sweep
     points) scored on one panel in one program; ``teacher``/``student``/``imitation`` at the top are
     member 0's (the exported student), ``members`` lists each one, ``across_seeds`` the mean and
@@ -56,7 +56,8 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     ``oracle_result``, where trained, join the panel (``references``) and the ``claims``; the
     ``diagnosis`` reads the export check from ``run_dir/export`` when there is one. ``suite_points``
     (:func:`distill_jax.suite.resolve`) adds the perturbation ``suite``, every policy on every point
-    in one program, each point with its own verdict.
+    in one program, each point with its own verdict. ``on_step(what, detail)`` is told when each
+    part starts.
     """
     train_env = env if train_env is None else train_env
     training_seeds = tuple(config.seed + k for k in range(config.num_seeds))
@@ -66,8 +67,12 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
                             FrozenTeacher(teacher_result.state.params["actor"], teacher_result.state.obs_stats))
     student = student_result.student
     rule, thresholds = masks.in_force(config.distill.mask, env.schema)
+    step = on_step or (lambda what, detail: None)
     results, under, nominal = [], {}, None
     if suite_points:
+        conditions = sorted({point.condition for point in suite_points})
+        step("running the perturbation suite", f"{len(suite_points)} points of {len(conditions)} conditions "
+             f"({', '.join(conditions)}), every policy in one program; its nominal condition is the panel")
         task_suite, perturbations = declared(config.env), stack(suite_points)
         results = evaluate_suite(env, task_suite, perturbations, teacher_result.nets.actor, teachers, student,
                                  student_result.state.params, student_result.state.obs_stats, panel,
@@ -80,6 +85,8 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     else:
         members = evaluate_members(env, teacher_result.nets.actor, teachers, student, student_result.state.params,
                                    student_result.state.obs_stats, panel, mask_rule=rule, mask_thresholds=thresholds)
+        if baseline_result is not None or oracle_result is not None:
+            step("scoring the reference policies", "the deployable-only baseline and the oracle student, where trained")
         references = reference_members(env, config, panel, baseline_result, oracle_result)
     points, seeds = config.sweep_points, config.num_seeds
     labelled = [{"grid_point": m // seeds, "values": points[m // seeds], "seed": config.seed + m % seeds, **metrics}
@@ -89,6 +96,7 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     s_params, s_stats = first_seed(student_result.state.params), first_seed(student_result.state.obs_stats)
     obs = first_seed(jax.tree.map(lambda x: x[:, :8], student_result.state.env_state.obs))
     act = student_act_fn(student, s_params, s_stats)
+    step("running the leak audit", "structural, dataflow, gradient and perturbation checks of the student's inputs")
     checks = leak_audit.audit(env.schema, student.schema.fields_for("student"), act, obs, jax.random.PRNGKey(7))
     schema = schema_in_force(env.schema, config.distill)
     first = {name: per_member[0] for name, per_member in references.items()}
@@ -97,6 +105,7 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
         if suite_points else []
     # What each privileged field is worth to the teacher (member 0): every teacher-only field
     # permuted across the panel's envs in turn, all in one program.
+    step("measuring what each privileged field is worth to the teacher", "each one permuted across the panel")
     worth = privilege_value(env, teacher_result.nets.actor, first_seed(teachers), panel, key=jax.random.PRNGKey(11))
     return {
         **members[0],
@@ -253,9 +262,10 @@ def members_table(report: dict[str, Any]) -> list[str]:
 
 
 def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result,
-               train_env=None, *, baseline=None, oracle=None, points: list | None = None) -> dict[str, Any]:
+               train_env=None, *, baseline=None, oracle=None, points: list | None = None,
+               on_step: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     report = build_eval(env, config, teacher_result, student_result, train_env, baseline_result=baseline,
-                        oracle_result=oracle, run_dir=out, suite_points=points)
+                        oracle_result=oracle, run_dir=out, suite_points=points, on_step=on_step)
     (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     table = markdown_table(report)
     panel = report["panel"]

@@ -40,14 +40,21 @@ class WallClock:
         self.path = pathlib.Path(path)
         self.invocation = invocation or datetime.datetime.now().isoformat(timespec="microseconds")
         self.rows: list[dict[str, Any]] = []
+        self._held: list[dict[str, Any]] = []
         self._clock = clock
 
     def record(self, stage: str, seconds: float) -> None:
         """Appends one row now (timed elsewhere, e.g. summed over many checkpoint writes)."""
-        row = {"invocation": self.invocation, "stage": stage, "seconds": float(seconds)}
-        self.rows.append(row)
+        self.rows.append({"invocation": self.invocation, "stage": stage, "seconds": float(seconds)})
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.writelines(json.dumps(row) + "\n" for row in self._held + self.rows[-1:])
+        self._held = []
+
+    def hold(self, stage: str, seconds: float) -> None:
+        """Records a row with the next one: a command that fails before any stage ends (a
+        refused resume, say) leaves the file as it found it."""
+        self._held.append({"invocation": self.invocation, "stage": stage, "seconds": float(seconds)})
+        self.rows.append(self._held[-1])
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
