@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--results", type=pathlib.Path, default=None)
     args = parser.parse_args()
 
-    base = replace_fields(preset("default"), {"baseline": {"enabled": True}})
+    base = replace_fields(preset("default", env="cartpole"), {"baseline": {"enabled": True}})
     t0 = time.perf_counter()
     teacher_run = pipeline.create_run(args.out / "teacher", base)
     teacher = pipeline.teacher_phase(teacher_run, quiet=True)
@@ -80,7 +80,7 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     t0 = time.perf_counter()
-    smoke = pipeline.create_run(args.out / "undertrained", replace_fields(preset("smoke"), {}))
+    smoke = pipeline.create_run(args.out / "undertrained", replace_fields(preset("smoke", env="cartpole"), {}))
     weak = pipeline.teacher_phase(smoke, quiet=True)
     student = pipeline.distill_phase(smoke, weak, quiet=True)
     pipeline.export_phase(smoke, student)
@@ -93,6 +93,7 @@ def main() -> None:
         return
     default = reports["default student"]
     teacher_claim = default["claims"]["teacher"]
+    diff = teacher_claim["teacher_minus_baseline_return"]
     lines = [
         "# Constructed failures and their verdicts — cart-pole",
         "",
@@ -107,8 +108,9 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Teacher claim on the default run: teacher − baseline {teacher_claim['teacher_minus_baseline_return']['mean']:.1f} "
-        f"(95 % CI {teacher_claim['teacher_minus_baseline_return']['ci95']}), supported: {teacher_claim['supported']}.",
+        "Teacher claim on the default run: teacher − baseline "
+        f"{diff['mean']:.1f} (95 % CI [{diff['ci95'][0]:.1f}, {diff['ci95'][1]:.1f}]), supported: "
+        f"{teacher_claim['supported']}.",
         "",
         "Reasons, as the diagnosis wrote them:",
         "",

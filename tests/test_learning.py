@@ -27,6 +27,7 @@ def test_default_pipeline_solves_cartpole_and_student_reaches_95_percent(tmp_pat
     assert teacher["return_mean"] >= 0.9 * 250, teacher
     assert student["return_mean"] >= 0.95 * teacher["return_mean"], (student, teacher)
     assert all(c["passed"] for c in report["leak_checks"].values())
+    assert report["diagnosis"]["overall"]["verdict"] == "healthy", report["diagnosis"]["overall"]
     assert DEFAULT.distill.total_env_steps < DEFAULT.ppo.total_env_steps
     verification = json.loads((tmp_path / "run" / "export" / "verification.json").read_text())
     assert verification["bit_identical_to_in_process"] and verification["privileged_field_rejected"]

@@ -73,6 +73,8 @@ def test_smoke_preset_runs_every_phase_and_writes_the_artifact(smoke_run):
             assert math.isfinite(report[role][key]), (role, key)
     assert all(check["passed"] for check in report["leak_checks"].values())
     assert report["schema_diff"]["teacher_actor_to_student_actor"]["passed"]
+    # Two updates of 16 envs teach nothing: the diagnosis blames the teacher, not the student.
+    assert report["diagnosis"]["overall"]["verdict"] == "teacher_quality", report["diagnosis"]["overall"]
     # The config names no rule (null), so the env's declared one, else the library default, is in force.
     assert report["config"]["distill"]["mask"]["rule"] is None
     assert report["schema"]["mask_rule"] == list(DEFAULT_MASK_RULE)
