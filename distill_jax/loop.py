@@ -227,6 +227,8 @@ def run_phase(
         per_call = iterations_per_call(total_updates - done, per_call)
     run = chunk_program(step, sharding, mesh, per_call, vmap_frozen=frozen is not None)
     frozen = multihost.put(frozen, NamedSharding(mesh, PartitionSpec()))
+    # With several processes: compiled (or loaded from the XLA cache) by all before any runs it.
+    run = multihost.compiled_everywhere(run, state, frozen, name="chunk")
 
     history: list[dict[str, Any]] = []
     while done < total_updates:

@@ -15,6 +15,7 @@ single-process runs are unchanged.
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any
 
 import jax
@@ -22,6 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 GLOBAL_AXIS = "all_devices"
+_barriers = itertools.count()  # every process passes the same barriers in the same order
 
 
 def is_global(x: Any) -> bool:
@@ -87,11 +89,38 @@ def gather(tree: Any) -> Any:
             leaves[i] = x.addressable_data(0)
     if where:
         picked = [leaves[i] for i in where]
-        whole = jax.jit(lambda xs: xs, out_shardings=[NamedSharding(x.sharding.mesh, PartitionSpec())
-                                                      for x in picked])(picked)
+        identity = jax.jit(lambda xs: xs, out_shardings=[NamedSharding(x.sharding.mesh, PartitionSpec())
+                                                         for x in picked])
+        whole = compiled_everywhere(identity, picked, name="gather")(picked)
         for i, x in zip(where, whole):
             leaves[i] = x.addressable_data(0)
     return jax.tree.unflatten(treedef, leaves)
+
+
+def wait_for_all(name: str, timeout_s: float = 3600.0) -> None:
+    """Returns when every process has called ``wait_for_all`` as often (no-op with one process).
+
+    Through the coordination service, not a device collective. Why: on the CPU a collective waits
+    30 s for its peers (gloo's context set-up, not configurable), less than one process may take
+    longer than another to compile the same program, or to load it from the XLA cache; so a
+    program with collectives is compiled first, everywhere, and run after this wait.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the client jax.distributed.initialize made
+
+    distributed.global_state.client.wait_at_barrier(f"distill_jax/multihost/{next(_barriers)}/{name}",
+                                                    int(timeout_s * 1000))
+
+
+def compiled_everywhere(program: Any, *args: Any, name: str = "program") -> Any:
+    """``program`` (a ``jax.jit`` function) compiled for ``args``, once every process has compiled
+    it (:func:`wait_for_all`); ``program`` itself with one process, whose first call compiles."""
+    if jax.process_count() == 1:
+        return program
+    compiled = program.lower(*args).compile()
+    wait_for_all(f"compiled {name}")
+    return compiled
 
 
 def replicated_specs(abstract: Any) -> Any:
@@ -101,4 +130,5 @@ def replicated_specs(abstract: Any) -> Any:
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
 
 
-__all__ = ["gather", "is_global", "put", "replicated", "replicated_specs", "to_global"]
+__all__ = ["compiled_everywhere", "gather", "is_global", "put", "replicated", "replicated_specs", "to_global",
+           "wait_for_all"]
