@@ -8,9 +8,13 @@ number of iterations per call and, between calls, only checks finiteness, logs
 and hands the state to a callback (checkpointing). The Python loop is the
 outermost, logging level.
 
-Multi-host: call ``jax.distributed.initialize()`` in every process first;
-``jax.devices()`` then spans all hosts and the same mesh shards environments
-across them (every process runs the same program).
+Several processes (``jax.distributed``): every process calls :func:`run_phase` with the same
+state; the mesh spans ``jax.devices()`` of all of them, the state is placed on it with
+:func:`distill_jax.multihost.put` (each process keeps the environments of its own devices), and
+the one SPMD program averages gradients over the global batch (the loss is a mean over the
+sharded env axis, so XLA inserts the all-reduce). ``on_chunk`` sees the global state (a
+checkpoint write is collective); the returned state is gathered back to every process whole
+(:func:`distill_jax.multihost.gather`), so what follows a phase is the same as with one process.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from distill_jax import multihost
 from distill_jax.config import ConfigError
 from distill_jax.xla_options import compiler_options
 
@@ -67,10 +72,17 @@ def init_per_seed(init: Callable[..., Any], seed: int, num_seeds: int, hparams: 
 
 
 def make_mesh(devices: list | None, num_envs: int) -> Mesh:
-    devices = list(devices or jax.local_devices())
+    """A 1-D mesh over ``devices`` (default: ``jax.devices()``, every process's) for ``num_envs`` environments.
+
+    Raises:
+      ConfigError: ``num_envs`` not divisible by the number of devices.
+    """
+    devices = list(devices or jax.devices())
     if num_envs % len(devices):
+        processes = len({d.process_index for d in devices})
+        where = f" of {processes} processes" if processes > 1 else ""
         raise ConfigError(
-            f"num_envs={num_envs}: must be divisible by the {len(devices)} devices it is sharded over"
+            f"num_envs={num_envs}: must be divisible by the {len(devices)} devices{where} it is sharded over"
         )
     return Mesh(np.asarray(devices), (ENV_AXIS,))
 
@@ -154,7 +166,8 @@ def chunk_program(
     """
     vstep = jax.vmap(step, in_axes=(0, 0 if vmap_frozen else None))
 
-    @functools.partial(jax.jit, out_shardings=(sharding, None), donate_argnums=0,
+    # Metrics replicated: every process reads them whole (a process can read only its own shards).
+    @functools.partial(jax.jit, out_shardings=(sharding, NamedSharding(mesh, PartitionSpec())), donate_argnums=0,
                        compiler_options=compiler_options(list(mesh.devices.flat)))
     def run(s, f):
         s, metrics = jax.lax.scan(lambda c, _: vstep(c, f), s, None, length=iterations)
@@ -187,7 +200,7 @@ def run_phase(
       batch_size: env steps per iteration per seed (for the step counter).
       num_envs: environments per seed (sharded over ``devices``).
       updates_per_call: iterations per compiled call (default: ~10 calls).
-      devices: devices to shard environments over (default: all local ones).
+      devices: devices to shard environments over (default: ``jax.devices()``, every process's).
       log_fn: receives one row per iteration; the last row of a call also has
         ``seconds`` and ``env_steps_per_second`` (all seeds).
       on_chunk: ``(state, updates_done)`` after every finite call.
@@ -204,7 +217,7 @@ def run_phase(
     # would change the carried state's type and recompile every call.
     state = strong_types(state)
     sharding = state_sharding(state, mesh)
-    state = jax.device_put(state, sharding)
+    state = multihost.put(state, sharding)
     num_seeds = int(np.asarray(state.update_step).shape[0])
     done = int(np.asarray(state.update_step)[0])
     # Chunking depends on ``total_updates`` only, so a resumed run (``done`` at a chunk
@@ -213,7 +226,9 @@ def run_phase(
     if (total_updates - done) % per_call:
         per_call = iterations_per_call(total_updates - done, per_call)
     run = chunk_program(step, sharding, mesh, per_call, vmap_frozen=frozen is not None)
-    frozen = jax.device_put(frozen, NamedSharding(mesh, PartitionSpec()))
+    frozen = multihost.put(frozen, NamedSharding(mesh, PartitionSpec()))
+    # With several processes: compiled (or loaded from the XLA cache) by all before any runs it.
+    run = multihost.compiled_everywhere(run, state, frozen, name="chunk")
 
     history: list[dict[str, Any]] = []
     while done < total_updates:
@@ -232,4 +247,4 @@ def run_phase(
                 log_fn(row)
         if on_chunk is not None:
             on_chunk(state, done)
-    return state, history
+    return multihost.gather(state), history

@@ -51,3 +51,41 @@ def test_collect_is_json_able_and_reports_peak_memory():
     assert out["memory"]["peak_rss_bytes"] > 10 * 2**20
     assert out["devices"]["processes"] == 1 and out["cost"]["device_hours"] == pytest.approx(12.0 / 3600.0)
     assert not math.isnan(out["wall_seconds"])
+
+
+# ---------------------------------------------------------------- wired into the run directory
+def test_a_new_run_records_its_provenance_in_config_json_and_keeps_it_through_resume_changes(tmp_path):
+    import json
+
+    from distill_jax.config import to_dict
+    from distill_jax.run import pipeline
+    from distill_jax.run.presets import preset
+
+    run = pipeline.create_run(tmp_path / "run", preset("smoke"))
+    recorded = json.loads((run.path / "config.json").read_text())["provenance"]
+    assert recorded["devices"]["processes"] == jax.process_count() == 1
+    assert recorded["devices"]["devices"] == jax.device_count() and recorded["packages"]["jax"] == jax.__version__
+    assert "memory" not in recorded  # nothing has run when the directory is created; eval.json has the peak
+
+    opened = pipeline.open_run(run.path)  # the section is not a setting
+    assert to_dict(opened.config) == to_dict(run.config) and opened.provenance == recorded
+    changed = pipeline.change_on_resume(opened, {"distill": {"total_env_steps": 16 * 8 * 4}})
+    after = json.loads((run.path / "config.json").read_text())
+    assert after["distill"]["total_env_steps"] == 16 * 8 * 4 and after["provenance"] == recorded
+    assert changed.provenance == recorded
+
+
+def test_the_run_readme_names_versions_devices_throughput_and_cost():
+    from distill_jax.run import pipeline
+
+    section = provenance.collect(wall_seconds=7200.0, compile_seconds={"teacher": 12.5},
+                                 metrics_rows=[{"phase": "teacher", "env_steps": 1000, "seconds": 3.0,
+                                                "env_steps_per_second": 100.0},
+                                               {"phase": "teacher", "env_steps": 2000, "seconds": 1.0,
+                                                "env_steps_per_second": 1000.0}],
+                                 price_per_device_hour=2.0)
+    text = "\n".join(pipeline.provenance_lines(section))
+    devices = jax.device_count()
+    assert f"jax {jax.__version__}" in text and f"{devices} x " in text
+    assert "- teacher: 1,000 env-steps/s after the first call, 4.0 s in compiled calls, 12.5 s compiling" in text
+    assert f"{2.0 * devices:.4g} device-hours; cost {4.0 * devices:.4g} at 2 per device-hour" in text

@@ -41,7 +41,9 @@ class MjxEnv(Env):
     def __init__(self, xml: str, n_substeps: int = 1):
         self.xml = xml
         self.mj_model = mujoco.MjModel.from_xml_string(xml)
-        self.mjx_model = mjx.put_model(self.mj_model)
+        # On this process's own first device: MJX's default is jax.devices()[0], which with several
+        # processes (jax.distributed) is process 0's and cannot be read by the others.
+        self.mjx_model = mjx.put_model(self.mj_model, device=jax.local_devices()[0])
         self.n_substeps = int(n_substeps)
 
     @property

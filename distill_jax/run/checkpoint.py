@@ -39,6 +39,9 @@ import time
 from typing import Any, Mapping
 
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from distill_jax import multihost
 
 # Bumped when what a stored array means changes while its name, shape and dtype stay the same
 # (restore compares those itself, leaf by leaf). 2: the phase states dropped their env_steps counter.
@@ -149,15 +152,22 @@ def complete_steps(directory: pathlib.Path) -> list[int]:
 
 def _storable(tree: Any) -> Any:
     """Orbax refuses zero-size arrays (e.g. MJX ``act`` of an actuator without state):
-    they are stored as one-element placeholders and rebuilt from the template on restore."""
-    return jax.tree.map(lambda x: jax.numpy.zeros((1,), x.dtype) if x.size == 0 else x, tree)
+    they are stored as one-element placeholders and rebuilt from the template on restore. With
+    several processes every leaf is made global (:func:`distill_jax.multihost.to_global`), so
+    that orbax writes each array once, each process the shards it holds."""
+    return multihost.to_global(jax.tree.map(lambda x: jax.numpy.zeros((1,), x.dtype) if x.size == 0 else x, tree))
 
 
 def _storable_spec(abstract: Any) -> Any:
-    return jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct((1,), s.dtype, sharding=getattr(s, "sharding", None)) if s.size == 0 else s,
-        abstract,
-    )
+    def spec(s: Any) -> Any:
+        if s.size:
+            return s
+        sharding = getattr(s, "sharding", None)
+        if isinstance(sharding, NamedSharding):  # a (1,) placeholder cannot keep an env-axis partition
+            sharding = NamedSharding(sharding.mesh, PartitionSpec())
+        return jax.ShapeDtypeStruct((1,), s.dtype, sharding=sharding)
+
+    return jax.tree.map(spec, abstract)
 
 
 class Checkpointer:
@@ -186,7 +196,8 @@ class Checkpointer:
             int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)), meta=ocp.args.JsonSave(meta))
         )
         self._manager.wait_until_finished()
-        write_file_list(self.directory / str(int(step)))
+        if jax.process_index() == 0:  # with several processes, each wrote its shards; one lists them
+            write_file_list(self.directory / str(int(step)))
 
     def close(self) -> None:
         self._manager.close()
@@ -298,6 +309,12 @@ def restore(
     meta = read_meta(directory, step)
     check_meta(meta, expected_meta, directory / str(step))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    if jax.process_count() > 1:  # every process reads every array whole, then keeps it host-local
+        abstract = multihost.replicated_specs(abstract)
+    else:  # whole on this device, whatever devices wrote it (another count, another process layout)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(lambda s: s if getattr(s, "sharding", None) is not None else
+                                jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
     _check_stored_arrays(directory / str(step), _storable_spec(abstract))
     manager = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True), item_names=("state", "meta")
@@ -309,7 +326,9 @@ def restore(
         manager.close()
     if failure is not None:
         raise CheckpointError(f"{directory / str(step)}: damaged checkpoint, {failure}")
-    state = jax.tree.map(lambda x, s: jax.numpy.zeros(s.shape, s.dtype) if s.size == 0 else x, restored.state, abstract)
+    # With several processes every process restored every array whole; gather keeps its own copy.
+    state = jax.tree.map(lambda x, s: jax.numpy.zeros(s.shape, s.dtype) if s.size == 0 else x,
+                         multihost.gather(restored.state), abstract)
     return state, meta
 
 

@@ -25,6 +25,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -33,13 +34,14 @@ import shlex
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from distill_jax.config import ConfigError, RunConfig, apply_override, parse_sweep, replace_fields, to_dict
-from distill_jax.run import compile_cache, noise
+from distill_jax.run import compile_cache, distributed, noise
 from distill_jax.run.console import Console
 from distill_jax.run.presets import NAMES as PRESET_NAMES
 from distill_jax.run.presets import preset
+from distill_jax.run.provenance import CompileClock
 from distill_jax.run.wall_clock import WALL_CLOCK_FILE, WallClock
 from distill_jax.schema import SchemaError
 
@@ -150,6 +152,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", action="store_true",
                         help="after the phases, render the first held-out panel episode, teacher and student side "
                         "by side, to RUN/videos/ (MP4 and GIF; as python -m distill_jax.render RUN)")
+    group = parser.add_argument_group(
+        "several processes", "one run over the devices of several processes (README.md, 'More than one machine'); "
+        "process 0 writes the run directory, every process its checkpoint shards")
+    group.add_argument("--local-processes", type=int, default=None, metavar="N",
+                       help="start N processes of this command on this machine, on the CPU, joined through a free "
+                       "local port (development and CI); process 0's output is shown, the others' go to RUN/logs/")
+    group.add_argument("--devices-per-process", type=int, default=None, metavar="M",
+                       help="with --local-processes: M forced CPU devices in each process; 1 if omitted")
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help=f"process 0's address, where every process joins (or ${distributed.ENV_COORDINATOR})")
+    group.add_argument("--num-processes", type=int, default=None, metavar="N",
+                       help=f"how many processes take part (or ${distributed.ENV_NUM_PROCESSES})")
+    group.add_argument("--process-id", type=int, default=None, metavar="I",
+                       help=f"this process's index, 0 to N-1 (or ${distributed.ENV_PROCESS_ID})")
+    group.add_argument("--distributed", action="store_true",
+                       help="let JAX detect the processes (SLURM, Open MPI, Kubernetes, Cloud TPU); implied in a "
+                       "SLURM or Open MPI job of several tasks")
+    group.add_argument("--coordinator-timeout", type=int, default=distributed.DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                       help="how long to wait for the coordinator and for every process to join")
+    parser.add_argument("--device-hour-price", type=float, default=None, metavar="PRICE",
+                        help="price of one device-hour: the command prints, and eval.json and README.md record, "
+                        "what its devices cost (device-hours are always recorded)")
     parser.add_argument("--xla-cache", default=None, metavar="DIR|off",
                         help="persistent XLA compilation cache, so a resume or a re-run does not compile again; "
                         f"if omitted: ${compile_cache.ENV_VAR}, else $XDG_CACHE_HOME or ~/.cache, then "
@@ -186,6 +210,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--config {args.config}: not valid JSON ({e})") from e
         if not isinstance(changes, dict):
             raise UsageError(f"--config {args.config}: must hold a JSON object of config fields")
+        changes.pop("provenance", None)  # a run's config.json: what produced it, not a setting
     for name, value in (("env", args.env), ("seed", args.seed), ("num_seeds", args.num_seeds)):
         if value is not None:
             changes[name] = value
@@ -321,6 +346,8 @@ def open_target(args: argparse.Namespace, plan: Plan):
 
     if args.resume is not None:
         run = pipeline.open_run(args.resume)
+        pipeline.check_processes(run, hint=distributed.relaunch_flags())
+        pipeline.check_devices(run.config)
         pipeline.verify_inputs(run, plan.phases, resume=True)
         return pipeline.change_on_resume(run, config_overrides(args)) if args.overrides else run
     if plan.config is not None:
@@ -337,6 +364,37 @@ def open_target(args: argparse.Namespace, plan: Plan):
     return pipeline.fork_run(source, args.out, changes, copy=copy)
 
 
+def open_shared(args: argparse.Namespace, plan: Plan) -> tuple[Any, tuple[str, ...]]:
+    """The run directory and the phases to run in it (:func:`open_target`; with ``--resume`` of
+    every phase, the unfinished ones).
+
+    With several processes process 0 alone opens (creates, forks, changes) the directory and
+    decides the phases; the others wait for its decision and open what it wrote, so no process
+    reads a file while process 0 writes it. When process 0 fails, the others stop with one line.
+
+    Raises:
+      distributed.DistributedError: (not process 0) process 0 could not open the run directory.
+    """
+    from distill_jax.run import pipeline
+
+    if distributed.is_primary():
+        try:
+            run = open_target(args, plan)
+            phases = phases_of(args.phase, run.config)
+            if args.resume is not None and args.phase == "all":
+                phases = pipeline.unfinished_phases(run, phases)
+        except BaseException:
+            distributed.share("run", "")  # the others stop instead of waiting
+            raise
+        distributed.share("run", json.dumps({"path": str(run.path), "phases": list(phases)}))
+        return run, phases
+    shared = distributed.share("run")
+    if not shared:
+        raise distributed.DistributedError("process 0 could not open the run directory; its output says why")
+    decided = json.loads(shared)
+    return pipeline.open_run(pathlib.Path(decided["path"])), tuple(decided["phases"])
+
+
 def phases_of(phase: str, config: RunConfig) -> tuple[str, ...]:
     """The phases ``--phase phase`` runs under ``config``: ``all`` is :data:`ALL_PHASES` less the
     reference policies the config does not enable."""
@@ -348,18 +406,25 @@ def phases_of(phase: str, config: RunConfig) -> tuple[str, ...]:
 
 def run_phases(run, phases: tuple[str, ...] | str, *, resume: bool, quiet: bool, teacher_step: int | None = None,
                clock: WallClock | None = None, console: Console | None = None,
-               between: Callable[[], None] = lambda: None) -> dict[str, Any]:
+               between: Callable[[], None] = lambda: None, compiles: CompileClock | None = None,
+               provenance: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Runs ``phases`` (a tuple, or one ``--phase`` name) in ``run``; returns ``{"report", "exported"}``
     (either may be ``None``).
 
     Each stage's wall clock goes to ``clock`` (default: a new one on ``run/wall_clock.jsonl``); each
-    step is told to ``console``; ``between()`` runs between stages (:meth:`Interrupts.check`).
+    step is told to ``console``; ``between()`` runs between stages (:meth:`Interrupts.check`);
+    ``compiles`` sums each stage's compile seconds; ``provenance()`` gives the section recorded in
+    ``eval.json`` and the run's ``README.md``.
+
+    With several processes every one trains and restores (both collective); then process 0 alone
+    exports, evaluates and draws while the others wait for it, and they all return together.
     """
     from distill_jax.run import pipeline
     from distill_jax.run.plots import plot_run
 
     console = console or Console(enabled=False)
     clock = clock or WallClock(run.path / WALL_CLOCK_FILE)
+    primary = distributed.is_primary()
     if isinstance(phases, str):
         phases = phases_of(phases, run.config)
     teacher = baseline = student = oracle = report = exported = None
@@ -371,48 +436,67 @@ def run_phases(run, phases: tuple[str, ...] | str, *, resume: bool, quiet: bool,
         console.step(phase, "restoring the teacher to learn from")
         return pipeline.restore_teacher(run, step=teacher_step)
 
+    def to_report() -> None:  # every policy the export and the evaluation read, restored by every process
+        nonlocal teacher, student, baseline, oracle
+        if student is None or ("eval" in phases and teacher is None):
+            console.step("export" if "export" in phases else "eval", "restoring the policies to "
+                         + ("export and score" if {"export", "eval"} <= set(phases) else
+                            "export" if "export" in phases else "score"))
+        student = student or pipeline.restore_student(run)
+        if "eval" in phases:
+            teacher = teacher or pipeline.restore_teacher(run)
+            baseline = baseline or pipeline.restore_reference(run, "baseline")
+            oracle = oracle or pipeline.restore_reference(run, "oracle")
+
+    compiles = compiles or CompileClock()
+
+    @contextlib.contextmanager
+    def stage(name: str) -> Iterator[None]:  # its wall clock and its compile seconds
+        with clock.stage(name), compiles.stage(name):
+            yield
+
     train = dict(resume=resume, quiet=quiet, clock=clock, console=console)
     if "teacher" in phases:
-        with clock.stage("teacher"):
+        with stage("teacher"):
             teacher = pipeline.teacher_phase(run, **train)
     between()
     if "baseline" in phases:
-        with clock.stage("baseline"):
+        with stage("baseline"):
             baseline = pipeline.teacher_phase(run, phase="baseline", **train)
     between()
     if "distill" in phases:
-        with clock.stage("distill"):
+        with stage("distill"):
             teacher = frozen_teacher("distill")
             student = pipeline.distill_phase(run, teacher, **train)
     between()
     if "oracle" in phases:
-        with clock.stage("oracle"):
+        with stage("oracle"):
             teacher = frozen_teacher("oracle")
             oracle = pipeline.distill_phase(run, teacher, phase="oracle", **train)
     between()
-    if "export" in phases:
-        with clock.stage("export"):
-            if student is None:
-                console.step("export", "restoring the student")
-                student = pipeline.restore_student(run)
-            console.step("export", "writing the deployable student",
-                         f"{run.path / pipeline.EXPORT_DIR}, checked against the in-process one")
-            exported = pipeline.export_phase(run, student)
-    between()
-    if "eval" in phases:
-        with clock.stage("eval"):  # the held-out panel for every policy, the suite and the leak audit
-            if teacher is None or student is None:
-                console.step("eval", "restoring the policies to score")
-            teacher = teacher or pipeline.restore_teacher(run)
-            student = student or pipeline.restore_student(run)
-            baseline = baseline or pipeline.restore_reference(run, "baseline")
-            oracle = oracle or pipeline.restore_reference(run, "oracle")
-            report = pipeline.eval_phase(run, teacher, student, baseline=baseline, oracle=oracle, console=console)
-    between()
-    with clock.stage("plots"):
-        console.step("plots", "drawing the plots", f"{run.path / 'plots'}/*.png")
-        plot_run(run.path)
-    pipeline.write_summary(run, report, exported, clock)
+    try:
+        if "export" in phases:
+            with stage("export"):
+                to_report()
+                if primary:
+                    console.step("export", "writing the deployable student",
+                                 f"{run.path / pipeline.EXPORT_DIR}, checked against the in-process one")
+                    exported = pipeline.export_phase(run, student)
+        between()
+        if "eval" in phases:
+            with stage("eval"):  # the held-out panel for every policy, the suite and the leak audit
+                to_report()
+                if primary:
+                    report = pipeline.eval_phase(run, teacher, student, baseline=baseline, oracle=oracle,
+                                                 console=console, provenance=provenance)
+        between()
+        if primary:
+            with stage("plots"):
+                console.step("plots", "drawing the plots", f"{run.path / 'plots'}/*.png")
+                plot_run(run.path)
+            pipeline.write_summary(run, report, exported, clock, provenance() if provenance else None)
+    finally:  # the others wait here while process 0 writes, and leave with it
+        distributed.barrier("reports written")
     return {"report": report, "exported": exported}
 
 
@@ -422,7 +506,7 @@ def complete_line(run) -> str:
     longer = cfg.distill.total_env_steps * 2
     return (f"{run.path} is complete (teacher {cfg.ppo.num_updates}/{cfg.ppo.num_updates} updates, student "
             f"{cfg.distill.num_updates}/{cfg.distill.num_updates}, evaluated, exported); nothing to resume. "
-            f"To train the student longer: {PROG} --resume {q} --set distill.total_env_steps={longer}; "
+            f"To train the student longer: {PROG} --resume {q} --set distill.total_env_steps={longer}{_relaunch()}; "
             f"to re-evaluate: {PROG} --phase eval --from {q}")
 
 
@@ -463,7 +547,14 @@ def interrupted_line(args: argparse.Namespace, plan: Plan | None, got: _Progress
         # only when distillation starts.
         return f"interrupted before distillation started; remove {path} and run the same command again"
     phase = f" --phase {args.phase}" if args.phase != "all" else ""
-    return f"interrupted; the checkpoints written so far are kept. Continue with: {PROG} --resume {path}{phase}"
+    return (f"interrupted; the checkpoints written so far are kept. Continue with: {PROG} --resume {path}{phase}"
+            f"{_relaunch()}")
+
+
+def _relaunch() -> str:
+    """The flags that start the same processes again (``--local-processes N ...``), or ``""``."""
+    flags = distributed.relaunch_flags()
+    return f" {flags}" if flags else ""
 
 
 class Interrupts:
@@ -540,7 +631,7 @@ def _failure_status(error: BaseException) -> int | None:
     The shell's heavy modules are looked up only if imported: one that was not cannot have raised.
     """
     expected: list[tuple[type, int]] = [(UsageError, EXIT_REFUSED), (ConfigError, EXIT_REFUSED),
-                                        (SchemaError, EXIT_REFUSED)]
+                                        (SchemaError, EXIT_REFUSED), (distributed.DistributedError, EXIT_REFUSED)]
     for module, name, status in (("distill_jax.run.pipeline", "RunError", EXIT_REFUSED),
                                  ("distill_jax.run.checkpoint", "CheckpointError", EXIT_REFUSED),
                                  ("distill_jax.export", "ExportError", EXIT_REFUSED),
@@ -560,8 +651,26 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.local_processes is not None or args.devices_per_process is not None:
+        from distill_jax.run.launch import launch_local
+
+        return launch_local(args, sys.argv[1:] if argv is None else list(argv))
     with noise.silenced(args.verbose):  # also around the error lines: a failure's aftermath stays out
-        return _command(args)
+        status = _command(args)
+    if status and _joined():
+        # A process that stops early must not wait for the others at jax.distributed's shutdown
+        # barrier (they may be waiting for it in a collective): leave now, the others follow when
+        # the coordination service reports it gone.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _joined() -> bool:
+    """Whether this process joined others through ``jax.distributed`` (without importing JAX)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized() and jax.process_count() > 1
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -570,32 +679,42 @@ def _command(args: argparse.Namespace) -> int:
     plan, got = None, _Progress()
     try:
         plan = plan_command(args)
+        layout = distributed.requested(args.coordinator, args.num_processes, args.process_id,
+                                       detect=args.distributed, timeout_s=args.coordinator_timeout)
+        if args.device_hour_price is not None and not args.device_hour_price >= 0:
+            raise UsageError(f"--device-hour-price {args.device_hour_price}: must be a price, 0 or more")
         if args.video:  # MuJoCo reads MUJOCO_GL on import: check the GL context before anything imports MuJoCo
             check_video()
         console.line(plan.header)
+        if layout is not None:  # before anything starts JAX's devices (MJX's import does)
+            console.step("setup", "joining the other processes" + (
+                f": {layout.num_processes} through {layout.coordinator}" if layout.explicit else ""),
+                f"up to {layout.timeout_s} s")
+            distributed.join(layout)
+            if not distributed.is_primary():  # process 0 speaks for all; the others only fail aloud
+                console.enabled, args.quiet = False, True
         console.step("setup", "loading JAX, MuJoCo and the task")
         with Interrupts() as interrupts, console:
             if not args.verbose:
                 noise.import_mjx_quietly()
             xla_cache = open_xla_cache(args.xla_cache)
-            run = got.run = open_target(args, plan)
+            run, phases = open_shared(args, plan)
+            got.run = run
             interrupts.check()
-            phases = phases_of(args.phase, run.config)
-            if args.resume is not None and args.phase == "all":
-                from distill_jax.run import pipeline
-
-                phases = pipeline.unfinished_phases(run, phases)
-                if not phases:
-                    console.close()
+            if not phases:  # a --resume of a finished run
+                console.close()
+                if distributed.is_primary():
                     print(complete_line(run))
-                    return 0
-            clock = WallClock(run.path / WALL_CLOCK_FILE)
+                return 0
+            clock = WallClock(run.path / WALL_CLOCK_FILE if distributed.is_primary() else os.devnull)
             clock.hold("setup", time.perf_counter() - start)  # the config, the run directory, the env
+            compiles = CompileClock()
             result = run_phases(run, phases, resume=args.resume is not None, quiet=args.quiet,
                                 teacher_step=teacher_step_of(args.source), clock=clock, console=console,
-                                between=interrupts.check)
+                                between=interrupts.check, compiles=compiles,
+                                provenance=lambda: _provenance(run, start, compiles, args.device_hour_price))
             interrupts.check()
-            video = render_video(run, clock, console) if args.video else None
+            video = render_video(run, clock, console) if args.video and distributed.is_primary() else None
     except KeyboardInterrupt:
         print(interrupted_line(args, plan, got), file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -611,10 +730,31 @@ def _command(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return status
+    if not distributed.is_primary():
+        return 0
     _print_result(result["report"], result["exported"], run.path, time.perf_counter() - start, clock, xla_cache)
+    print(_cost_line(_provenance(run, start, compiles, args.device_hour_price)))
     if video is not None:
         print(f"video: {run.path / 'videos' / video['mp4']} ({video['frames']} frames)")
     return 0
+
+
+def _provenance(run, start: float, compiles: CompileClock, price: float | None) -> dict[str, Any]:
+    from distill_jax.run import pipeline
+
+    return pipeline.provenance_section(run, wall_seconds=time.perf_counter() - start,
+                                       compile_seconds=compiles.seconds, price_per_device_hour=price)
+
+
+def _cost_line(section: dict[str, Any]) -> str:
+    """``device time: 0.0042 device-hours (4 cpu devices, 2 processes, 3.8 s); cost 0.01 at 2.5 per device-hour``."""
+    where, cost = section["devices"], section["cost"]
+    processes = f", {where['processes']} processes" if where["processes"] > 1 else ""
+    line = (f"device time: {cost['device_hours']:.4g} device-hours ({where['devices']} {where['platform']} "
+            f"device{'s' if where['devices'] > 1 else ''}{processes}, {section['wall_seconds']:.0f} s)")
+    if cost["cost"] is not None:
+        line += f"; cost {cost['cost']:.4g} at {cost['price_per_device_hour']:g} per device-hour"
+    return line
 
 
 if __name__ == "__main__":

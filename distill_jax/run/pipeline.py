@@ -2,7 +2,8 @@
 
 A run directory holds everything needed to reproduce and inspect a run::
 
-    config.json  schema.json  env_fingerprint.json     identity (written first)
+    config.json  schema.json  env_fingerprint.json     identity (written first); config.json's
+                                                       ``provenance``: what created the run
     checkpoints/teacher/<update>/  checkpoints/student/<update>/   Orbax, keep-N
     teacher_step.json                                  the teacher update the student learns from
     config_changes.jsonl                               budgets raised, coefficients changed on --resume
@@ -17,6 +18,10 @@ Each phase reads what earlier phases left (checkpoints), so ``distill``,
 continues from its newest checkpoint (``resume=True``): the chunking of
 updates and the stored RNG keys make the resumed result equal to the
 uninterrupted one.
+
+With several processes (:mod:`distill_jax.run.distributed`) every process trains and restores
+(both collective), and only process 0 writes the run directory's files; the checkpoints are
+written by all of them, each its own shards.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from distill_jax.export import check_onnx, export_onnx, export_student, load_stu
 from distill_jax.hyperparams import member_coefficients
 from distill_jax.ppo.teacher import TeacherBuild, TeacherResult, build_teacher, initial_teacher_states, train_teacher
 from distill_jax.references import baseline_env, oracle_env
-from distill_jax.run import checkpoint
+from distill_jax.run import checkpoint, distributed, provenance
 from distill_jax.run.console import Console, clock_text
 from distill_jax.run.progress import JsonlLog, Progress
 from distill_jax.run.report import write_eval
@@ -77,6 +82,9 @@ class Run:
     path: pathlib.Path
     config: RunConfig
     env: Env
+    # config.json's ``provenance`` (what created the run: versions, devices, processes); ``None``
+    # for a run written before it was recorded.
+    provenance: dict[str, Any] | None = None
 
     @property
     def metrics_path(self) -> pathlib.Path:
@@ -124,10 +132,63 @@ def make_env(config: RunConfig, *, for_eval: bool = False) -> Env:
         raise RunError(f"env {config.env!r} with overrides {overrides}: {e}") from e
 
 
+CONFIG_FILE, PROVENANCE_KEY = "config.json", "provenance"
+
+
+def config_record(config: RunConfig, recorded: dict[str, Any] | None) -> str:
+    """``config.json``'s text: the config's fields, and ``recorded`` under ``provenance``."""
+    data = to_dict(config)
+    if recorded is not None:
+        data[PROVENANCE_KEY] = recorded
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
+def creation_provenance() -> dict[str, Any]:
+    """What ``config.json`` records about the command that created a run: package versions, the
+    commit, the devices and processes, and the flags that start the same processes again."""
+    recorded = provenance.collect()
+    del recorded["memory"]  # nothing has run yet; eval.json records the peak
+    return {**recorded, "launch": distributed.relaunch_flags() or None}
+
+
+def check_devices(config: RunConfig) -> None:
+    """Refuses a config whose environments cannot be split evenly over ``jax.devices()`` (all
+    processes' devices), before anything is written or compiled.
+
+    Raises:
+      RunError: naming the field, its value and the device count.
+    """
+    problem = distributed.indivisible(config, jax.device_count(), jax.process_count())
+    if problem:
+        raise RunError(problem)
+
+
+def check_processes(run: Run, hint: str = "") -> None:
+    """Refuses to resume ``run`` with another process count than the one that created it.
+
+    Its checkpoints could be read (they are restored whole), but a run keeps one layout, so that
+    its checkpoints, its metrics and its throughput figures describe one set-up. ``hint``: the
+    flags that started this command's processes (the local launcher's), named in the message.
+
+    Raises:
+      RunError: one line with both counts and how to start the recorded layout.
+    """
+    recorded = ((run.provenance or {}).get("devices") or {}).get("processes")
+    now = jax.process_count()
+    if recorded is None or int(recorded) == now:
+        return
+    launch = (run.provenance or {}).get("launch")
+    how = f"with {launch}" if launch else f"as {recorded} processes (--num-processes {recorded})"
+    raise RunError(f"{run.path}: trained by {recorded} process{'es' if recorded > 1 else ''}, resumed by {now}"
+                   f"{f' ({hint})' if hint else ''}; resume it {how}")
+
+
 def create_run(path: pathlib.Path, config: RunConfig) -> Run:
-    """Validates everything first, then creates ``path`` and writes the run's identity."""
+    """Validates everything first, then creates ``path`` and writes the run's identity
+    (``config.json`` with its ``provenance``, the schema, the env fingerprint)."""
 
     config.validate()
+    check_devices(config)
     env = make_env(config)
     suite_points(config, env)  # refuses an unknown condition or strength before anything is written
     if config.eval_env_overrides:
@@ -136,12 +197,13 @@ def create_run(path: pathlib.Path, config: RunConfig) -> Run:
         raise RunError(f"{path}: exists and is not empty (use --resume to continue a run there)")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
+        recorded = creation_provenance()
+        (path / CONFIG_FILE).write_text(config_record(config, recorded))
         (path / "schema.json").write_text(schema_in_force(env.schema, config.distill).to_json())
         (path / "env_fingerprint.json").write_text(json.dumps(env.fingerprint(), indent=2, sort_keys=True, default=str))
     except OSError as e:
         raise RunError(f"{path}: cannot create the run directory ({e.strerror or e})") from e
-    return Run(path, config, env)
+    return Run(path, config, env, recorded)
 
 
 def suite_points(config: RunConfig, env: Env) -> list[SuitePoint]:
@@ -185,9 +247,11 @@ def open_run(path: pathlib.Path) -> Run:
     """
     path = find_run_dir(path)
     try:
-        config = replace_fields(RunConfig(), json.loads((path / "config.json").read_text()))
+        data = json.loads((path / CONFIG_FILE).read_text())
     except json.JSONDecodeError as e:
-        raise RunError(f"{path / 'config.json'}: not valid JSON ({e})") from e
+        raise RunError(f"{path / CONFIG_FILE}: not valid JSON ({e})") from e
+    created = data.pop(PROVENANCE_KEY, None) if isinstance(data, dict) else None
+    config = replace_fields(RunConfig(), data)
     config.validate()
     env = make_env(config)
     recorded = path / "env_fingerprint.json"
@@ -196,7 +260,7 @@ def open_run(path: pathlib.Path) -> Run:
         diffs = checkpoint.json_diff(json.loads(recorded.read_text()), now)
         if diffs:
             raise RunError(f"{path}: the env no longer matches the run's env_fingerprint.json: {'; '.join(diffs[:5])}")
-    return Run(path, config, env)
+    return Run(path, config, env, created)
 
 
 def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None,
@@ -277,7 +341,7 @@ def change_on_resume(run: Run, changes: dict[str, Any]) -> Run:
     if changed:
         reached = {phase: (checkpoint.complete_steps(run.path / directory) or [0])[-1]
                    for phase, directory in PHASE_DIRS.items()}
-        (run.path / "config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
+        (run.path / CONFIG_FILE).write_text(config_record(config, run.provenance))
         with (run.path / CHANGES_LOG).open("a") as log:
             log.writelines(json.dumps({**c, "at_update": reached[_phase_of(c["field"])]}) + "\n" for c in changed)
     return dataclasses.replace(run, config=config)
@@ -310,6 +374,8 @@ def phase_logger(run: Run, phase: str, total_updates: int, quiet: bool = False, 
     compiling, and a silence as long as one compiled call is not taken for a stall.
     """
 
+    if not distributed.is_primary():  # process 0 logs for all (its rows are the global batch's)
+        return (lambda row: None), (lambda: None)
     jsonl = JsonlLog(run.metrics_path, phase)
     if quiet:
         return jsonl, lambda: None
@@ -355,7 +421,8 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
         done = int(np.asarray(initial_state.update_step)[0])
         if hparams is not None:
             initial_state = initial_state.replace(hparams=hparams)
-    trim_metrics(run.metrics_path, phase, done)
+    if distributed.is_primary():
+        trim_metrics(run.metrics_path, phase, done)
     saver = checkpoint.Checkpointer(ckpt_dir, meta, keep=run.config.checkpoint_keep)
 
     def save(state: Any, updates_done: int) -> None:  # also the loop's on_chunk
@@ -479,7 +546,7 @@ def distill_phase(run: Run, teacher: Any, *, resume: bool = False, quiet: bool =
     if recorded not in (None, used):
         raise RunError(f"{run.path}: its student was distilled from teacher update {recorded} "
                        f"({TEACHER_STEP_FILE}), not {used}; distil from another teacher in a new --out directory")
-    if phase == "distill":
+    if phase == "distill" and distributed.is_primary():
         (run.path / TEACHER_STEP_FILE).write_text(json.dumps({"update": used}))
     # Student member g * K + k learns from the teacher member with the same seed and ppo.* sweep values.
     members = np.asarray(cfg.teacher_members())
@@ -572,9 +639,11 @@ def verify_inputs(run: Run, phases: tuple[str, ...], *, resume: bool, teacher_st
 
 
 def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, oracle: Any = None,
-               console: Console | None = None) -> dict[str, Any]:
+               console: Console | None = None,
+               provenance: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Writes ``eval.json``/``eval.md``; returns ``{"table", "leak_passed", "report"}``. ``baseline``
-    (a ``TeacherResult``) and ``oracle`` (a ``DistillResult``), where trained, join the panel."""
+    (a ``TeacherResult``) and ``oracle`` (a ``DistillResult``), where trained, join the panel;
+    ``provenance()`` (:func:`provenance_section`) is recorded under ``provenance``."""
     console = console or Console(enabled=False)
     env = run.env
     if run.config.eval_env_overrides:
@@ -587,7 +656,8 @@ def eval_phase(run: Run, teacher: Any, student: Any, *, baseline: Any = None, or
     console.step("eval", "scoring " + ", ".join(policies[:-1]) + f" and {policies[-1]} on {cfg.eval_episodes} "
                  "held-out episodes" + (f" ({pairs} pairs)" if pairs > 1 else ""))
     return write_eval(run.path, env, cfg, teacher, student, train_env=run.env, baseline=baseline, oracle=oracle,
-                      points=suite_points(cfg, env), on_step=lambda what, detail: console.step("eval", what, detail))
+                      points=suite_points(cfg, env), on_step=lambda what, detail: console.step("eval", what, detail),
+                      provenance=provenance)
 
 
 def export_phase(run: Run, student: Any) -> dict[str, Any]:
@@ -601,10 +671,13 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
     (>= 20 steps, carry included): max abs error <= 1e-5.
     """
 
-    params, stats = first_seed(student.state.params), first_seed(student.state.obs_stats)
+    # On one device, as the exported program runs: a state left sharded over several devices by
+    # training would have the reference computed by a partitioned program, off by float rounding.
+    params, stats, obs = jax.device_put(
+        (first_seed(student.state.params), first_seed(student.state.obs_stats), first_seed(student.state.env_state.obs)),
+        jax.local_devices()[0])
     directory = export_student(run.path / EXPORT_DIR, student.student, params, stats, run.env)
     deployed = load_student(directory)
-    obs = first_seed(student.state.env_state.obs)
     batch = int(np.asarray(jax.tree.leaves(obs)[0]).shape[0])
     deployable = {name: np.asarray(obs[name]) for name in student.student.schema.student_obs}
     exported_actions = np.asarray(deployed.step(None, deployable, np.ones(batch, np.float32))[1])
@@ -637,10 +710,63 @@ def _seed_range(cfg: RunConfig) -> str:
     return f"{cfg.seed}–{cfg.seed + cfg.num_seeds - 1} ({cfg.num_seeds} teacher/student pairs)"
 
 
+def metrics_rows(run: Run) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl`` (a line cut short by a kill is skipped)."""
+    rows = []
+    for line in run.metrics_path.read_text().splitlines() if run.metrics_path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def provenance_section(run: Run, *, wall_seconds: float, compile_seconds: dict[str, float] | None = None,
+                       price_per_device_hour: float | None = None) -> dict[str, Any]:
+    """The ``provenance`` of ``eval.json`` and the run's ``README.md``: versions, commit, devices and
+    processes, peak memory (process 0's), compile seconds per stage, env-steps/s per training phase
+    (from ``metrics.jsonl``), and this command's device-hours (``wall_seconds`` times the global
+    device count) with their cost at ``price_per_device_hour``; ``created`` is what config.json
+    recorded when the run was created."""
+    section = provenance.collect(wall_seconds=wall_seconds, compile_seconds=compile_seconds,
+                                 metrics_rows=metrics_rows(run), price_per_device_hour=price_per_device_hour)
+    section["memory"]["process"] = jax.process_index()
+    section["created"] = run.provenance
+    return section
+
+
+def provenance_lines(section: dict[str, Any]) -> list[str]:
+    """The README's ``Provenance and cost`` section for :func:`provenance_section`'s ``section``."""
+    packages = ", ".join(f"{name} {version}" for name, version in section["packages"].items() if version)
+    git = section.get("git")
+    where, memory = section["devices"], section["memory"]
+    peak = (f"peak device memory {memory['peak_device_bytes'] / 2**20:,.0f} MiB" if memory.get("peak_device_bytes")
+            else f"peak RSS {memory['peak_rss_bytes'] / 2**20:,.0f} MiB")
+    lines = ["## Provenance and cost (this command)", "",
+             f"- packages: {packages}",
+             f"- commit: {git['commit'][:12]}{' (uncommitted changes)' if git['dirty'] else ''}" if git else
+             "- commit: not a git checkout",
+             f"- devices: {where['devices']} x {where['device_kind']} ({where['platform']}), "
+             f"{where['processes']} process{'es' if where['processes'] > 1 else ''}; {peak} (process 0)"]
+    for phase, figures in section.get("phases", {}).items():
+        compiled = section.get("compile_seconds", {}).get(phase)
+        lines.append(f"- {phase}: {figures['env_steps_per_second']:,.0f} env-steps/s after the first call, "
+                     f"{figures['call_seconds']:.1f} s in compiled calls"
+                     + (f", {compiled:.1f} s compiling" if compiled is not None else ""))
+    cost = section.get("cost")
+    if cost is not None:
+        price = (f"; cost {cost['cost']:.4g} at {cost['price_per_device_hour']:g} per device-hour"
+                 if cost["cost"] is not None else "")
+        lines.append(f"- wall clock {section['wall_seconds']:.0f} s on {where['devices']} devices: "
+                     f"{cost['device_hours']:.4g} device-hours{price}")
+    return lines + [""]
+
+
 def write_summary(run: Run, report: dict[str, Any] | None, exported: dict[str, Any] | None,
-                  clock: WallClock | None = None) -> pathlib.Path:
+                  clock: WallClock | None = None, provenance: dict[str, Any] | None = None) -> pathlib.Path:
     """A short ``README.md`` for the run directory: what ran, the panel table, where this
-    command's wall clock went (``clock``), the artifacts."""
+    command's wall clock went (``clock``), what produced it and what it cost (``provenance``:
+    :func:`provenance_section`), the artifacts."""
     cfg = run.config
     lines = [
         f"# distill_jax run: {cfg.env}",
@@ -663,6 +789,8 @@ def write_summary(run: Run, report: dict[str, Any] | None, exported: dict[str, A
     if clock is not None and clock.rows:
         lines += [f"Wall clock of the last command ({clock.invocation}; every command's: "
                   f"`{clock.path.name}`): {clock.summary()}.", ""]
+    if provenance is not None:
+        lines += provenance_lines(provenance)
     lines += ["## Artifacts", ""]
     lines += [f"- `{p.relative_to(run.path)}`" for p in sorted(run.path.iterdir()) if p.name != "README.md"]
     path = run.path / "README.md"

@@ -263,9 +263,12 @@ def members_table(report: dict[str, Any]) -> list[str]:
 
 def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, student_result,
                train_env=None, *, baseline=None, oracle=None, points: list | None = None,
-               on_step: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+               on_step: Callable[[str, str], None] | None = None,
+               provenance: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     report = build_eval(env, config, teacher_result, student_result, train_env, baseline_result=baseline,
                         oracle_result=oracle, run_dir=out, suite_points=points, on_step=on_step)
+    if provenance is not None:  # what produced the figures and what they cost (distill_jax.run.provenance)
+        report["provenance"] = provenance()
     (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     table = markdown_table(report)
     panel = report["panel"]

@@ -136,7 +136,7 @@ class RoughTerrainQuadruped(MjxEnv):
         m = self.mj_model
         scale = m.hfield_size[0, 2]
         m.hfield_data[:] = (heights / scale).ravel()
-        self.mjx_model = mjx.put_model(m)
+        self.mjx_model = mjx.put_model(m, device=jax.local_devices()[0])  # see MjxEnv.__init__
         self._heights = jnp.asarray(heights)
 
         def ids(kind: str, names) -> np.ndarray:
