@@ -243,6 +243,9 @@ FIELD_MEANINGS = {
 }
 
 
+FIELD_MEANINGS["cartpole_hidden"] = FIELD_MEANINGS["cartpole"]  # the same sensors, on a hidden slope
+
+
 def unwrap(env: Any) -> tuple[list[Any], Any]:
     """``(wrappers outermost first, the task)`` of a single-instance env."""
     chain = []
@@ -266,7 +269,7 @@ def _action_contract(task: Any, action_size: int) -> dict[str, Any]:
         pose = np.tile(np.asarray(config.default_pose, np.float64), len(joints) // len(config.default_pose))
         out.update(to_ctrl="ctrl = clip(default_pose + action_scale * action, ctrl_range): position-servo "
                            "targets (rad)", default_pose=pose.tolist(), action_scale=float(config.action_scale))
-    elif task.name == "cartpole":
+    elif task.name in ("cartpole", "cartpole_hidden"):
         out.update(to_ctrl="ctrl = clip(action, -1, 1): force = gear * ctrl (N)",
                    gear=np.asarray(model.actuator_gear[:, 0]).tolist())
     else:

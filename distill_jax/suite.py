@@ -91,18 +91,23 @@ class TaskSuite:
 
 NOMINAL = Condition("nominal", "nominal", (1.0,), (1.0, 1.0), "training distribution")
 
+# The cart-pole's conditions (cartpole_hidden adds its hidden slope).
+_CARTPOLE_CONDITIONS = (
+    NOMINAL,
+    Condition("pole_mass", "param:pole_mass", (0.5, 1.0, 2.0, 3.0), (0.1, 5.0), "× nominal mass"),
+    Condition("pole_length", "param:pole_length", (0.6, 1.0, 1.4, 1.8), (0.3, 2.5), "× nominal length"),
+    Condition("cart_damping", "param:cart_damping", (0.0, 1.0, 2.0), (0.0, 5.0), "N·s/m"),
+    Condition("motor_gain", "param:motor_gain", (0.4, 0.6, 1.0, 1.4), (0.1, 3.0), "× nominal gain"),
+    Condition("sensor_noise", "noise", (1.0, 2.0, 4.0), (0.0, 10.0), "× declared noise std"),
+    Condition("latency", "delay", (0.0, 1.0, 2.0), (0.0, 3.0), "control steps"),
+    Condition("push", "kick", (0.0, 0.5, 1.0), (0.0, 3.0), "m/s cart kick every 50 steps"),
+)
+
 SUITES: dict[str, TaskSuite] = {
-    "cartpole": TaskSuite(
-        conditions=(
-            NOMINAL,
-            Condition("pole_mass", "param:pole_mass", (0.5, 1.0, 2.0, 3.0), (0.1, 5.0), "× nominal mass"),
-            Condition("pole_length", "param:pole_length", (0.6, 1.0, 1.4, 1.8), (0.3, 2.5), "× nominal length"),
-            Condition("cart_damping", "param:cart_damping", (0.0, 1.0, 2.0), (0.0, 5.0), "N·s/m"),
-            Condition("motor_gain", "param:motor_gain", (0.4, 0.6, 1.0, 1.4), (0.1, 3.0), "× nominal gain"),
-            Condition("sensor_noise", "noise", (1.0, 2.0, 4.0), (0.0, 10.0), "× declared noise std"),
-            Condition("latency", "delay", (0.0, 1.0, 2.0), (0.0, 3.0), "control steps"),
-            Condition("push", "kick", (0.0, 0.5, 1.0), (0.0, 3.0), "m/s cart kick every 50 steps"),
-        ),
+    "cartpole": TaskSuite(conditions=_CARTPOLE_CONDITIONS, kick_dofs=(0,), kick_interval=50),
+    "cartpole_hidden": TaskSuite(
+        conditions=_CARTPOLE_CONDITIONS + (
+            Condition("slope", "param:slope", (0.0, 0.1, 0.2, 0.3), (-0.5, 0.5), "rad track slope (down towards +x)"),),
         kick_dofs=(0,),
         kick_interval=50,
     ),

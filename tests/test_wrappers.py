@@ -107,6 +107,46 @@ def test_randomised_mjx_model_matches_mujoco_c(task):
     np.testing.assert_allclose(np.asarray(d.qvel), data.qvel, atol=1e-2)
 
 
+def test_bias_and_tilt_kinds_match_mujoco_c():
+    """``actuator_bias`` (a constant actuator force) and ``gravity_tilt`` (a hidden slope) on the
+    cart-pole_hidden model: mjx with the randomised model tracks MuJoCo (C) with the same edits."""
+    from mujoco import mjx
+
+    from distill_jax.envs.cartpole_hidden import CartpoleHidden
+
+    hidden = CartpoleHidden()
+    rz = ModelRandomizer([ParamRange("bias", "actuator_bias:motor", -0.4, 0.4, "absolute"),
+                          ParamRange("slope", "gravity_tilt", -0.2, 0.2, "absolute")], hidden.mj_model)
+    model = rz.apply(hidden.mjx_model, jnp.array([0.3, -0.15]))
+    ref = mujoco.MjModel.from_xml_string(hidden.xml)
+    ref.actuator_biasprm[0, 0] = 0.3
+    g = float(np.linalg.norm(ref.opt.gravity))
+    ref.opt.gravity[:] = [g * np.sin(-0.15), 0.0, -g * np.cos(-0.15)]
+    np.testing.assert_allclose(model.actuator_biasprm, ref.actuator_biasprm, rtol=1e-6)
+    np.testing.assert_allclose(model.opt.gravity, ref.opt.gravity, rtol=1e-6)
+    data = mujoco.MjData(ref)
+    data.qpos[:] = [0.1, 0.05]
+    data.ctrl[:] = [-0.2]
+    d = mjx.make_data(hidden.mjx_model).replace(qpos=jnp.array([0.1, 0.05]), ctrl=jnp.array([-0.2]))
+    n = 50
+    d = jax.jit(lambda d: jax.lax.fori_loop(0, n, lambda i, x: mjx.step(model, x), d))(d)
+    for _ in range(n):
+        mujoco.mj_step(ref, data)
+    np.testing.assert_allclose(np.asarray(d.qpos), data.qpos, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(d.qvel), data.qvel, atol=1e-2)
+    # Bias 0.3 with ctrl -0.2: net actuator force gear * 0.1 = +1 N.
+    np.testing.assert_allclose(data.actuator_force, [0.1], rtol=1e-6)
+
+
+def test_bias_and_tilt_kinds_reject_what_they_cannot_mean(task):
+    with pytest.raises(ValueError, match="only mode='absolute'"):
+        ParamRange("b", "actuator_bias:motor", 0.5, 1.5)
+    with pytest.raises(ValueError, match="gravity_tilt takes mode='absolute'"):
+        ParamRange("s", "gravity_tilt:pole", -0.1, 0.1, "absolute")
+    with pytest.raises(ValueError, match="biastype='affine'"):  # the plain cart-pole's motor has no bias
+        ModelRandomizer([ParamRange("b", "actuator_bias:motor", -0.1, 0.1, "absolute")], task.mj_model)
+
+
 def test_domain_randomization_wraps_only_the_task(task):
     with pytest.raises(TypeError, match="must wrap the task itself"):
         DomainRandomization(TimeLimit(task, 10), CARTPOLE_RANGES)

@@ -100,6 +100,7 @@ class Cartpole(MjxEnv):
 
     name = "cartpole"
     version = "1"
+    asset = "cartpole.xml"  # the MJCF in distill_jax/envs/assets (a variant may ship its own)
 
     def __init__(self, config: CartpoleConfig | None = None, **overrides: Any):
         config = config or CartpoleConfig()
@@ -108,7 +109,7 @@ class Cartpole(MjxEnv):
         if unknown:
             raise ValueError(f"unknown Cartpole setting(s) {unknown}; valid: {sorted(known)}")
         self.config = dataclasses.replace(config, **overrides)
-        super().__init__(load_asset("cartpole.xml"), n_substeps=self.config.n_substeps)
+        super().__init__(load_asset(self.asset), n_substeps=self.config.n_substeps)
         c = self.config
         window = max(1, int(round(c.success_window * c.episode_length)))
         self._tail_start = c.episode_length - window

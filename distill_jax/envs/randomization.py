@@ -24,6 +24,13 @@ kind              effect of a value ``v`` (scale mode multiplies nominal)
 ``geom_friction`` sliding friction coefficient (column 0) of the geom.
 ``actuator_gain`` overall actuator force: ``gainprm[0]`` and ``biasprm[1:3]``
                   (the position/velocity feedback gains of servo actuators).
+``actuator_bias`` absolute mode only: the constant term ``biasprm[0]`` of the
+                  actuator (force = gear * (gain * ctrl + bias)), a hidden
+                  constant force; the actuator needs ``biastype="affine"``.
+``gravity_tilt``  absolute mode only, no element: tilts gravity by ``v``
+                  radians about the world y axis, ``g (sin v, 0, -cos v)``,
+                  so a track along x slopes down towards +x for ``v > 0``
+                  (a hidden slope; the world, and every sensor, stays level).
 ================  ==========================================================
 
 Several ranges may target the same field; scale factors then compose
@@ -47,7 +54,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-KINDS = ("body_mass", "body_length", "dof_damping", "geom_friction", "actuator_gain")
+KINDS = ("body_mass", "body_length", "dof_damping", "geom_friction", "actuator_gain", "actuator_bias", "gravity_tilt")
 MODES = ("scale", "absolute")
 
 _OBJ = {
@@ -56,6 +63,7 @@ _OBJ = {
     "dof_damping": mujoco.mjtObj.mjOBJ_JOINT,
     "geom_friction": mujoco.mjtObj.mjOBJ_GEOM,
     "actuator_gain": mujoco.mjtObj.mjOBJ_ACTUATOR,
+    "actuator_bias": mujoco.mjtObj.mjOBJ_ACTUATOR,
 }
 
 
@@ -85,6 +93,11 @@ class ParamRange:
             raise ValueError(f"ParamRange {self.name!r}: mode must be one of {MODES}, got {self.mode!r}")
         if self.kind == "body_length" and self.mode != "scale":
             raise ValueError(f"ParamRange {self.name!r}: body_length supports only mode='scale'")
+        if self.kind == "actuator_bias" and self.mode != "absolute":
+            raise ValueError(f"ParamRange {self.name!r}: actuator_bias supports only mode='absolute' (its nominal is 0)")
+        if self.kind == "gravity_tilt" and (self.mode != "absolute" or self.element != "*"):
+            raise ValueError(f"ParamRange {self.name!r}: gravity_tilt takes mode='absolute' (radians) and no element, "
+                             f"got mode={self.mode!r}, target={self.target!r}")
         object.__setattr__(self, "low", float(self.low))
         object.__setattr__(self, "high", float(self.high))
         if not self.high >= self.low:
@@ -106,6 +119,8 @@ class ParamRange:
 
 
 def _element_ids(mj_model: mujoco.MjModel, r: ParamRange) -> np.ndarray:
+    if r.kind == "gravity_tilt":  # a property of the world, not of an element
+        return np.zeros(1, np.int32)
     obj = _OBJ[r.kind]
     count = {
         mujoco.mjtObj.mjOBJ_BODY: mj_model.nbody,
@@ -127,6 +142,12 @@ def _element_ids(mj_model: mujoco.MjModel, r: ParamRange) -> np.ndarray:
             for j in ids
         ]
         ids = np.concatenate(dofs) if dofs else np.zeros(0, int)
+    if r.kind == "actuator_bias":
+        # Without an affine bias MuJoCo ignores biasprm: the range would silently do nothing.
+        plain = [int(i) for i in ids if mj_model.actuator_biastype[i] != mujoco.mjtBias.mjBIAS_AFFINE]
+        if plain:
+            raise ValueError(f"ParamRange {r.name!r}: actuator_bias needs biastype='affine' actuators; "
+                             f"actuator(s) {plain} have another bias type")
     if ids.size == 0:
         raise ValueError(f"ParamRange {r.name!r}: target {r.target!r} matches nothing in the model")
     return ids.astype(np.int32)
@@ -165,6 +186,7 @@ class ModelRandomizer:
             "actuator_gainprm": np.asarray(m.actuator_gainprm, np.float32),
             "actuator_biasprm": np.asarray(m.actuator_biasprm, np.float32),
         }
+        self._gravity = float(np.linalg.norm(m.opt.gravity))
         # ancestor[i, j] = 1 iff body j lies in the subtree of body i.
         anc = np.zeros((m.nbody, m.nbody), np.float32)
         for j in range(m.nbody):
@@ -211,6 +233,10 @@ class ModelRandomizer:
             bias = np.zeros(m.actuator_biasprm.shape, bool)
             bias[ids, 1:3] = True
             out["bias"] = bias
+        elif r.kind == "actuator_bias":
+            bias = np.zeros(m.actuator_biasprm.shape, bool)
+            bias[ids, 0] = True
+            out["bias0"] = bias
         return out
 
     @property
@@ -292,6 +318,11 @@ class ModelRandomizer:
                     factor = (v / jnp.where(g0 == 0, 1.0, g0))[:, None]
                 scale("actuator_gainprm", m["gain"], factor)
                 scale("actuator_biasprm", m["bias"], factor)
+            elif r.kind == "actuator_bias":
+                assign("actuator_biasprm", m["bias0"], v)
+            elif r.kind == "gravity_tilt":
+                g = self._gravity
+                fields["opt"] = model.opt.replace(gravity=jnp.stack([g * jnp.sin(v), jnp.zeros_like(v), -g * jnp.cos(v)]))
         if "body_mass" in fields:
             fields["body_subtreemass"] = jnp.sum(self._subtree * fields["body_mass"][None, :], axis=1)
         return model.replace(**fields)

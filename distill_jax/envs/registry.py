@@ -23,6 +23,9 @@ Defaults per task:
 * ``cartpole``: episode 250 steps (10 s); randomised pole mass and length, cart
   damping, motor gain; noise std 0.01 on ``cart_pos`` and ``pole_angle``;
   history of 8 rows (x, cos θ, sin θ, action).
+* ``cartpole_hidden``: the cart-pole on a hidden slope (±0.2 rad) with the same
+  randomisation and noise, history of 16 rows; see
+  :mod:`distill_jax.envs.cartpole_hidden`.
 * ``brax_inverted_pendulum``: episode 1000; randomised pole mass, slider
   damping, motor gain; no noise; history of 4 rows (proprio, action).
 * ``brax_ant``: episode 1000; randomised torso mass, friction, motor gain; no
@@ -290,6 +293,8 @@ def make_brax_ant(**overrides: Any) -> Env:
 
 
 register_env("cartpole", make_cartpole, "cart-pole balance from a perturbed start (fast on CPU)")
+register_env("cartpole_hidden", "distill_jax.envs.cartpole_hidden:make_cartpole_hidden",
+             "cart-pole on a hidden slope: privilege matters (fast on CPU)")
 register_env("brax_inverted_pendulum", make_brax_inverted_pendulum, "Brax inverted_pendulum via BraxEnvAdapter")
 register_env("brax_ant", make_brax_ant, "Brax ant via BraxEnvAdapter")
 register_env(

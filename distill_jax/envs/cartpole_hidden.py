@@ -1,0 +1,136 @@
+"""Cart-pole on a hidden slope: the fast CPU task where privileged information matters.
+
+The cart-pole of :mod:`distill_jax.envs.cartpole` (same physics, rewards, terminations and
+success criterion, and the same observation fields), with what a deployed controller cannot see
+made to matter:
+
+* **a hidden slope.** Every episode the track is tilted by ``s ~ U[-slope, slope]`` (0.2 rad,
+  11.5°, by default) through the ``gravity_tilt`` randomisation: gravity pulls the cart downhill
+  with ``(M + m) g sin s`` (about 2-3 N against the motor's 6-14 N) and the pole's balance point sits
+  ``s`` away from what its angle sensor, level with the track, calls upright. The sensors do not
+  see the tilt; the teacher reads it in ``dyn_params``.
+* **randomised dynamics** as on the cart-pole (pole mass ×0.5-2, length ×0.6-1.4, cart damping
+  0-1, motor gain ×0.6-1.4), also in ``dyn_params``.
+* **no velocities** for the deployed policy: noisy positions (std 0.01) and a ``history`` of the
+  last 16 rows of (x, cos θ, sin θ, action), 0.64 s; the teacher reads the exact (ẋ, θ̇).
+
+Observation fields: those of the cart-pole; ``dyn_params`` is ``[5]`` (the four above and
+``slope``, each normalised to [-1, 1]), ``history`` is ``[16, 4]``.
+
+Why privilege matters here, as on a robot (RMA, Lee 2020, Miki 2022): the slope changes *which*
+action holds the pole at every step — a feed-forward push against gravity and a balance point
+off the sensor's upright — and must otherwise be inferred from how the cart and pole drift under
+the policy's own actions, through noisy positions. The privileged teacher reads it and learns a
+policy that balances on any slope; PPO reading only the deployable fields must learn the
+inference from reward alone and learns much more slowly. Measured at the default preset's
+budgets over five seeds (``experiments/results/default_task_cpu.md``): teacher 216.0
+[199.0, 233.0] (9 % falls), the deployable-only baseline with the teacher's plus the student's env
+steps 165.1 [146.2, 184.0] (33 % falls), ratio 1.31 [1.24, 1.38]; with another episode's
+``dyn_params`` the teacher's return drops by 132 (on the cart-pole by 0.2). The distilled student
+(forward KL) reaches 180.9 [165.8, 196.1], 0.84 of the teacher: at the edges of the slope range
+the right first actions depend on a slope that the first rows of history cannot yet show, so this
+task is not (yet) the default.
+
+The task's own design knobs, accepted as overrides by :func:`make_cartpole_hidden` beside the
+registry's stack overrides and every ``CartpoleConfig`` field: ``slope`` (rad, 0 drops the
+range), ``bias`` (a hidden constant motor force ``U[-bias, bias]`` × 10 N through
+``actuator_bias``; 0, off, by default), ``mass_range``, ``length_range``, ``gain_range``,
+``damping_range`` (pairs), ``teacher_state`` (``True`` moves the noise-free ``clean_pos`` from the
+critic to the teacher).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from distill_jax.envs.base import Env, with_inferred_specs
+from distill_jax.envs.cartpole import Cartpole, CartpoleConfig
+from distill_jax.envs.randomization import ParamRange
+from distill_jax.schema import ObservationSchema
+
+
+class CartpoleHidden(Cartpole):
+    """The cart-pole of :mod:`distill_jax.envs.cartpole` under another name; ``teacher_state``
+    moves ``clean_pos`` (noise-free x, cos θ, sin θ) from the critic to the teacher."""
+
+    name = "cartpole_hidden"
+    version = "1"
+    asset = "cartpole_hidden.xml"
+
+    def __init__(self, config: CartpoleConfig | None = None, teacher_state: bool = False, **overrides: Any):
+        super().__init__(config, **overrides)
+        self.teacher_state = bool(teacher_state)
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp = super().fingerprint()
+        if self.teacher_state:  # only when set, so the default task's fingerprint names no extra key
+            fp["teacher_state"] = True
+        return fp
+
+    @functools.cached_property
+    def schema(self) -> ObservationSchema:  # type: ignore[override]
+        bare = ObservationSchema(
+            student_obs=("cart_pos", "pole_angle", "last_action"),
+            teacher_only=("velocities", "clean_pos") if self.teacher_state else ("velocities",),
+            critic_only=() if self.teacher_state else ("clean_pos",),
+        )
+        return with_inferred_specs(bare, self.reset)
+
+
+def hidden_ranges(slope: float, bias: float, mass: Sequence[float], length: Sequence[float], gain: Sequence[float],
+                  damping: Sequence[float]) -> tuple[ParamRange, ...]:
+    """The per-episode ranges, in ``dyn_params`` order: the cart-pole's four (pole mass and length
+    factors, cart damping in N·s/m, motor gain factor), then ``motor_bias`` (control units, × 10 N)
+    if ``bias`` and ``slope`` (rad) if ``slope``."""
+    out = [
+        ParamRange("pole_mass", "body_mass:pole", mass[0], mass[1], "scale"),
+        ParamRange("pole_length", "body_length:pole", length[0], length[1], "scale"),
+        ParamRange("cart_damping", "dof_damping:slider", damping[0], damping[1], "absolute"),
+        ParamRange("motor_gain", "actuator_gain:motor", gain[0], gain[1], "scale"),
+    ]
+    if bias:
+        out.append(ParamRange("motor_bias", "actuator_bias:motor", -bias, bias, "absolute"))
+    if slope:
+        out.append(ParamRange("slope", "gravity_tilt", -slope, slope, "absolute"))
+    return tuple(out)
+
+
+# The task's own overrides and their defaults (see the module docstring).
+DESIGN_DEFAULTS = {
+    "slope": 0.2,
+    "bias": 0.0,
+    "mass_range": (0.5, 2.0),
+    "length_range": (0.6, 1.4),
+    "gain_range": (0.6, 1.4),
+    "damping_range": (0.0, 1.0),
+    "teacher_state": False,
+}
+
+
+def make_cartpole_hidden(**overrides: Any) -> Env:
+    """The cart-pole on a hidden slope with its default stack (randomisation incl. the slope ->
+    sensor noise 0.01 on ``cart_pos``/``pole_angle`` -> 16-row history -> 250-step time limit);
+    ``overrides``: see the module docstring."""
+    from distill_jax.envs.registry import _STACK_DEFAULTS, _check_overrides, _noise_dict, wrap_task
+
+    config_fields = [f.name for f in dataclasses.fields(CartpoleConfig)]
+    _check_overrides("cartpole_hidden", overrides, list(_STACK_DEFAULTS) + config_fields + list(DESIGN_DEFAULTS))
+    s = {**_STACK_DEFAULTS, "episode_length": 250, "noise_std": 0.01, "history_length": 16, **DESIGN_DEFAULTS,
+         **{k: v for k, v in overrides.items() if k in _STACK_DEFAULTS or k in DESIGN_DEFAULTS}}
+    task_kw = {k: v for k, v in overrides.items() if k in config_fields and k != "episode_length"}
+    task = CartpoleHidden(episode_length=s["episode_length"], teacher_state=s["teacher_state"], **task_kw)
+    ranges = hidden_ranges(s["slope"], s["bias"], s["mass_range"], s["length_range"], s["gain_range"], s["damping_range"])
+    return wrap_task(
+        task,
+        episode_length=s["episode_length"],
+        ranges=ranges if s["randomize"] else None,
+        noise_std=_noise_dict(s["noise_std"], ("cart_pos", "pole_angle")),
+        history_length=s["history_length"],
+        history_fields=s["history_fields"] or ("cart_pos", "pole_angle"),
+        history_actions=s["history_actions"],
+        history_fill=s["history_fill"],
+        max_action_delay=s["max_action_delay"],
+    )
