@@ -244,8 +244,7 @@ class QuadrupedSim:
         fall = bool(k["trunk_touch"] or tilted or k["base_height"] < c["min_base_height"])
         v, w, g = k["base_lin_vel"], k["base_ang_vel"], k["projected_gravity"]
         lin_err2 = float(np.sum(np.square(self.command[:2] - v[:2])))
-        knees = d.xpos[self.knees]
-        knee_clear = knees[:, 2] - self.terrain_height(knees[:, 0], knees[:, 1])
+        knee_clear = k["knee_clearance"]
         raw = {
             "tracking_lin_vel": math.exp(-lin_err2 / c["tracking_sigma"]),
             "tracking_ang_vel": math.exp(-(self.command[2] - w[2]) ** 2 / c["tracking_sigma"]),
@@ -282,47 +281,51 @@ class QuadrupedSim:
         magnitude = rng.uniform(0.0, c["push_force_max"])
         return magnitude * np.array([math.cos(angle), math.sin(angle), 0.0]) if pushed else np.zeros(3)
 
-    def trunk_clearance(self) -> np.ndarray:
-        """Gap (m) between each trunk proxy sphere and the highest terrain at its centre and 4 points
-        a radius away, ``[2]``; < 0 is a touch (the MJX task's analytic test)."""
-        centres = self.data.geom_xpos[self.trunk_geoms]
-        pts = centres[:, None, :2] + self.trunk_patch[None]  # [2, 5, 2]
-        return centres[:, 2] - self.trunk_radius - self.terrain_height(pts[..., 0], pts[..., 1]).max(axis=1)
-
     def _contact_forces(self, geoms: np.ndarray) -> np.ndarray:
-        """Normal contact force (N) on each of ``geoms`` ``[n]``, summed over its contacts."""
+        """Normal contact force (N) on each of ``geoms`` ``[n]``, summed over its contacts (the MJX task sums
+        each contact's pyramid rows of ``efc_force``, which is the normal force ``mj_contactForce`` gives)."""
         out, force = np.zeros(len(geoms)), np.zeros(6)
         d = self.data
-        for i in range(d.ncon):
-            con = d.contact[i]
-            if con.efc_address < 0:  # excluded or beyond the margin: no constraint row, no force
-                continue
-            hit = (geoms == con.geom1) | (geoms == con.geom2)
-            if hit.any():
-                mujoco.mj_contactForce(self.model, d, i, force)
-                out[hit] += force[0]
+        contact = d.contact
+        # Excluded contacts have no constraint rows (efc_address -1) and no force.
+        hits = (np.isin(contact.geom1, geoms) | np.isin(contact.geom2, geoms)) & (contact.efc_address >= 0)
+        for i in np.flatnonzero(hits):
+            mujoco.mj_contactForce(self.model, d, int(i), force)
+            out[(geoms == contact.geom1[i]) | (geoms == contact.geom2[i])] += force[0]
         return out
 
     def _kinematics(self, contacts: bool) -> dict[str, Any]:
-        """Body-frame trunk state, foot positions and forces, trunk touch (the MJX task's ``_kinematics``)."""
-        d = self.data
+        """Body-frame trunk state, foot positions and forces, trunk touch, knee clearance and the feet's
+        terrain scan (the MJX task's ``_kinematics`` and the terrain part of its ``_observe``).
+
+        Every terrain lookup of a step is one :func:`surface_plane` call (small NumPy calls cost more
+        in overhead than in arithmetic): trunk centre [1], trunk patches [2 x 5], knees [4], scan [4 x 9].
+        """
+        c, d = self.config, self.data
         rot = d.xmat[self.trunk].reshape(3, 3)
         base = d.xpos[self.trunk]
+        feet = d.geom_xpos[self.foot_geoms]
+        spheres = d.geom_xpos[self.trunk_geoms]
+        knees = d.xpos[self.knees]
+        yaw = math.atan2(rot[1, 0], rot[0, 0])
+        scan_pts = feet[:, None, :2] + (self.scan_offsets @ _yaw_rotation(yaw).T)[None]  # [4, 9, 2]
+        pts = np.concatenate([base[None, :2], (spheres[:, None, :2] + self.trunk_patch[None]).reshape(-1, 2),
+                              knees[:, :2], scan_pts.reshape(-1, 2)])
+        ground = self.terrain_height(pts[:, 0], pts[:, 1])
+        trunk_ground = ground[1:11].reshape(2, 5).max(axis=1)
+        sole = feet[:, 2] - self.foot_radius
         foot_forces = self._contact_forces(self.foot_geoms) if contacts else np.zeros(4)
-        if self.config["trunk_collision"]:
-            touch = contacts and float(np.sum(self._contact_forces(self.trunk_geoms))) > self.config["contact_force_threshold"]
-        else:
-            touch = bool(np.any(self.trunk_clearance() < 0.0))
+        if c["trunk_collision"]:
+            touch = contacts and float(np.sum(self._contact_forces(self.trunk_geoms))) > c["contact_force_threshold"]
+        else:  # the analytic test: each sphere's lowest point against the highest terrain around it
+            touch = bool(np.any(spheres[:, 2] - self.trunk_radius - trunk_ground < 0.0))
         return {"rot": rot, "base_lin_vel": rot.T @ d.qvel[:3], "base_ang_vel": np.array(d.qvel[3:6]),
-                "projected_gravity": -rot[2], "base_height": float(base[2] - self.terrain_height(base[0], base[1])),
-                "foot_pos": np.array(d.geom_xpos[self.foot_geoms]), "foot_forces": foot_forces, "trunk_touch": touch}
+                "projected_gravity": -rot[2], "base_height": float(base[2] - ground[0]),
+                "foot_forces": foot_forces, "trunk_touch": touch, "knee_clearance": knees[:, 2] - ground[11:15],
+                "scan": np.clip(sole[:, None] - ground[15:].reshape(4, 9), -c["scan_clip"], c["scan_clip"])}
 
     def _observe(self, k: Mapping[str, Any], reward_terms: np.ndarray, push_body: np.ndarray) -> dict[str, np.ndarray]:
-        c, m, d = self.config, self.model, self.data
-        yaw = math.atan2(k["rot"][1, 0], k["rot"][0, 0])
-        pts = k["foot_pos"][:, None, :2] + (self.scan_offsets @ _yaw_rotation(yaw).T)[None]  # [4, 9, 2]
-        sole = k["foot_pos"][:, 2] - self.foot_radius
-        scan = np.clip(sole[:, None] - self.terrain_height(pts[..., 0], pts[..., 1]), -c["scan_clip"], c["scan_clip"])
+        m, d = self.model, self.data
         return {
             "joint_pos": d.qpos[7:] - self.default_pose,
             "joint_vel": np.array(d.qvel[6:]),
@@ -330,7 +333,7 @@ class QuadrupedSim:
             "projected_gravity": k["projected_gravity"],
             "command": self.command.copy(),
             "last_action": self.last_action.copy(),
-            "terrain_heights": scan,
+            "terrain_heights": k["scan"],
             "foot_contact_forces": k["foot_forces"],
             # The feet have geom priority 1, so foot-ground contacts use the feet's friction.
             "friction": np.array([np.mean(m.geom_friction[self.foot_geoms, 0])]),

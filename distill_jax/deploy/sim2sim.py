@@ -130,9 +130,14 @@ def format_table(report: dict[str, Any]) -> str:
     sim, mjx = report["mujoco_c"], report.get("mjx_panel")
     head = (f"sim2sim: {report['env']} student ({report['student_kind']}, {ONNX_FILE}) in MuJoCo C "
             f"{report['versions']['mujoco']}, {sim['episodes']} held-out episodes")
+    contact = (f"\nContact: MuJoCo C `{report['contact']['sim2sim']}`, MJX training `{report['contact']['training']}`."
+               if report.get("contact") else "")
     if mjx is None:
+        extra = "".join(f", {name.replace('_', ' ')} {sim[f'{name}_mean']:.3f}" for name in EPISODE_MEAN_METRICS
+                        if f"{name}_mean" in sim)
         return head + f"\nreturn {sim['return_mean']:.1f} ± {sim['return_std']:.1f}, success rate " \
-                      f"{sim['success_rate']:.2f}, fall rate {sim['fall_rate']:.2f} (no eval.json to compare with)"
+                      f"{sim['success_rate']:.2f}, fall rate {sim['fall_rate']:.2f}{extra} (no eval.json to compare with)" \
+                      + contact
 
     def cell(value: float, ci: list[float], digits: int) -> str:
         return f"{value:.{digits}f} ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})"
@@ -148,10 +153,7 @@ def format_table(report: dict[str, Any]) -> str:
         if f"{name}_mean" in sim and f"{name}_mean" in mjx:
             lines.append(f"| {name.replace('_', ' ')} (episode mean) | {mjx[f'{name}_mean']:.3f} | "
                          f"{cell(sim[f'{name}_mean'], sim[f'{name}_mean_ci95'], 3)} | |")
-    if report.get("contact"):
-        lines.append(f"\nContact: MuJoCo C `{report['contact']['sim2sim']}`, MJX training "
-                     f"`{report['contact']['training']}`.")
-    return "\n".join(lines)
+    return "\n".join(lines) + contact
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
