@@ -153,7 +153,7 @@ def format_table(report: dict[str, Any]) -> str:
         if f"{name}_mean" in sim and f"{name}_mean" in mjx:
             lines.append(f"| {name.replace('_', ' ')} (episode mean) | {mjx[f'{name}_mean']:.3f} | "
                          f"{cell(sim[f'{name}_mean'], sim[f'{name}_mean_ci95'], 3)} | |")
-    return "\n".join(lines) + contact
+    return "\n".join(lines) + ("\n" + contact if contact else "")  # a blank line: the sentence is not a table row
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
