@@ -211,6 +211,12 @@ def test_the_jax_free_wilson_interval_matches_the_panel_one(count, n):
     assert wilson_interval(count, n) == pytest.approx(jax_side_wilson_interval(count, n), abs=1e-12)
 
 
+# What deploy/ may import from the package: itself, and modules that import nothing but the standard
+# library and NumPy (shared with the JAX side: the terrain generator, the quadruped's MJCF edit).
+SHARED_NUMPY_MODULES = ("distill_jax.heightfield", "distill_jax.quadruped_mjcf")
+JAX_FREE_MODULES = ("distill_jax.deploy", "distill_jax.schema", *SHARED_NUMPY_MODULES)
+
+
 def test_the_deploy_package_imports_no_jax():
     folder = pathlib.Path(distill_jax.__file__).parent / "deploy"
     entry = pathlib.Path(distill_jax.__file__).parent / "sim2sim.py"
@@ -221,5 +227,17 @@ def test_the_deploy_package_imports_no_jax():
             for name in names:
                 top = name.split(".")[0]
                 assert top not in ("jax", "flax", "optax", "brax"), f"{path.name} imports {name}"
-                assert not name.startswith("distill_jax.") or name.startswith(("distill_jax.deploy", "distill_jax.schema")), \
+                assert not name.startswith("distill_jax.") or name.startswith(JAX_FREE_MODULES), \
                     f"{path.name} imports {name}, which may import JAX"
+
+
+def test_the_jax_free_modules_the_deploy_side_shares_import_no_jax():
+    package = pathlib.Path(distill_jax.__file__).parent
+    for module in SHARED_NUMPY_MODULES:
+        path = package / (module.split(".", 1)[1].replace(".", "/") + ".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert name.split(".")[0] in ("__future__", "dataclasses", "hashlib", "typing", "numpy", "xml"), \
+                    f"{path.name} imports {name}"

@@ -10,7 +10,10 @@ computer needs only NumPy, ONNX Runtime and, for sim-to-sim, MuJoCo:
   ``onnx.helper`` (the JAX side, :func:`distill_jax.export.export_onnx`, hands them over);
 * :mod:`~distill_jax.deploy.runtime` — :class:`~distill_jax.deploy.runtime.OnnxStudent`,
   the exported student behind a guard that names any field it may not read;
-* :mod:`~distill_jax.deploy.physics` — the tasks re-implemented on MuJoCo's C engine;
+* :mod:`~distill_jax.deploy.physics` — the tasks re-implemented on MuJoCo's C engine (the
+  cart-pole, and the registry :func:`~distill_jax.deploy.physics.make_sim`);
+* :mod:`~distill_jax.deploy.quadruped_sim` — the rough-terrain quadruped on MuJoCo C, on its own
+  height-field contact (or training's per-foot tangent planes);
 * :mod:`~distill_jax.deploy.observations` — noise, latency and history rebuilt from the contract;
 * :mod:`~distill_jax.deploy.sim2sim` — ``python -m distill_jax.sim2sim RUN_DIR``;
 * :mod:`~distill_jax.deploy.command` — the ``RUN_DIR [--episodes N]`` parser it shares with the videos.

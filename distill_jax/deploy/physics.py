@@ -10,12 +10,11 @@ match the MJX panel in distribution, not one by one.
 
 * :class:`ModelRandomizer` — :mod:`distill_jax.envs.randomization`'s ``ParamRange`` rules
   applied in place to an ``MjModel``;
-* :class:`CartpoleSim` — :mod:`distill_jax.envs.cartpole`.
+* :class:`CartpoleSim` — :mod:`distill_jax.envs.cartpole`;
+* ``quadruped_rough`` — :class:`distill_jax.deploy.quadruped_sim.QuadrupedSim`, on MuJoCo's own
+  height-field contact by default (training's per-foot tangent planes on request).
 
-The quadruped is not here: it trains on a per-foot tangent-plane contact approximation
-(``foot_contact="tangent_plane"``, mocap planes moved before every physics step), which a
-C re-implementation would have to reproduce, or else compare against MuJoCo's own
-height-field contact, which differs (``experiments/probes/quadruped_contact_compare.py``).
+:func:`make_sim` picks the one a fingerprint names (:data:`TASKS`).
 """
 
 from __future__ import annotations
@@ -46,13 +45,25 @@ def xml_hash(xml: str) -> str:
     return hashlib.sha256(xml.encode()).hexdigest()[:16]
 
 
-def _obj_id(model: mujoco.MjModel, kind: str, name: str) -> int:
-    obj = {"body": mujoco.mjtObj.mjOBJ_BODY, "dof": mujoco.mjtObj.mjOBJ_JOINT,
-           "geom": mujoco.mjtObj.mjOBJ_GEOM, "actuator": mujoco.mjtObj.mjOBJ_ACTUATOR}[kind]
-    i = mujoco.mj_name2id(model, obj, name)
-    if i < 0:
-        raise SimError(f"randomisation target {kind}:{name} is not in the model")
-    return i
+def _element_ids(model: mujoco.MjModel, kind: str, element: str) -> np.ndarray:
+    """The model elements a randomisation target names (``"*"``: every one; bodies from 1, never the
+    world), as :mod:`distill_jax.envs.randomization` resolves them; joints become their dofs."""
+    obj, count = {"body_mass": (mujoco.mjtObj.mjOBJ_BODY, model.nbody),
+                  "body_length": (mujoco.mjtObj.mjOBJ_BODY, model.nbody),
+                  "dof_damping": (mujoco.mjtObj.mjOBJ_JOINT, model.njnt),
+                  "geom_friction": (mujoco.mjtObj.mjOBJ_GEOM, model.ngeom),
+                  "actuator_gain": (mujoco.mjtObj.mjOBJ_ACTUATOR, model.nu)}[kind]
+    if element == "*":
+        ids = np.arange(1 if obj == mujoco.mjtObj.mjOBJ_BODY else 0, count)
+    else:
+        i = mujoco.mj_name2id(model, obj, element)
+        if i < 0:
+            raise SimError(f"randomisation target {kind}:{element} is not in the model")
+        ids = np.array([i])
+    if kind == "dof_damping":  # joints -> their dofs (free 6, ball 3, slide/hinge 1)
+        ndof = {0: 6, 1: 3, 2: 1, 3: 1}
+        ids = np.concatenate([model.jnt_dofadr[j] + np.arange(ndof[int(model.jnt_type[j])]) for j in ids])
+    return ids.astype(np.int64)
 
 
 class ModelRandomizer:
@@ -61,12 +72,15 @@ class ModelRandomizer:
     Args:
       model: the model to edit; its values at construction are the nominal ones.
       ranges: the fingerprint's ``randomization`` list (``name``, ``target``, ``low``,
-        ``high``, ``mode``), in ``dyn_params`` order. Supported targets name one element:
-        ``body_mass``, ``body_length`` (scale), ``dof_damping``, ``actuator_gain``.
+        ``high``, ``mode``), in ``dyn_params`` order. Every kind of
+        :mod:`distill_jax.envs.randomization` is supported (``body_mass``, ``body_length``
+        (scale), ``dof_damping``, ``geom_friction``, ``actuator_gain``), on one named element or
+        ``*`` (all of them).
     """
 
-    FIELDS = ("body_mass", "body_inertia", "body_ipos", "body_pos", "geom_pos", "geom_size", "dof_damping",
-              "actuator_gainprm", "actuator_biasprm", "body_subtreemass")
+    FIELDS = ("body_mass", "body_inertia", "body_ipos", "body_pos", "geom_pos", "geom_size", "geom_friction",
+              "dof_damping", "actuator_gainprm", "actuator_biasprm", "body_subtreemass")
+    KINDS = ("body_mass", "body_length", "dof_damping", "geom_friction", "actuator_gain")
 
     def __init__(self, model: mujoco.MjModel, ranges: Sequence[Mapping[str, Any]]):
         self.model = model
@@ -74,13 +88,11 @@ class ModelRandomizer:
         self.nominal = {f: np.array(getattr(model, f)) for f in self.FIELDS}
         for r in self.ranges:
             kind, _, element = r["target"].partition(":")
-            if kind not in ("body_mass", "body_length", "dof_damping", "actuator_gain") or element in ("", "*"):
+            if kind not in self.KINDS:
                 raise SimError(f"randomisation target {r['target']!r} is not supported by the C re-implementation")
             if kind == "body_length" and r["mode"] != "scale":
                 raise SimError(f"body_length supports only mode='scale', got {r['mode']!r}")
-            r["id"] = _obj_id(model, "dof" if kind == "dof_damping" else kind.split("_")[0], element)
-            if kind == "dof_damping":
-                r["id"] = int(model.jnt_dofadr[r["id"]])  # hinge and slide joints have one dof
+            r["ids"] = _element_ids(model, kind, element or "*")
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         """Uniform values ``[len(ranges)]`` within each range."""
@@ -94,27 +106,32 @@ class ModelRandomizer:
         for field, nominal in self.nominal.items():
             getattr(m, field)[:] = nominal
         for r, v in zip(self.ranges, values):
-            kind, i = r["target"].split(":")[0], r["id"]
+            kind, ids = r["target"].split(":")[0], r["ids"]
             scale = r["mode"] == "scale"
             if kind == "body_mass":
-                factor = v if scale else v / m.body_mass[i]
-                m.body_mass[i] *= factor
-                m.body_inertia[i] *= factor  # same shape, other density
+                for i in ids:
+                    factor = v if scale else (v / m.body_mass[i] if m.body_mass[i] else 1.0)
+                    m.body_mass[i] *= factor
+                    m.body_inertia[i] *= factor  # same shape, other density
             elif kind == "body_length":  # stretch about the body frame: thin-rod inertia ~ length²
-                m.body_ipos[i] *= v
-                m.body_inertia[i] *= v * v
-                geoms = np.flatnonzero(m.geom_bodyid == i)
-                m.geom_pos[geoms] *= v
-                long = geoms[np.isin(m.geom_type[geoms], [mujoco.mjtGeom.mjGEOM_CAPSULE, mujoco.mjtGeom.mjGEOM_CYLINDER])]
-                m.geom_size[long, 1] *= v
-                children = np.flatnonzero(m.body_parentid == i)
-                m.body_pos[children[children != 0]] *= v
+                for i in ids:
+                    m.body_ipos[i] *= v
+                    m.body_inertia[i] *= v * v
+                    geoms = np.flatnonzero(m.geom_bodyid == i)
+                    m.geom_pos[geoms] *= v
+                    long = geoms[np.isin(m.geom_type[geoms], [mujoco.mjtGeom.mjGEOM_CAPSULE, mujoco.mjtGeom.mjGEOM_CYLINDER])]
+                    m.geom_size[long, 1] *= v
+                    children = np.flatnonzero(m.body_parentid == i)
+                    m.body_pos[children[children != 0]] *= v
             elif kind == "dof_damping":
-                m.dof_damping[i] = m.dof_damping[i] * v if scale else v
+                m.dof_damping[ids] = m.dof_damping[ids] * v if scale else v
+            elif kind == "geom_friction":
+                m.geom_friction[ids, 0] = m.geom_friction[ids, 0] * v if scale else v
             elif kind == "actuator_gain":
-                factor = v if scale else v / m.actuator_gainprm[i, 0]
-                m.actuator_gainprm[i, 0] *= factor
-                m.actuator_biasprm[i, 1:3] *= factor
+                gain = m.actuator_gainprm[ids, 0]
+                factor = v if scale else v / np.where(gain == 0, 1.0, gain)
+                m.actuator_gainprm[ids, 0] *= factor
+                m.actuator_biasprm[ids, 1:3] *= np.reshape(factor, (-1, 1)) if np.ndim(factor) else factor
         subtree = np.array(m.body_mass)
         for body in range(m.nbody - 1, 0, -1):  # a child's id exceeds its parent's: accumulate upwards
             subtree[m.body_parentid[body]] += subtree[body]
@@ -205,24 +222,35 @@ class CartpoleSim:
         return self._obs(a), float(reward), bool(fall), {"success": float(success), "upright": upright}
 
 
-TASKS = {"cartpole": CartpoleSim}
+def quadruped_sim(fingerprint: Mapping[str, Any], contact: str = "hfield"):
+    """:class:`distill_jax.deploy.quadruped_sim.QuadrupedSim` (imported here: that module imports this one)."""
+    from distill_jax.deploy.quadruped_sim import QuadrupedSim
 
-# What a task not in TASKS would need, for the one-line refusal.
-UNSUPPORTED = {
-    "quadruped_rough": "its MJX training contact is a per-foot tangent-plane approximation of the height field "
-                       "that a C re-implementation must reproduce (MuJoCo's own height-field contact differs), "
-                       "plus the terrain, command sampling, pushes and legged_gym rewards",
-}
+    return QuadrupedSim(fingerprint, contact=contact)
 
 
-def make_sim(fingerprint: Mapping[str, Any]):
+TASKS = {"cartpole": CartpoleSim, "quadruped_rough": quadruped_sim}
+# Tasks that simulate contact with terrain take ``contact`` ("hfield": MuJoCo's own height-field
+# contact; "tangent_plane": training's per-foot plane approximation, reproduced in C).
+CONTACT_TASKS = ("quadruped_rough",)
+
+
+def make_sim(fingerprint: Mapping[str, Any], contact: str | None = None):
     """The C re-implementation of the fingerprint's task.
 
+    Args:
+      fingerprint: the run's env fingerprint.
+      contact: for a terrain task, its foot contact model (default ``"hfield"``); must be ``None`` otherwise.
+
     Raises:
-      SimError: no re-implementation exists for it (saying what one would need).
+      SimError: no re-implementation exists for it, or ``contact`` does not apply to it.
     """
     name = fingerprint.get("name")
     if name not in TASKS:
-        need = UNSUPPORTED.get(name, "a re-implementation in distill_jax.deploy.physics")
-        raise SimError(f"sim2sim runs {sorted(TASKS)}; {name!r} is not supported yet: {need}")
+        raise SimError(f"sim2sim runs {sorted(TASKS)}; {name!r} is not supported yet: it needs a "
+                       "re-implementation in distill_jax.deploy.physics")
+    if name in CONTACT_TASKS:
+        return TASKS[name](fingerprint, contact=contact or "hfield")
+    if contact is not None:
+        raise SimError(f"--contact applies to {list(CONTACT_TASKS)}, not to {name!r}")
     return TASKS[name](fingerprint)

@@ -1,6 +1,6 @@
 """Sim-to-sim: the exported ONNX student in MuJoCo's C engine, scored next to the MJX panel. No JAX.
 
-``python -m distill_jax.sim2sim RUN_DIR [--episodes N]`` reads
+``python -m distill_jax.sim2sim RUN_DIR [--episodes N] [--contact hfield|tangent_plane]`` reads
 
 * ``RUN_DIR/export/student.onnx`` — the student and its deployment contract, from which the
   observations are built (:mod:`distill_jax.deploy.observations`);
@@ -12,7 +12,11 @@
 runs held-out episodes (the panel's seed numbers, drawn with NumPy's generator, so the
 episodes are new ones from the same distribution), prints a table and writes
 ``RUN_DIR/sim2sim.json``. "Agree" means the two 95 % intervals overlap: for the mean return,
-mean ± 1.96 std / sqrt(n); for rates, Wilson intervals (as ``eval.json`` reports them).
+mean ± 1.96 std / sqrt(n); for rates, Wilson intervals (as ``eval.json`` reports them). A
+tracking task's episode-mean tracking error is shown beside the panel's (which keeps no spread
+for it, so no agreement is claimed). For the quadruped the feet meet MuJoCo's own height field
+(``contact: hfield``), not training's per-foot tangent planes (``tangent_plane``, which
+``--contact tangent_plane`` reproduces in C); the report states both.
 
 A bad run directory (missing, no export, an export without ``student.onnx``, an unsupported
 task) gets one line ``error: ...`` and exit status 2, and nothing is written.
@@ -39,6 +43,9 @@ from distill_jax.deploy.runtime import OnnxStudent, import_onnxruntime
 
 SIM2SIM_FILE = "sim2sim.json"
 Z95 = 1.96
+# Per-step task metrics averaged over each episode, as distill_jax.evaluate.EPISODE_MEAN_METRICS
+# (the quadruped's xy velocity tracking error, m/s).
+EPISODE_MEAN_METRICS = ("tracking_error",)
 
 
 class Sim2SimError(Exception):
@@ -69,15 +76,21 @@ def run_episode(sim: Any, student: Any, rng: np.random.Generator, max_steps: int
     delay.reset(rng)
     carry = student.initial_carry(1)
     total, fall, metrics, steps = 0.0, False, {"success": 0.0}, 0
+    sums = dict.fromkeys(EPISODE_MEAN_METRICS, 0.0)
     for steps in range(1, max_steps + 1):
         carry, action = student.step(carry, obs)
         task_obs, reward, fall, metrics = sim.step(delay(action))
         total += reward
+        for name in sums:
+            sums[name] += metrics.get(name, math.nan)
         if fall:
             break
         obs = builder.step(task_obs, action)
-    return {"return": total, "length": float(steps), "fall": float(fall),
-            "success": 0.0 if fall else float(metrics["success"])}
+    out = {"return": total, "length": float(steps), "fall": float(fall),
+           "success": 0.0 if fall else float(metrics["success"])}
+    # Per-step metrics averaged over the episode, the terminal step included (as the panel does).
+    out.update({name: value / steps for name, value in sums.items() if not math.isnan(value)})
+    return out
 
 
 def summarize(episodes: list[dict[str, float]]) -> dict[str, Any]:
@@ -90,6 +103,11 @@ def summarize(episodes: list[dict[str, float]]) -> dict[str, Any]:
     for rate, key in (("success_rate", "success"), ("fall_rate", "fall")):
         count = float(sum(e[key] for e in episodes))
         out[rate], out[f"{rate}_ci95"] = count / n, list(wilson_interval(count, n))
+    for name in EPISODE_MEAN_METRICS:
+        if all(name in e for e in episodes):
+            values = np.array([e[name] for e in episodes])
+            out[f"{name}_mean"], out[f"{name}_std"] = float(values.mean()), float(values.std())
+            out[f"{name}_mean_ci95"] = mean_interval(out[f"{name}_mean"], out[f"{name}_std"], n)
     return out
 
 
@@ -112,9 +130,14 @@ def format_table(report: dict[str, Any]) -> str:
     sim, mjx = report["mujoco_c"], report.get("mjx_panel")
     head = (f"sim2sim: {report['env']} student ({report['student_kind']}, {ONNX_FILE}) in MuJoCo C "
             f"{report['versions']['mujoco']}, {sim['episodes']} held-out episodes")
+    contact = (f"\nContact: MuJoCo C `{report['contact']['sim2sim']}`, MJX training `{report['contact']['training']}`."
+               if report.get("contact") else "")
     if mjx is None:
+        extra = "".join(f", {name.replace('_', ' ')} {sim[f'{name}_mean']:.3f}" for name in EPISODE_MEAN_METRICS
+                        if f"{name}_mean" in sim)
         return head + f"\nreturn {sim['return_mean']:.1f} ± {sim['return_std']:.1f}, success rate " \
-                      f"{sim['success_rate']:.2f}, fall rate {sim['fall_rate']:.2f} (no eval.json to compare with)"
+                      f"{sim['success_rate']:.2f}, fall rate {sim['fall_rate']:.2f}{extra} (no eval.json to compare with)" \
+                      + contact
 
     def cell(value: float, ci: list[float], digits: int) -> str:
         return f"{value:.{digits}f} ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})"
@@ -126,7 +149,11 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"| {metric.replace('_', ' ')} | {cell(row['mjx'], row['mjx_ci95'], digits)} | "
                      f"{cell(row['mujoco_c'], row['mujoco_c_ci95'], digits)} | {'yes' if row['agree'] else 'NO'} |")
     lines.append(f"| episode length | {mjx['episode_length_mean']:.1f} | {sim['episode_length_mean']:.1f} | |")
-    return "\n".join(lines)
+    for name in EPISODE_MEAN_METRICS:  # eval.json keeps no per-episode spread for these: no MJX interval
+        if f"{name}_mean" in sim and f"{name}_mean" in mjx:
+            lines.append(f"| {name.replace('_', ' ')} (episode mean) | {mjx[f'{name}_mean']:.3f} | "
+                         f"{cell(sim[f'{name}_mean'], sim[f'{name}_mean_ci95'], 3)} | |")
+    return "\n".join(lines) + ("\n" + contact if contact else "")  # a blank line: the sentence is not a table row
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
@@ -151,12 +178,14 @@ def locate_onnx(run_dir: pathlib.Path) -> pathlib.Path:
     return export / ONNX_FILE
 
 
-def sim2sim(run_dir: pathlib.Path | str, episodes: int | None = None) -> dict[str, Any]:
+def sim2sim(run_dir: pathlib.Path | str, episodes: int | None = None, contact: str | None = None) -> dict[str, Any]:
     """Runs the sim-to-sim check on ``run_dir`` and writes ``sim2sim.json``; returns the report.
 
     Args:
       run_dir: a run directory with ``export/student.onnx``.
       episodes: held-out episodes (default: as many as the MJX panel, else 64).
+      contact: for a terrain task, the foot contact model in MuJoCo C: ``"hfield"`` (MuJoCo's
+        own, the default) or ``"tangent_plane"`` (training's approximation, reproduced).
 
     Raises:
       Sim2SimError: a run directory or model sim2sim cannot use (nothing is written then).
@@ -169,7 +198,7 @@ def sim2sim(run_dir: pathlib.Path | str, episodes: int | None = None) -> dict[st
         raise Sim2SimError(f"{run_dir}: neither eval.json nor env_fingerprint.json describes the env")
     try:
         student = OnnxStudent(path)
-        sim = make_sim(fingerprint)
+        sim = make_sim(fingerprint, contact)
     except (ContractError, SimError) as e:
         raise Sim2SimError(f"{path}: {e}") from None
     mjx = (evaluation or {}).get("student")
@@ -191,6 +220,7 @@ def sim2sim(run_dir: pathlib.Path | str, episodes: int | None = None) -> dict[st
         "engine": "mujoco.mj_step (C)", "seeds": seeds, "rng": "numpy.random.default_rng(seed) (PCG64)",
         "versions": {"mujoco": mujoco.__version__, "onnxruntime": import_onnxruntime().__version__, "numpy": np.__version__},
         "panel_distribution": (evaluation or {}).get("panel", {}).get("distribution"),
+        "contact": ({"sim2sim": sim.contact, "training": sim.training_contact} if hasattr(sim, "contact") else None),
         "mujoco_c": summary, "mjx_panel": mjx, "agreement": compare(mjx, summary) if mjx else None,
         "per_episode": per_episode, "seconds": seconds,
     }
@@ -200,17 +230,22 @@ def sim2sim(run_dir: pathlib.Path | str, episodes: int | None = None) -> dict[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return run_dir_parser(
+    parser = run_dir_parser(
         "sim2sim", "Run a run's exported ONNX student in MuJoCo's C engine (no JAX) over held-out episodes and "
         "compare with the MJX panel in eval.json; writes RUN_DIR/sim2sim.json.",
         "a run directory with export/student.onnx", None,
         "held-out episodes (default: as many as the MJX panel in eval.json, else 64)")
+    parser.add_argument("--contact", choices=("hfield", "tangent_plane"), default=None,
+                        help="terrain tasks (quadruped_rough): the feet's contact in MuJoCo C, 'hfield' (MuJoCo's "
+                             "own height-field contact, the default) or 'tangent_plane' (training's per-foot plane "
+                             "approximation, reproduced in C for a like-for-like check)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report = sim2sim(args.run_dir, args.episodes)
+        report = sim2sim(args.run_dir, args.episodes, args.contact)
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

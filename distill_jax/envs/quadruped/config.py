@@ -13,8 +13,8 @@ from typing import Any
 
 from distill_jax.envs import terrain as terrain_lib
 from distill_jax.envs.randomization import ParamRange
+from distill_jax.quadruped_mjcf import FOOT_CONTACTS, LEGS, TRUNK_SPHERES  # noqa: F401 (re-exported)
 
-LEGS = ("FL", "FR", "RL", "RR")
 JOINTS_PER_LEG = ("abduction", "hip", "knee")
 REWARD_TERMS = (
     "tracking_lin_vel",
@@ -41,8 +41,6 @@ TEACHER_FIELDS = (
 )
 CRITIC_FIELDS = ("base_height", "reward_terms")
 SCAN_POINTS = 9  # 3 x 3 grid around each foot
-TRUNK_SPHERES = ("trunk_front", "trunk_rear")  # the trunk's contact proxies
-FOOT_CONTACTS = ("hfield", "tangent_plane")
 
 
 @dataclasses.dataclass(frozen=True)
