@@ -92,26 +92,30 @@ def test_randomised_mjx_model_matches_mujoco_c(task):
     ref.body_ipos[pole] *= 1.3
     ref.dof_damping[ref.joint("slider").dofadr[0]] = 0.9
     ref.actuator_gainprm[0, 0] *= 0.7
-    data = mujoco.MjData(ref)
-    data.qpos[:] = [0.1, 0.15]
-    data.ctrl[:] = [0.5]
+    assert_mjx_follows_c(task.mjx_model, model, ref, qpos=[0.1, 0.15], ctrl=[0.5])
 
+
+def assert_mjx_follows_c(base, model, ref, qpos, ctrl, steps: int = 50):
+    """``steps`` physics steps of mjx with the randomised ``model`` (data made from ``base``) and of
+    MuJoCo C on ``ref`` (the same edits by hand), from ``qpos`` with ``ctrl``, end in the same state;
+    returns the C data."""
     from mujoco import mjx
 
-    d = mjx.make_data(task.mjx_model).replace(qpos=jnp.array([0.1, 0.15]), ctrl=jnp.array([0.5]))
-    n = 50
-    d = jax.jit(lambda d: jax.lax.fori_loop(0, n, lambda i, x: mjx.step(model, x), d))(d)
-    for _ in range(n):
+    data = mujoco.MjData(ref)
+    data.qpos[:] = qpos
+    data.ctrl[:] = ctrl
+    d = mjx.make_data(base).replace(qpos=jnp.array(qpos), ctrl=jnp.array(ctrl))
+    d = jax.jit(lambda d: jax.lax.fori_loop(0, steps, lambda i, x: mjx.step(model, x), d))(d)
+    for _ in range(steps):
         mujoco.mj_step(ref, data)
     np.testing.assert_allclose(np.asarray(d.qpos), data.qpos, atol=2e-3)
     np.testing.assert_allclose(np.asarray(d.qvel), data.qvel, atol=1e-2)
+    return data
 
 
 def test_bias_and_tilt_kinds_match_mujoco_c():
     """``actuator_bias`` (a constant actuator force) and ``gravity_tilt`` (a hidden slope) on the
     cart-pole_hidden model: mjx with the randomised model tracks MuJoCo (C) with the same edits."""
-    from mujoco import mjx
-
     from distill_jax.envs.cartpole_hidden import CartpoleHidden
 
     hidden = CartpoleHidden()
@@ -124,16 +128,7 @@ def test_bias_and_tilt_kinds_match_mujoco_c():
     ref.opt.gravity[:] = [g * np.sin(-0.15), 0.0, -g * np.cos(-0.15)]
     np.testing.assert_allclose(model.actuator_biasprm, ref.actuator_biasprm, rtol=1e-6)
     np.testing.assert_allclose(model.opt.gravity, ref.opt.gravity, rtol=1e-6)
-    data = mujoco.MjData(ref)
-    data.qpos[:] = [0.1, 0.05]
-    data.ctrl[:] = [-0.2]
-    d = mjx.make_data(hidden.mjx_model).replace(qpos=jnp.array([0.1, 0.05]), ctrl=jnp.array([-0.2]))
-    n = 50
-    d = jax.jit(lambda d: jax.lax.fori_loop(0, n, lambda i, x: mjx.step(model, x), d))(d)
-    for _ in range(n):
-        mujoco.mj_step(ref, data)
-    np.testing.assert_allclose(np.asarray(d.qpos), data.qpos, atol=2e-3)
-    np.testing.assert_allclose(np.asarray(d.qvel), data.qvel, atol=1e-2)
+    data = assert_mjx_follows_c(hidden.mjx_model, model, ref, qpos=[0.1, 0.05], ctrl=[-0.2])
     # Bias 0.3 with ctrl -0.2: net actuator force gear * 0.1 = +1 N.
     np.testing.assert_allclose(data.actuator_force, [0.1], rtol=1e-6)
 

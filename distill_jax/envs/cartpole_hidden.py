@@ -114,7 +114,7 @@ def make_cartpole_hidden(**overrides: Any) -> Env:
     """The cart-pole on a hidden slope with its default stack (randomisation incl. the slope ->
     sensor noise 0.01 on ``cart_pos``/``pole_angle`` -> 16-row history -> 250-step time limit);
     ``overrides``: see the module docstring."""
-    from distill_jax.envs.registry import _STACK_DEFAULTS, _check_overrides, _noise_dict, wrap_task
+    from distill_jax.envs.registry import _STACK_DEFAULTS, _check_overrides, wrap_cartpole_task
 
     config_fields = [f.name for f in dataclasses.fields(CartpoleConfig)]
     _check_overrides("cartpole_hidden", overrides, list(_STACK_DEFAULTS) + config_fields + list(DESIGN_DEFAULTS))
@@ -123,14 +123,4 @@ def make_cartpole_hidden(**overrides: Any) -> Env:
     task_kw = {k: v for k, v in overrides.items() if k in config_fields and k != "episode_length"}
     task = CartpoleHidden(episode_length=s["episode_length"], teacher_state=s["teacher_state"], **task_kw)
     ranges = hidden_ranges(s["slope"], s["bias"], s["mass_range"], s["length_range"], s["gain_range"], s["damping_range"])
-    return wrap_task(
-        task,
-        episode_length=s["episode_length"],
-        ranges=ranges if s["randomize"] else None,
-        noise_std=_noise_dict(s["noise_std"], ("cart_pos", "pole_angle")),
-        history_length=s["history_length"],
-        history_fields=s["history_fields"] or ("cart_pos", "pole_angle"),
-        history_actions=s["history_actions"],
-        history_fill=s["history_fill"],
-        max_action_delay=s["max_action_delay"],
-    )
+    return wrap_cartpole_task(task, s, ranges if s["randomize"] else None)

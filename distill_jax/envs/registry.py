@@ -222,6 +222,13 @@ def make_cartpole(**overrides: Any) -> Env:
     task_kw = {k: v for k, v in overrides.items() if k in config_fields and k != "episode_length"}
     task = Cartpole(episode_length=s["episode_length"], **task_kw)
     ranges = (s["ranges"] if s["ranges"] is not None else CARTPOLE_RANGES) if s["randomize"] else None
+    return wrap_cartpole_task(task, s, ranges)
+
+
+def wrap_cartpole_task(task: Env, settings: Mapping[str, Any], ranges: Any) -> Env:
+    """A cart-pole-family ``task`` under the default stack, from the resolved stack ``settings``
+    (``_STACK_DEFAULTS``' keys); noise and history default to ``cart_pos`` and ``pole_angle``."""
+    s = settings
     return wrap_task(
         task,
         episode_length=s["episode_length"],
