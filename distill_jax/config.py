@@ -51,6 +51,19 @@ def _finite_floats(config: Any, prefix: str) -> None:
             _require(math.isfinite(value), f"{prefix}.{f.name}" if prefix else f.name, value, "must be a finite number")
 
 
+def _finite_values(value: Any, field: str) -> None:
+    """A free-form value (an env override: a number, a list or a mapping of them) holds no NaN or ±Inf;
+    the error names the path down to the offending entry."""
+    if isinstance(value, float):
+        _require(math.isfinite(value), field, value, "must be a finite number")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _finite_values(v, f"{field}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _finite_values(v, f"{field}[{i}]")
+
+
 ACTIVATIONS = ("tanh", "relu", "elu", "swish")
 
 
@@ -437,6 +450,9 @@ class RunConfig:
         _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "must be a non-negative integer")
         _require(isinstance(self.updates_per_call, int) and self.updates_per_call >= 0, "updates_per_call",
                  self.updates_per_call, "must be a non-negative integer (0: automatic)")
+        for section in ("env_overrides", "eval_env_overrides"):
+            for key, value in getattr(self, section):
+                _finite_values(value, f"{section}.{key}")
         self.ppo.validate("ppo")
         self.distill.validate("distill")
         self.baseline.validate("baseline")

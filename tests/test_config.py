@@ -24,6 +24,18 @@ def test_a_non_finite_value_set_directly_fails_validation():
         RunConfig(ppo=PPOConfig(gamma=math.nan)).validate()
 
 
+@pytest.mark.parametrize("raw", ["NaN", "Infinity"])
+def test_non_finite_env_overrides_are_refused_naming_the_entry(raw):
+    # Env overrides are free-form (numbers, lists, mappings), so the check walks them.
+    with pytest.raises(ConfigError, match=r"^env_overrides\.noise_std=.*finite"):
+        apply_override(RunConfig(), f'env_overrides=[["noise_std", {raw}]]').validate()
+    with pytest.raises(ConfigError, match=r"eval_env_overrides\.noise_std\.cart_pos=.*finite"):
+        RunConfig(eval_env_overrides=(("noise_std", {"cart_pos": math.inf}),)).validate()
+    with pytest.raises(ConfigError, match=r"env_overrides\.ranges\[0\]\[2\]=nan"):
+        RunConfig(env_overrides=(("ranges", [["pole_mass", "body_mass:pole", math.nan, 2.0]]),)).validate()
+    RunConfig(env_overrides=(("noise_std", 0.02), ("history_length", 4))).validate()  # finite ones pass
+
+
 def test_a_field_of_the_old_flat_distill_config_names_where_it_moved():
     with pytest.raises(ConfigError, match=r"'distill\.student_kind' \(it moved to distill\.student\.kind\)"):
         apply_override(RunConfig(), "distill.student_kind=gru")
