@@ -221,7 +221,12 @@ def write_mp4(path: Any, frames: list[Any], fps: float) -> None:
     height, width = frames[0].shape[:2]
     writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
                                          quality=7, macro_block_size=16, ffmpeg_log_level="error")
-    writer.send(None)
+    # The first send starts ffmpeg. Python warns that forking a multithreaded (JAX) process may
+    # deadlock; subprocess forks and immediately execs ffmpeg, which is the safe case, and a
+    # newcomer would read the warning as an error.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        writer.send(None)
     for frame in frames:
         writer.send(frame)
     writer.close()
