@@ -128,7 +128,7 @@ def test_quickstart_runs_the_cli_pipeline_and_shows_its_artifacts(tmp_path):
 
 
 @pytest.mark.slow  # compiles a Brax task's teacher, student and audit (~100 s on 2 cores)
-def test_custom_env_trains_distils_and_audits_a_brax_task():
+def test_custom_env_trains_distils_and_audits_a_brax_task(tmp_path):
     iters = 2
     assert refresh.BUDGETS["tiny"]["custom_env"]["DISTILL_JAX_NB_ITERS"] == str(iters)
     nb = refresh_tiny("custom_env", tmp_path)
