@@ -14,6 +14,10 @@ It lives outside :mod:`distill_jax.envs` because importing that package imports 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import Any
+
+from distill_jax.hashing import fingerprint_hash, mjcf_hash
+from distill_jax.heightfield import heights_hash
 
 LEGS = ("FL", "FR", "RL", "RR")
 TRUNK_SPHERES = ("trunk_front", "trunk_rear")  # the trunk's contact proxies
@@ -86,3 +90,9 @@ def _add_foot_planes(root: ET.Element) -> None:
         ET.SubElement(body, "geom", name=f"{leg}_ground", type="plane", size="0.15 0.15 0.05",
                       contype=str(2 << i), conaffinity="0", condim=floor.get("condim", "1"),
                       friction=floor.get("friction", "1 0.005 0.0001"), rgba="0.3 0.6 0.3 0.3")
+
+
+def quadruped_model_hash(xml: str, heights: Any) -> str:
+    """The quadruped's ``model_hash``: its edited MJCF and its terrain heights together (the MJX task
+    records it in the fingerprint; the C re-implementation checks its rebuild against it)."""
+    return fingerprint_hash({"mjcf": mjcf_hash(xml), "heights": heights_hash(heights)})

@@ -19,7 +19,6 @@ match the MJX panel in distribution, not one by one.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,8 @@ from typing import Any
 
 import mujoco
 import numpy as np
+
+from distill_jax.hashing import mjcf_hash
 
 ASSETS = pathlib.Path(__file__).resolve().parents[1] / "envs" / "assets"
 
@@ -38,11 +39,6 @@ class SimError(ValueError):
 def asset_xml(filename: str) -> str:
     """An MJCF shipped in ``distill_jax/envs/assets`` (read by path: importing ``distill_jax.envs`` imports JAX)."""
     return (ASSETS / filename).read_text()
-
-
-def xml_hash(xml: str) -> str:
-    """The MJCF hash the env fingerprints record (:func:`distill_jax.envs.mjx_env.mjcf_hash`)."""
-    return hashlib.sha256(xml.encode()).hexdigest()[:16]
 
 
 def _element_ids(model: mujoco.MjModel, kind: str, element: str) -> np.ndarray:
@@ -163,8 +159,8 @@ class CartpoleSim:
 
     def __init__(self, fingerprint: Mapping[str, Any]):
         xml = asset_xml("cartpole.xml")
-        if xml_hash(xml) != fingerprint["model_hash"]:
-            raise SimError(f"the shipped cartpole.xml (hash {xml_hash(xml)}) is not the one this run trained on "
+        if mjcf_hash(xml) != fingerprint["model_hash"]:
+            raise SimError(f"the shipped cartpole.xml (hash {mjcf_hash(xml)}) is not the one this run trained on "
                            f"({fingerprint['model_hash']})")
         self.model = mujoco.MjModel.from_xml_string(xml)
         self.data = mujoco.MjData(self.model)

@@ -25,7 +25,6 @@ distribution, not one by one; MuJoCo C integrates in float64 where MJX uses floa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -34,19 +33,14 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from distill_jax.deploy.physics import ModelRandomizer, SimError, asset_xml, xml_hash
+from distill_jax.deploy.physics import ModelRandomizer, SimError, asset_xml
 from distill_jax.heightfield import TerrainConfig, generate_heights, heights_hash, surface_plane
-from distill_jax.quadruped_mjcf import LEGS, TRUNK_SPHERES, edit_quadruped_mjcf
+from distill_jax.quadruped_mjcf import LEGS, TRUNK_SPHERES, edit_quadruped_mjcf, quadruped_model_hash
 
 # The MJX task's REWARD_TERMS order (the critic's ``reward_terms`` field).
 REWARD_TERMS = ("tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "ang_vel_xy", "orientation", "base_height",
                 "torques", "action_rate", "feet_air_time", "collision", "termination")
 CONTACTS = ("hfield", "tangent_plane")
-
-
-def fingerprint_hash(payload: Any) -> str:
-    """:func:`distill_jax.envs.base.fingerprint_hash`: sha256[:16] of the sorted-key JSON."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _yaw_rotation(yaw: float) -> np.ndarray:
@@ -93,7 +87,7 @@ class QuadrupedSim:
                                        nrow=terrain.nrow, ncol=terrain.ncol, half_x=terrain.half_x,
                                        half_y=terrain.half_y, max_height=float(heights.max()))
 
-        trained = fingerprint_hash({"mjcf": xml_hash(xml(self.training_contact)), "heights": heights_hash(heights)})
+        trained = quadruped_model_hash(xml(self.training_contact), heights)
         if trained != fingerprint["model_hash"]:
             raise SimError(f"the quadruped model rebuilt here (hash {trained}) is not the one this run trained on "
                            f"({fingerprint['model_hash']}): the shipped quadruped.xml or its edit changed")

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import hashlib
-import json
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
+from distill_jax.hashing import fingerprint_hash  # noqa: F401  (re-exported: tasks import it from here)
 from distill_jax.schema import FieldSpec, ObservationSchema
 
 Observation = dict[str, jax.Array]
@@ -70,12 +69,6 @@ class EnvState:
     def done(self) -> jax.Array:
         """1.0 when the episode ended for any reason (Brax's ``done``)."""
         return jnp.maximum(self.terminated, self.truncated)
-
-
-def fingerprint_hash(payload: Any) -> str:
-    """A short stable hash of a JSON-able payload (sorted keys)."""
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Env(abc.ABC):

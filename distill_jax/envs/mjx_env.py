@@ -10,7 +10,6 @@ randomisation can substitute a per-environment model without the task knowing:
 from __future__ import annotations
 
 import abc
-import hashlib
 from importlib import resources
 
 import jax
@@ -18,15 +17,12 @@ import mujoco
 from mujoco import mjx
 
 from distill_jax.envs.base import Env, EnvState
+from distill_jax.hashing import mjcf_hash  # noqa: F401  (re-exported)
 
 
 def load_asset(filename: str) -> str:
     """Reads an MJCF file shipped in ``distill_jax/envs/assets``."""
     return resources.files("distill_jax.envs").joinpath("assets", filename).read_text()
-
-
-def mjcf_hash(xml: str) -> str:
-    return hashlib.sha256(xml.encode()).hexdigest()[:16]
 
 
 class MjxEnv(Env):

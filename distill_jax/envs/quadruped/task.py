@@ -100,8 +100,9 @@ from mujoco import mjx
 
 from distill_jax.distributions import SATURATION_LIMIT
 from distill_jax.envs import terrain as terrain_lib
-from distill_jax.envs.base import EnvState, fingerprint_hash, with_inferred_specs
-from distill_jax.envs.mjx_env import MjxEnv, mjcf_hash
+from distill_jax.envs.base import EnvState, with_inferred_specs
+from distill_jax.envs.mjx_env import MjxEnv
+from distill_jax.quadruped_mjcf import quadruped_model_hash
 from distill_jax.envs.quadruped.config import (
     CRITIC_FIELDS,
     LEGS,
@@ -207,8 +208,7 @@ class RoughTerrainQuadruped(MjxEnv):
 
     @property
     def model_hash(self) -> str:
-        return fingerprint_hash({"mjcf": mjcf_hash(self.xml),
-                                 "heights": terrain_lib.heights_hash(self.terrain_heights_np)})
+        return quadruped_model_hash(self.xml, self.terrain_heights_np)
 
     def fingerprint(self) -> dict[str, Any]:
         cfg = self.config
