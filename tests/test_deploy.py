@@ -213,7 +213,8 @@ def test_the_jax_free_wilson_interval_matches_the_panel_one(count, n):
 
 # What deploy/ may import from the package: itself, and modules that import nothing but the standard
 # library and NumPy (shared with the JAX side: the terrain generator, the quadruped's MJCF edit).
-SHARED_NUMPY_MODULES = ("distill_jax.hashing", "distill_jax.heightfield", "distill_jax.quadruped_mjcf")
+SHARED_NUMPY_MODULES = ("distill_jax.hashing", "distill_jax.heightfield", "distill_jax.quadruped_mjcf",
+                        "distill_jax.terrain_tiles")
 JAX_FREE_MODULES = ("distill_jax.deploy", "distill_jax.schema", *SHARED_NUMPY_MODULES)
 
 
