@@ -39,14 +39,14 @@ class CurriculumConfig:
       demote_fraction: demote when the distance is below this times the commanded distance.
       demote_on_fall: a fall demotes (unless the env was far enough to be promoted first).
       resample_at_max: an env promoted past the hardest level gets a uniformly random level.
-      init_max_level: initial levels are uniform in ``[0, init_max_level]``.
+      init_max_level: initial levels are uniform in ``[0, init_max_level]``; ``None``: every level.
     """
 
     promote_fraction: float = 0.5
     demote_fraction: float = 0.5
     demote_on_fall: bool = True
     resample_at_max: bool = True
-    init_max_level: int = 0
+    init_max_level: int | None = 0
 
     def __post_init__(self):
         def fail(name: str, why: str) -> None:
@@ -56,13 +56,13 @@ class CurriculumConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 fail(name, "must be a finite number >= 0")
-        if isinstance(self.init_max_level, bool) or not isinstance(self.init_max_level, int) \
-                or self.init_max_level < 0:
+        if self.init_max_level is not None and (isinstance(self.init_max_level, bool) or not isinstance(
+                self.init_max_level, int) or self.init_max_level < 0):
             fail("init_max_level", "must be an integer >= 0")
 
     def check_levels(self, num_levels: int) -> None:
         """Refuses an ``init_max_level`` outside a grid of ``num_levels`` levels (one line)."""
-        if self.init_max_level > num_levels - 1:
+        if self.init_max_level is not None and self.init_max_level > num_levels - 1:
             raise ValueError(f"CurriculumConfig.init_max_level={self.init_max_level}: outside the map's levels "
                              f"0..{num_levels - 1}")
 
@@ -84,7 +84,13 @@ def check_levels(levels: Any, num_levels: int, name: str = "levels") -> None:
 def init_levels(cfg: CurriculumConfig, key: jax.Array, num_envs: int, num_levels: int) -> jax.Array:
     """Initial levels ``[num_envs]`` int32, uniform in ``[0, init_max_level]``."""
     cfg.check_levels(num_levels)
-    return jax.random.randint(key, (num_envs,), 0, cfg.init_max_level + 1, jnp.int32)
+    return jax.random.randint(key, (num_envs,), 0, init_level_bound(cfg, num_levels), jnp.int32)
+
+
+def init_level_bound(cfg: CurriculumConfig, num_levels: int) -> int:
+    """One past the highest initial level: ``init_max_level + 1``, or ``num_levels`` for ``None``."""
+    cfg.check_levels(num_levels)
+    return num_levels if cfg.init_max_level is None else cfg.init_max_level + 1
 
 
 def assign_types(num_envs: int, num_types: int) -> jax.Array:

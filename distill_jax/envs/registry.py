@@ -31,6 +31,8 @@ Defaults per task:
 * ``brax_ant``: episode 1000; randomised torso mass, friction, motor gain; no
   noise; history of 4 rows (proprio, action).
 * ``quadruped_rough``: see :mod:`distill_jax.envs.quadruped.factory`.
+* ``quadruped_terrain``: the quadruped's stack around the tile-terrain task with a
+  height scan; see :mod:`distill_jax.envs.quadruped.terrain_task`.
 
 ``cartpole`` also accepts every :class:`~distill_jax.envs.cartpole.CartpoleConfig`
 field; Brax tasks accept ``brax_kwargs`` (a dict for ``get_environment``).
@@ -308,4 +310,9 @@ register_env(
     "quadruped_rough",
     "distill_jax.envs.quadruped.factory:make_quadruped_rough",
     "quadruped locomotion on rough terrain (imported on first use)",
+)
+register_env(
+    "quadruped_terrain",
+    "distill_jax.envs.quadruped.terrain_task:make_quadruped_terrain",
+    "quadruped on the tiled curriculum terrain with a noisy height scan for the student (imported on first use)",
 )

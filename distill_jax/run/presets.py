@@ -93,6 +93,23 @@ GPU: dict[str, RunConfig] = {
         eval_episodes=256,
     ),
 }
+# Not yet run end to end: the rough quadruped's GPU settings on the tile terrain, its panel on a held-out
+# map (another terrain seed: the same tile types and grades, other noise and blocks).
+HELD_OUT_MAP = (("terrain_seed", 1),)
+GPU["quadruped_terrain"] = dataclasses.replace(GPU["quadruped_rough"], env="quadruped_terrain",
+                                               eval_env_overrides=HELD_OUT_MAP)
+
+# Task-specific default/smoke presets where the generic ones need task options: the terrain quadruped
+# evaluates on a held-out map, and its smoke run uses a small one (2 levels x 3 types of 3 m tiles at 10 cm).
+TASK_PRESETS: dict[tuple[str, str], RunConfig] = {
+    ("default", "quadruped_terrain"): dataclasses.replace(DEFAULT, env="quadruped_terrain",
+                                                          eval_env_overrides=HELD_OUT_MAP),
+    ("smoke", "quadruped_terrain"): dataclasses.replace(
+        SMOKE, env="quadruped_terrain",
+        env_overrides=(("terrain_num_levels", 2), ("terrain_types", ("stairs_up", "gaps", "blocks")),
+                       ("terrain_tile_size", 3.0), ("terrain_resolution", 0.1), ("terrain_border", 0.5)),
+        eval_env_overrides=HELD_OUT_MAP),
+}
 
 NAMES = ("default", "smoke", "gpu")
 
@@ -110,5 +127,7 @@ def preset(name: str, env: str | None = None) -> RunConfig:
         return GPU[env]
     if name not in ("default", "smoke"):
         raise ConfigError(f"unknown preset {name!r}; valid presets: {list(NAMES)}")
+    if (name, env) in TASK_PRESETS:
+        return TASK_PRESETS[name, env]
     config = DEFAULT if name == "default" else SMOKE
     return config if env is None else dataclasses.replace(config, env=env)

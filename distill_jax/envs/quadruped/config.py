@@ -197,16 +197,18 @@ def config_from_overrides(overrides: dict[str, Any], base: QuadrupedConfig | Non
     """A config with keyword overrides applied mechanically.
 
     Keys are ``QuadrupedConfig`` field names, ``reward_<term>`` for a reward
-    weight, or ``terrain_<field>`` for a :class:`~distill_jax.envs.terrain.TerrainConfig`
-    field (``terrain_seed=3``). ``rewards=`` / ``terrain=`` accept whole objects.
+    weight, or ``terrain_<field>`` for a field of ``base.terrain``'s class (a
+    :class:`~distill_jax.envs.terrain.TerrainConfig` by default; ``terrain_seed=3``).
+    ``rewards=`` / ``terrain=`` accept whole objects.
 
     Raises:
       ValueError: naming each key that matches none of these.
     """
     base = QuadrupedConfig() if base is None else base
-    top = {f.name for f in dataclasses.fields(QuadrupedConfig)}
+    # The fields of base's own classes, so a config subclass with another terrain parses the same way.
+    top = {f.name for f in dataclasses.fields(type(base))}
     reward_fields = {f.name for f in dataclasses.fields(RewardWeights)}
-    terrain_fields = {f.name for f in dataclasses.fields(terrain_lib.TerrainConfig)}
+    terrain_fields = {f.name for f in dataclasses.fields(type(base.terrain))}
     top_kw, reward_kw, terrain_kw, unknown = {}, {}, {}, []
     for key, value in overrides.items():
         if key in top:

@@ -10,6 +10,7 @@ motor strength; adds the teacher-only ``dyn_params``) -> ``SensorNoise``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from distill_jax.envs.base import Env
@@ -51,6 +52,19 @@ def make_quadruped_rough(**overrides: Any) -> Env:
     Raises:
       ValueError: naming any unknown option.
     """
+    return make_with_stack(RoughTerrainQuadruped, config_from_overrides, overrides)
+
+
+def make_with_stack(task_cls: Callable[[Any], Any], parse: Callable[[dict[str, Any]], Any],
+                    overrides: dict[str, Any]) -> Env:
+    """``task_cls(parse(task options))`` in the quadruped's default wrapper stack.
+
+    ``overrides`` holds task options (handed to ``parse``, which returns the task's config) and
+    stack options (the keys of :data:`STACK_DEFAULTS`); shared by the quadruped's registry entries.
+
+    Raises:
+      ValueError: naming any unknown option.
+    """
     stack = dict(STACK_DEFAULTS)
     task_opts = {}
     for key, value in overrides.items():
@@ -59,10 +73,10 @@ def make_quadruped_rough(**overrides: Any) -> Env:
         else:
             task_opts[key] = value
     try:
-        config = config_from_overrides(task_opts)
+        config = parse(task_opts)
     except ValueError as e:
         raise ValueError(f"{e}; or a stack option {sorted(STACK_DEFAULTS)}") from None
-    task = RoughTerrainQuadruped(config)
+    task = task_cls(config)
     ranges = None
     if stack["randomize"]:
         ranges = default_ranges(config) if stack["ranges"] is None else tuple(stack["ranges"])

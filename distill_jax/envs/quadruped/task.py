@@ -127,11 +127,12 @@ class RoughTerrainQuadruped(MjxEnv):
 
     name = "quadruped_rough"
     version = "3"
+    student_fields: tuple[str, ...] = STUDENT_FIELDS  # a variant with more deployable fields extends it
 
     def __init__(self, config: QuadrupedConfig | None = None):
         self.config = QuadrupedConfig() if config is None else config
         cfg = self.config
-        heights = terrain_lib.generate_heights(cfg.terrain)
+        heights = self._generate_terrain()
         self.terrain_heights_np = heights
         super().__init__(build_mjcf(cfg, float(heights.max())), n_substeps=cfg.n_substeps)
         m = self.mj_model
@@ -191,7 +192,7 @@ class RoughTerrainQuadruped(MjxEnv):
     @cached_property
     def schema(self) -> ObservationSchema:
         base = ObservationSchema(
-            student_obs=STUDENT_FIELDS,
+            student_obs=self.student_fields,
             teacher_only=TEACHER_FIELDS,
             critic_only=CRITIC_FIELDS,
             # The rule every quadruped student so far was distilled with (the config's default, which
@@ -244,7 +245,7 @@ class RoughTerrainQuadruped(MjxEnv):
             "solver": {"iterations": cfg.solver_iterations, "ls_iterations": cfg.solver_ls_iterations},
             "foot_contact": cfg.foot_contact,
             "success": {"tracking_error_below": cfg.success_threshold},
-            "terrain": terrain_lib.describe(cfg.terrain, self.terrain_heights_np),
+            "terrain": self._describe_terrain(),
             "terrain_seed": cfg.terrain.seed,
             "config": dataclasses.asdict(cfg),
             "model_hash": self.model_hash,
@@ -254,8 +255,7 @@ class RoughTerrainQuadruped(MjxEnv):
     def reset_with_model(self, key: jax.Array, model: mjx.Model) -> EnvState:
         cfg = self.config
         k_xy, k_yaw, k_joint, k_vel, k_cmd, k_rng = jax.random.split(key, 6)
-        s = cfg.spawn_half_extent
-        xy = jax.random.uniform(k_xy, (2,), minval=-s, maxval=s)
+        xy = self._spawn_xy(k_xy)
         yaw = jax.random.uniform(k_yaw, (), minval=-cfg.spawn_yaw, maxval=cfg.spawn_yaw)
         # Lift the trunk until the lowest standing-pose foot clears the terrain
         # (highest point within 3 cm of each foot) by spawn_clearance.
@@ -384,6 +384,20 @@ class RoughTerrainQuadruped(MjxEnv):
         if self._foot_plane_slots is None:
             return data
         return self.place_foot_planes(data)
+
+    # ------------------------------------------- what a terrain variant overrides
+    def _generate_terrain(self) -> np.ndarray:
+        """The height field ``[nrow, ncol]`` (m) of ``config.terrain``."""
+        return terrain_lib.generate_heights(self.config.terrain)
+
+    def _describe_terrain(self) -> dict[str, Any]:
+        """The fingerprint's ``terrain`` entry."""
+        return terrain_lib.describe(self.config.terrain, self.terrain_heights_np)
+
+    def _spawn_xy(self, key: jax.Array) -> jax.Array:
+        """Spawn ``(x, y)`` ``[2]`` (m): uniform in ``[-spawn_half_extent, spawn_half_extent]^2``."""
+        s = self.config.spawn_half_extent
+        return jax.random.uniform(key, (2,), minval=-s, maxval=s)
 
     # -------------------------------------------------------------- helpers
     def place_foot_planes(self, data: mjx.Data) -> mjx.Data:

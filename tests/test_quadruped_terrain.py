@@ -1,0 +1,139 @@
+"""The quadruped on the tile terrain (distill_jax.envs.quadruped.terrain_task) on real MJX (CPU).
+
+One small map (2 levels x 3 types of 3 m tiles) and one compile each of ``vmap(reset)`` and
+``vmap(step)`` (about a minute on 2 cores), shared by the physics tests. The scan's imperfections are
+off here so the delivered scan can be checked against an independent NumPy computation; their
+statistics are tested in test_height_scan.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from distill_jax.envs import get_env
+from distill_jax.envs.quadruped.terrain_task import TerrainQuadruped, terrain_config_from_overrides
+from distill_jax.heightfield import surface_plane
+from distill_jax.terrain_tiles import tile_centre
+
+B = 8
+SMALL = {"terrain_num_levels": 2, "terrain_types": ["stairs_up", "gaps", "blocks"], "terrain_tile_size": 3.0,
+         "terrain_resolution": 0.1, "terrain_border": 0.5}
+CLEAN_SCAN = {"scan_noise_std": 0.0, "scan_offset_std": 0.0, "scan_drift_std": 0.0, "scan_dropout": 0.0,
+              "scan_latency": 0}
+
+
+@pytest.fixture(scope="module")
+def env():
+    return get_env("quadruped_terrain", noise_std=0.0, **SMALL, **CLEAN_SCAN)
+
+
+@pytest.fixture(scope="module")
+def rollout(env):
+    """States after reset and after each of 10 zero-action steps (host copies)."""
+    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), B))
+    step = jax.jit(jax.vmap(env.step))
+    states = [state]
+    for _ in range(10):
+        state = step(state, jnp.zeros((B, 12)))
+        states.append(state)
+    return jax.device_get(states)
+
+
+def task_of(env) -> TerrainQuadruped:
+    inner = env
+    while not isinstance(inner, TerrainQuadruped):
+        inner = inner.env
+    return inner
+
+
+def test_schema_swaps_exact_heights_for_the_noisy_scan(env):
+    schema = env.schema
+    assert "terrain_heights" in schema.teacher_only and "terrain_heights" not in schema.student_obs
+    assert "height_scan" in schema.student_obs and "height_scan" not in schema.teacher_only
+    rough = get_env("quadruped_rough", terrain_half_x=3.0, terrain_half_y=3.0, spawn_half_extent=2.0).schema
+    assert set(schema.student_obs) - set(rough.student_obs) == {"height_scan"}
+    assert set(schema.teacher_only) == set(rough.teacher_only)
+
+
+def test_reset_spawns_on_tile_platforms_with_finite_fields(env, rollout):
+    task = task_of(env)
+    t, s = task.config.terrain, task.config.spawn_half_extent
+    state = rollout[0]
+    level, kind = np.asarray(state.info["terrain_level"]), np.asarray(state.info["terrain_type"])
+    cx, cy = tile_centre(t, level, kind)
+    xy = np.asarray(state.physics.qpos)[:, :2]
+    assert np.all(np.abs(xy - np.stack([cx, cy], -1)) <= s + 1e-6)
+    np.testing.assert_allclose(np.asarray(state.info["spawn_xy"]), xy)
+    assert len(set(zip(level.tolist(), kind.tolist()))) >= 3  # several tiles drawn
+    for st in rollout:
+        assert st.obs["height_scan"].shape == (B, *task.config.height_scan.shape)
+        assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(st.obs))
+    assert not np.any(np.asarray(rollout[-1].metrics["fall"]))  # standing still on a platform
+
+
+def test_the_scan_is_the_terrain_around_the_base_in_its_yaw_frame(env, rollout):
+    """Against NumPy: the surface under each point of the yaw-rotated grid, minus the trunk height."""
+    task = task_of(env)
+    cfg, t = task.config.height_scan, task.config.terrain
+    gx = cfg.x_offset + (np.arange(cfg.nx) - (cfg.nx - 1) / 2) * cfg.spacing
+    gy = (np.arange(cfg.ny) - (cfg.ny - 1) / 2) * cfg.spacing
+    for st in (rollout[0], rollout[-1]):
+        base = np.asarray(st.physics.xpos)[:, task._trunk_id]  # [B, 3]
+        rot = np.asarray(st.physics.xmat)[:, task._trunk_id]  # [B, 3, 3]
+        yaw = np.arctan2(rot[:, 1, 0], rot[:, 0, 0])
+        px = base[:, 0, None, None] + np.cos(yaw)[:, None, None] * gx[:, None] - np.sin(yaw)[:, None, None] * gy
+        py = base[:, 1, None, None] + np.sin(yaw)[:, None, None] * gx[:, None] + np.cos(yaw)[:, None, None] * gy
+        ground, _, _ = surface_plane(task.terrain_heights_np, t.half_x, t.half_y, px, py)
+        expected = np.clip(ground - base[:, 2, None, None], -cfg.clip, cfg.clip)
+        np.testing.assert_allclose(st.obs["height_scan"][..., 0], expected, atol=1e-4)
+        assert np.all(st.obs["height_scan"][..., 1] == 1.0)
+
+
+def test_curriculum_metrics(env, rollout):
+    task = task_of(env)
+    last = rollout[-1]
+    xy = np.asarray(last.physics.qpos)[:, :2]
+    np.testing.assert_allclose(last.metrics["distance_from_spawn"],
+                               np.linalg.norm(xy - np.asarray(last.info["spawn_xy"]), axis=-1), atol=1e-5)
+    np.testing.assert_allclose(last.metrics["command_speed"],
+                               np.linalg.norm(np.asarray(last.info["command"])[:, :2], axis=-1), atol=1e-6)
+    level = np.asarray(last.info["terrain_level"])
+    np.testing.assert_array_equal(last.metrics["terrain_level"], level)
+    one_hot = np.stack([last.metrics[f"terrain_level_{i}"] for i in range(task.config.terrain.num_levels)], -1)
+    np.testing.assert_array_equal(one_hot, np.eye(task.config.terrain.num_levels)[level])
+    np.testing.assert_array_equal(rollout[0].info["terrain_level"], level)  # kept through the episode
+
+
+def test_fingerprint_declares_the_map_scan_and_curriculum(env):
+    fp = env.fingerprint()
+    assert fp["name"] == "quadruped_terrain" and fp["terrain"]["kind"] == "tiles"
+    assert fp["height_scan"]["noise_std"] == 0.0 and fp["height_scan"]["shape"] == [11, 7, 2]
+    assert fp["curriculum"]["carried_across_episodes"] is False
+    held_out = TerrainQuadruped(terrain_config_from_overrides({**SMALL, "terrain_seed": 1}))
+    assert held_out.model_hash != task_of(env).model_hash
+    assert not np.array_equal(held_out.terrain_heights_np, task_of(env).terrain_heights_np)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"scan_noise_std": -0.1}, r"^HeightScanConfig\.noise_std=-0\.1: must be >= 0"),
+    ({"scan_nx": 200}, r"^HeightScanConfig\.spacing=0\.1 \(nx=200.*reaches"),
+    ({"curriculum_init_max_level": 5}, r"^CurriculumConfig\.init_max_level=5: outside the map's levels 0\.\.1"),
+    ({"terrain_num_levels": 0}, r"^TileTerrainConfig\.num_levels=0"),
+    ({"spawn_half_extent": 0.4}, r"^TerrainQuadrupedConfig\.spawn_half_extent=0\.4"),
+    ({"scan_colour": 1}, r"unknown quadruped_rough option\(s\) \['scan_colour'\]"),
+])
+def test_bad_options_are_refused_in_one_line(overrides, message):
+    with pytest.raises(ValueError, match=message) as e:
+        terrain_config_from_overrides({**SMALL, **overrides})
+    assert "\n" not in str(e.value)
+
+
+def test_the_config_keeps_its_class_and_the_rough_task_its_parser():
+    cfg = terrain_config_from_overrides({**SMALL, "scan_nx": 5, "reward_torques": -1e-3})
+    assert cfg.height_scan.nx == 5 and cfg.rewards.torques == -1e-3 and cfg.terrain.num_levels == 2
+    assert dataclasses.replace(cfg, action_scale=0.3).terrain == cfg.terrain
