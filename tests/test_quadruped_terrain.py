@@ -55,9 +55,10 @@ def test_schema_swaps_exact_heights_for_the_noisy_scan(env):
     schema = env.schema
     assert "terrain_heights" in schema.teacher_only and "terrain_heights" not in schema.student_obs
     assert "height_scan" in schema.student_obs and "height_scan" not in schema.teacher_only
+    assert "terrain_scan" in schema.teacher_only and "terrain_scan" not in schema.student_obs
     rough = get_env("quadruped_rough", terrain_half_x=3.0, terrain_half_y=3.0, spawn_half_extent=2.0).schema
     assert set(schema.student_obs) - set(rough.student_obs) == {"height_scan"}
-    assert set(schema.teacher_only) == set(rough.teacher_only)
+    assert set(schema.teacher_only) - set(rough.teacher_only) == {"terrain_scan"}
 
 
 def test_reset_spawns_on_tile_platforms_with_finite_fields(env, rollout):
@@ -92,6 +93,7 @@ def test_the_scan_is_the_terrain_around_the_base_in_its_yaw_frame(env, rollout):
         expected = np.clip(ground - base[:, 2, None, None], -cfg.clip, cfg.clip)
         np.testing.assert_allclose(st.obs["height_scan"][..., 0], expected, atol=1e-4)
         assert np.all(st.obs["height_scan"][..., 1] == 1.0)
+        np.testing.assert_allclose(st.obs["terrain_scan"], expected, atol=1e-4)  # the teacher's: always exact
 
 
 def test_curriculum_metrics(env, rollout):
@@ -137,3 +139,20 @@ def test_the_config_keeps_its_class_and_the_rough_task_its_parser():
     cfg = terrain_config_from_overrides({**SMALL, "scan_nx": 5, "reward_torques": -1e-3})
     assert cfg.height_scan.nx == 5 and cfg.rewards.torques == -1e-3 and cfg.terrain.num_levels == 2
     assert dataclasses.replace(cfg, action_scale=0.3).terrain == cfg.terrain
+
+
+def test_the_default_scan_is_imperfect_where_the_teachers_is_exact():
+    """At reset with the default scan: the student's reading departs from the teacher's exact scan by a
+    per-episode offset plus per-point noise, and some points are dropped (statistics: test_height_scan.py)."""
+    env = get_env("quadruped_terrain", noise_std=0.0, **SMALL)
+    cfg = task_of(env).config.height_scan
+    state = jax.device_get(jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(3), B)))
+    scan, exact = state.obs["height_scan"], state.obs["terrain_scan"]
+    valid = scan[..., 1] == 1.0
+    assert 0 < np.mean(~valid) < 0.1  # dropout 2 %: ~12 of 616 points
+    np.testing.assert_array_equal(scan[..., 0][~valid], np.float32(cfg.fill_value))
+    residual = np.where(valid, scan[..., 0] - exact, np.nan)
+    offset = np.nanmean(residual, axis=(1, 2))  # [B]: one offset per episode
+    noise = residual - offset[:, None, None]
+    assert 0.5 * cfg.noise_std < np.nanstd(noise) < 1.5 * cfg.noise_std
+    assert np.all(np.abs(offset) < 5 * cfg.offset_std) and np.std(offset) > 0.2 * cfg.offset_std

@@ -127,7 +127,9 @@ class RoughTerrainQuadruped(MjxEnv):
 
     name = "quadruped_rough"
     version = "3"
-    student_fields: tuple[str, ...] = STUDENT_FIELDS  # a variant with more deployable fields extends it
+    # A variant with more fields extends these (the schema's roles).
+    student_fields: tuple[str, ...] = STUDENT_FIELDS
+    teacher_fields: tuple[str, ...] = TEACHER_FIELDS
 
     def __init__(self, config: QuadrupedConfig | None = None):
         self.config = QuadrupedConfig() if config is None else config
@@ -193,7 +195,7 @@ class RoughTerrainQuadruped(MjxEnv):
     def schema(self) -> ObservationSchema:
         base = ObservationSchema(
             student_obs=self.student_fields,
-            teacher_only=TEACHER_FIELDS,
+            teacher_only=self.teacher_fields,
             critic_only=CRITIC_FIELDS,
             # The rule every quadruped student so far was distilled with (the config's default, which
             # overrode this declaration until the declaration became the default the config starts from).

@@ -11,8 +11,11 @@ stepping blocks, gaps), with three additions:
   offset of up to ``spawn_half_extent`` m on the platform;
 * **``height_scan``** ``[nx, ny, 2]`` (student_obs): the noisy, delayed, holed
   elevation scan of :mod:`distill_jax.envs.height_scan`, its state carried in
-  ``info["height_scan_state"]``. The teacher keeps the exact ``terrain_heights``
-  (teacher_only), so the schema diff shows exact heights out, noisy scan in;
+  ``info["height_scan_state"]``. The teacher keeps the exact per-foot
+  ``terrain_heights`` and gets ``terrain_scan`` ``[nx, ny]`` (teacher_only): the
+  same grid exact, now and without holes (m, clipped to the scan's ``clip``), the
+  look-ahead a teacher needs for stairs and gaps (Rudin's teacher reads the exact
+  scan). The schema diff shows the exact fields out and the noisy scan in;
 * **curriculum metrics** per step: ``terrain_level``, ``terrain_level_<i>``
   (one-hot: their batch means are the level distribution), ``distance_from_spawn``
   (m, horizontal) and ``command_speed`` (``|cmd_xy|``, m/s), which is what
@@ -38,12 +41,13 @@ from mujoco import mjx
 from distill_jax.envs.base import EnvState
 from distill_jax.envs.curriculum import CurriculumConfig, init_level_bound
 from distill_jax.envs.height_scan import HeightScanConfig, exact_scan, scan_reset, scan_step
-from distill_jax.envs.quadruped.config import STUDENT_FIELDS, QuadrupedConfig, config_from_overrides
+from distill_jax.envs.quadruped.config import STUDENT_FIELDS, TEACHER_FIELDS, QuadrupedConfig, config_from_overrides
 from distill_jax.envs.quadruped.factory import make_with_stack
 from distill_jax.envs.quadruped.task import RoughTerrainQuadruped
 from distill_jax.terrain_tiles import TileTerrainConfig, describe_tiles, generate_tile_heights, tile_centre, tile_of
 
 TERRAIN_STUDENT_FIELDS = (*STUDENT_FIELDS, "height_scan")
+TERRAIN_TEACHER_FIELDS = (*TEACHER_FIELDS, "terrain_scan")
 # Task info carried from step to step (the parent task rebuilds its own info each step).
 TERRAIN_INFO = ("height_scan_state", "terrain_level", "terrain_type", "spawn_xy")
 
@@ -113,6 +117,7 @@ class TerrainQuadruped(RoughTerrainQuadruped):
     name = "quadruped_terrain"
     version = "1"
     student_fields = TERRAIN_STUDENT_FIELDS
+    teacher_fields = TERRAIN_TEACHER_FIELDS
 
     def __init__(self, config: TerrainQuadrupedConfig | None = None):
         config = TerrainQuadrupedConfig() if config is None else config
@@ -156,21 +161,22 @@ class TerrainQuadruped(RoughTerrainQuadruped):
         state = super().reset_with_model(k_task, model)
         xy = state.physics.qpos[:2]
         level, kind = tile_of(self.config.terrain, xy[0], xy[1], xp=jnp)
-        scan_state, scan = scan_reset(self.config.height_scan, k_scan, self._exact_scan(state.physics))
+        exact = self._exact_scan(state.physics)
+        scan_state, scan = scan_reset(self.config.height_scan, k_scan, exact)
         info = {**state.info, "height_scan_state": scan_state, "terrain_level": level, "terrain_type": kind,
                 "spawn_xy": xy}
         metrics = {**state.metrics, **self._terrain_metrics(info, state.physics)}
-        return state.replace(obs={**state.obs, "height_scan": scan}, info=info, metrics=metrics)
+        return state.replace(obs={**state.obs, **self._scan_fields(scan, exact)}, info=info, metrics=metrics)
 
     def step_with_model(self, state: EnvState, action: jax.Array, model: mjx.Model) -> EnvState:
         rng, k_scan = jax.random.split(state.rng)
         carried = {k: state.info[k] for k in TERRAIN_INFO}
         nxt = super().step_with_model(state.replace(rng=rng), action, model)
-        scan_state, scan = scan_step(self.config.height_scan, carried["height_scan_state"], k_scan,
-                                     self._exact_scan(nxt.physics))
+        exact = self._exact_scan(nxt.physics)
+        scan_state, scan = scan_step(self.config.height_scan, carried["height_scan_state"], k_scan, exact)
         info = {**nxt.info, **carried, "height_scan_state": scan_state}
         metrics = {**nxt.metrics, **self._terrain_metrics(info, nxt.physics)}
-        return nxt.replace(obs={**nxt.obs, "height_scan": scan}, info=info, metrics=metrics)
+        return nxt.replace(obs={**nxt.obs, **self._scan_fields(scan, exact)}, info=info, metrics=metrics)
 
     # ---------------------------------------------------------------- helpers
     def _exact_scan(self, data: mjx.Data) -> jax.Array:
@@ -179,6 +185,11 @@ class TerrainQuadruped(RoughTerrainQuadruped):
         yaw = jnp.arctan2(rot[1, 0], rot[0, 0])
         t = self.config.terrain
         return exact_scan(self.config.height_scan, self._heights, t.half_x, t.half_y, data.xpos[self._trunk_id], yaw)
+
+    def _scan_fields(self, scan: jax.Array, exact: jax.Array) -> dict[str, jax.Array]:
+        """The student's delivered scan and the teacher's exact one (same grid, clipped alike)."""
+        clip = self.config.height_scan.clip
+        return {"height_scan": scan, "terrain_scan": jnp.clip(exact, -clip, clip).astype(jnp.float32)}
 
     def _terrain_metrics(self, info: dict[str, jax.Array], data: mjx.Data) -> dict[str, jax.Array]:
         level = info["terrain_level"]
