@@ -115,7 +115,7 @@ def test_fingerprint_declares_the_map_scan_and_curriculum(env):
     fp = env.fingerprint()
     assert fp["name"] == "quadruped_terrain" and fp["terrain"]["kind"] == "tiles"
     assert fp["height_scan"]["noise_std"] == 0.0 and fp["height_scan"]["shape"] == [11, 7, 2]
-    assert fp["curriculum"]["carried_across_episodes"] is False
+    assert fp["curriculum"]["training_batching"] == "TerrainCurriculumAutoReset"
     held_out = TerrainQuadruped(terrain_config_from_overrides({**SMALL, "terrain_seed": 1}))
     assert held_out.model_hash != task_of(env).model_hash
     assert not np.array_equal(held_out.terrain_heights_np, task_of(env).terrain_heights_np)
@@ -156,3 +156,99 @@ def test_the_default_scan_is_imperfect_where_the_teachers_is_exact():
     noise = residual - offset[:, None, None]
     assert 0.5 * cfg.noise_std < np.nanstd(noise) < 1.5 * cfg.noise_std
     assert np.all(np.abs(offset) < 5 * cfg.offset_std) and np.std(offset) > 0.2 * cfg.offset_std
+
+
+# ---------------------------------------------------------- the curriculum across episodes
+@pytest.fixture(scope="module")
+def curriculum_programs():
+    from distill_jax.envs.curriculum import CurriculumConfig
+    from distill_jax.envs.quadruped.terrain_curriculum import TerrainCurriculumAutoReset
+
+    env = get_env("quadruped_terrain", noise_std=0.0, episode_length=10, **SMALL, **CLEAN_SCAN)
+    batched = TerrainCurriculumAutoReset(env, B, curriculum=CurriculumConfig(init_max_level=None,
+                                                                             resample_at_max=False))
+    return batched, jax.jit(batched.reset), jax.jit(batched.step)
+
+
+def on_tiles(task, state) -> None:
+    """Every env stands on the platform of its (terrain_level, terrain_type) tile, its fields computed there."""
+    t, s = task.config.terrain, task.config.spawn_half_extent
+    cx, cy = tile_centre(t, np.asarray(state.info["terrain_level"]), np.asarray(state.info["terrain_type"]))
+    xy = np.asarray(state.physics.qpos)[:, :2]
+    assert np.all(np.abs(xy - np.stack([cx, cy], -1)) <= s + 0.05), (xy, cx, cy)
+    base = np.asarray(state.physics.xpos)[:, task._trunk_id]
+    ground, _, _ = surface_plane(task.terrain_heights_np, t.half_x, t.half_y, base[:, 0], base[:, 1])
+    np.testing.assert_allclose(state.obs["base_height"][:, 0], base[:, 2] - ground, atol=1e-4)
+    np.testing.assert_allclose(state.obs["terrain_scan"][:, 5, 3], np.clip(
+        surface_plane(task.terrain_heights_np, t.half_x, t.half_y, *_scan_point(task, state, 5, 3))[0] - base[:, 2],
+        -1, 1), atol=1e-4)
+    np.testing.assert_allclose(state.obs["height_scan"][..., 0], state.obs["terrain_scan"], atol=1e-6)
+
+
+def _scan_point(task, state, i, j):
+    cfg = task.config.height_scan
+    rot = np.asarray(state.physics.xmat)[:, task._trunk_id]
+    base = np.asarray(state.physics.xpos)[:, task._trunk_id]
+    yaw = np.arctan2(rot[:, 1, 0], rot[:, 0, 0])
+    gx = cfg.x_offset + (i - (cfg.nx - 1) / 2) * cfg.spacing
+    gy = (j - (cfg.ny - 1) / 2) * cfg.spacing
+    return base[:, 0] + np.cos(yaw) * gx - np.sin(yaw) * gy, base[:, 1] + np.sin(yaw) * gx + np.cos(yaw) * gy
+
+
+def test_curriculum_reset_assigns_columns_and_places_envs_on_their_tiles(curriculum_programs):
+    batched, reset, _ = curriculum_programs
+    state = jax.device_get(reset(jax.random.PRNGKey(5)))
+    np.testing.assert_array_equal(state.info["terrain_type"], np.arange(B) % 3)
+    assert set(np.asarray(state.info["terrain_level"]).tolist()) <= {0, 1}
+    on_tiles(batched.task, state)
+    # Same clearance as an unmoved reset: the robot was translated with its platform.
+    plain = jax.device_get(jax.jit(jax.vmap(batched.env.reset))(jax.random.split(jax.random.PRNGKey(5), B)))
+    np.testing.assert_allclose(state.obs["base_height"], plain.obs["base_height"], atol=1e-5)
+
+
+def test_levels_move_at_episode_ends_and_the_next_episode_starts_on_the_new_tile(curriculum_programs):
+    batched, reset, step = curriculum_programs
+    state = reset(jax.random.PRNGKey(6))
+    levels0 = np.asarray(state.info["terrain_level"])
+    # Envs 0-3 "walked" a whole tile (their spawn point moved back by 3 m): promoted. Envs 4-7 are asked
+    # for 1 m/s and stand still: under half the commanded 1 m in 1 s, demoted.
+    far = np.arange(B) < 4
+    spawn = np.asarray(state.info["spawn_xy"]) - np.where(far[:, None], [3.0, 0.0], 0.0)
+    command = np.where(far[:, None], np.asarray(state.info["command"]), [1.0, 0.0, 0.0])
+    state = state.replace(info={**state.info, "spawn_xy": jnp.asarray(spawn, jnp.float32),
+                                "command": jnp.asarray(command, jnp.float32)})
+    for t in range(10):
+        state = step(state, jnp.zeros((B, 12)))
+        if t < 9:
+            assert not np.any(np.asarray(state.info["episode_completed"]))
+    state = jax.device_get(state)
+    assert np.all(state.info["episode_completed"] == 1.0) and not np.any(state.metrics["fall"])
+    expected = np.where(far, np.minimum(levels0 + 1, 1), np.maximum(levels0 - 1, 0))
+    np.testing.assert_array_equal(state.info["terrain_level"], expected)
+    np.testing.assert_array_equal(state.metrics["curriculum_promoted"], far.astype(np.float32))
+    np.testing.assert_array_equal(state.metrics["curriculum_demoted"], (~far).astype(np.float32))
+    np.testing.assert_array_equal(state.info["terrain_type"], np.arange(B) % 3)  # columns are kept
+    on_tiles(batched.task, state)
+    np.testing.assert_allclose(state.info["spawn_xy"], np.asarray(state.physics.qpos)[:, :2], atol=1e-6)
+
+
+def test_a_wrapper_that_transforms_relocated_fields_is_refused():
+    from distill_jax.envs.quadruped.terrain_curriculum import TerrainCurriculumAutoReset
+
+    env = get_env("quadruped_terrain", noise_std={"joint_pos": 0.01, "height_scan": 0.01}, **SMALL)
+    with pytest.raises(ValueError, match=r"^SensorNoise transforms \[.height_scan.\]"):
+        TerrainCurriculumAutoReset(env, B)
+
+
+def test_training_phases_batch_the_terrain_task_with_the_curriculum(env):
+    import types
+
+    from distill_jax.envs.autoreset import VmapAutoReset
+    from distill_jax.envs.quadruped.terrain_curriculum import TerrainCurriculumAutoReset
+    from distill_jax.references import baseline_env
+
+    config = types.SimpleNamespace(num_envs=4, reset_pool=False)
+    assert type(VmapAutoReset.for_phase(env, config)) is TerrainCurriculumAutoReset
+    assert type(VmapAutoReset.for_phase(baseline_env(env), config)) is TerrainCurriculumAutoReset
+    rough = get_env("quadruped_rough", terrain_half_x=3.0, terrain_half_y=3.0, spawn_half_extent=2.0)
+    assert type(VmapAutoReset.for_phase(rough, config)) is VmapAutoReset

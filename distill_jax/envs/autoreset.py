@@ -111,7 +111,15 @@ class VmapAutoReset(Wrapper):
         ``config`` is a :class:`~distill_jax.config.PPOConfig` or
         :class:`~distill_jax.config.DistillConfig`; one builder so that a phase
         and a checkpoint restore of it always batch the env the same way.
+
+        A task whose training batches carry state from one episode to the next names its own
+        batching class in ``phase_batching`` (found through the wrappers): the terrain quadruped's
+        curriculum (:mod:`distill_jax.envs.quadruped.terrain_curriculum`). Evaluation batches with
+        plain ``VmapAutoReset``.
         """
+        batching = getattr(env, "phase_batching", None) if cls is VmapAutoReset else None
+        if batching is not None:
+            return batching.for_phase(env, config)
         return cls(env, config.num_envs, reset_pool=config.reset_pool)
 
     @property

@@ -476,14 +476,18 @@ class RoughTerrainQuadruped(MjxEnv):
             "trunk_touch": trunk_touch,  # bool: a trunk sphere touches the terrain (a fall)
         }
 
-    def _observe(self, model, data, k, info, reward_vec, push_body) -> dict[str, jax.Array]:
+    def _foot_terrain(self, k: dict[str, jax.Array]) -> jax.Array:
+        """The ``terrain_heights`` field ``[4, 9]`` (m) from :meth:`_kinematics`' output ``k``."""
         cfg = self.config
         yaw = jnp.arctan2(k["rot"][1, 0], k["rot"][0, 0])
         offsets = self._scan_offsets @ _yaw_rotation(yaw).T  # [9, 2]
         pts = k["foot_pos"][:, None, :2] + offsets[None]  # [4, 9, 2]
         ground = self.terrain_height(pts[..., 0], pts[..., 1])
         sole = k["foot_pos"][:, 2] - self._foot_radius
-        scan = jnp.clip(sole[:, None] - ground, -cfg.scan_clip, cfg.scan_clip)
+        return jnp.clip(sole[:, None] - ground, -cfg.scan_clip, cfg.scan_clip)
+
+    def _observe(self, model, data, k, info, reward_vec, push_body) -> dict[str, jax.Array]:
+        scan = self._foot_terrain(k)
         # The feet have geom priority 1, so foot-ground contacts use the feet's friction.
         friction = jnp.mean(model.geom_friction[self._foot_geoms, 0])
         obs = {

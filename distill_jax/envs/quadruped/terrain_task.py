@@ -21,11 +21,12 @@ stepping blocks, gaps), with three additions:
   (m, horizontal) and ``command_speed`` (``|cmd_xy|``, m/s), which is what
   :func:`distill_jax.envs.curriculum.update_levels` needs at an episode's end.
 
-What is not here yet: carrying a level from one episode to the next. The
-auto-reset (:class:`~distill_jax.envs.autoreset.VmapAutoReset`) restarts an env
-from ``reset(key)`` alone, so the Rudin update needs a reset that takes the
-finished episode's level (see the issue's remaining work). Until then levels
-are resampled every episode, a uniform curriculum over ``[0, init_max_level]``.
+A single env draws its tile at every reset (evaluation batches it that way: a
+uniform panel over tiles). Training phases batch it with
+:class:`~distill_jax.envs.quadruped.terrain_curriculum.TerrainCurriculumAutoReset`
+(named by :attr:`TerrainQuadruped.phase_batching`), which keeps each env's tile
+column and moves its level between episodes by the Rudin rule, moving each new
+episode onto its tile with :meth:`TerrainQuadruped.relocate`.
 """
 
 from __future__ import annotations
@@ -143,6 +144,14 @@ class TerrainQuadruped(RoughTerrainQuadruped):
         return jnp.stack([cx, cy]) + jax.random.uniform(k_off, (2,), minval=-s, maxval=s)
 
     # ---------------------------------------------------------------- the API
+    @property
+    def phase_batching(self) -> type:
+        """How training phases batch this task (``VmapAutoReset.for_phase``): with the curriculum."""
+        # Imported here: terrain_curriculum builds on this module.
+        from distill_jax.envs.quadruped.terrain_curriculum import TerrainCurriculumAutoReset
+
+        return TerrainCurriculumAutoReset
+
     def fingerprint(self) -> dict[str, Any]:
         fp = super().fingerprint()
         cfg = self.config
@@ -153,7 +162,9 @@ class TerrainQuadruped(RoughTerrainQuadruped):
                          "level": [0, bound - 1], "type": "uniform"},
         }
         fp["height_scan"] = cfg.height_scan.describe()
-        fp["curriculum"] = {**dataclasses.asdict(cfg.curriculum), "carried_across_episodes": False}
+        # Training phases carry levels across episodes (TerrainCurriculumAutoReset); a single env and
+        # evaluation draw a tile per episode.
+        fp["curriculum"] = {**dataclasses.asdict(cfg.curriculum), "training_batching": "TerrainCurriculumAutoReset"}
         return fp
 
     def reset_with_model(self, key: jax.Array, model: mjx.Model) -> EnvState:
@@ -177,6 +188,49 @@ class TerrainQuadruped(RoughTerrainQuadruped):
         info = {**nxt.info, **carried, "height_scan_state": scan_state}
         metrics = {**nxt.metrics, **self._terrain_metrics(info, nxt.physics)}
         return nxt.replace(obs={**nxt.obs, **self._scan_fields(scan, exact)}, info=info, metrics=metrics)
+
+    # Observation fields that depend on where the robot stands: what relocate rewrites.
+    RELOCATED_FIELDS = ("terrain_heights", "base_height", "height_scan", "terrain_scan")
+
+    def relocate(self, state: EnvState, level: jax.Array, type_index: jax.Array, key: jax.Array) -> EnvState:
+        """A freshly reset episode moved to tile ``(level, type_index)``: the same start, on another platform.
+
+        The reset spawned the robot at some tile's centre plus an offset, lifted to clear the flat
+        platform; here it is translated by the difference of the two tile centres and of their
+        platform heights, which is exactly where a reset on the new tile with the same draws would
+        put it (the feet stand on the flat platform either way). Kinematics and the feet's planes
+        are recomputed on the nominal model (the domain randomisation changes no geometry), and so
+        are the observation fields that depend on the position (:data:`RELOCATED_FIELDS`, with a
+        new scan episode drawn from ``key``); the others (proprioception, command, the model's
+        parameters, wrapper fields) are translation invariant and kept.
+
+        Args:
+          state: one env's state right after reset (wrapped or not: only the task's physics,
+            fields and info are touched).
+          level, type_index: ``[]`` int, the target tile (clamped into the grid).
+          key: PRNG key for the new scan episode (offset, first reading).
+
+        Returns:
+          The state on the new tile, its ``terrain_level``, ``terrain_type`` and ``spawn_xy`` set.
+        """
+        t = self.config.terrain
+        level = jnp.clip(jnp.asarray(level, jnp.int32), 0, t.max_level)
+        type_index = jnp.clip(jnp.asarray(type_index, jnp.int32), 0, len(t.types) - 1)
+        old = jnp.stack(tile_centre(t, state.info["terrain_level"], state.info["terrain_type"]))
+        new = jnp.stack(tile_centre(t, level, type_index))
+        dz = self.terrain_height(new[0], new[1]) - self.terrain_height(old[0], old[1])
+        data = state.physics
+        qpos = data.qpos.at[:3].add(jnp.concatenate([new - old, dz[None]]))
+        model = self.mjx_model
+        data = self.before_physics_step(model, mjx.kinematics(model, data.replace(qpos=qpos)))
+        k = self._kinematics(model, data)
+        exact = self._exact_scan(data)
+        scan_state, scan = scan_reset(self.config.height_scan, key, exact)
+        obs = {**state.obs, "terrain_heights": self._foot_terrain(k).astype(jnp.float32),
+               "base_height": k["base_height"][None].astype(jnp.float32), **self._scan_fields(scan, exact)}
+        info = {**state.info, "height_scan_state": scan_state, "terrain_level": level, "terrain_type": type_index,
+                "spawn_xy": qpos[:2]}
+        return state.replace(physics=data, obs=obs, info=info)
 
     # ---------------------------------------------------------------- helpers
     def _exact_scan(self, data: mjx.Data) -> jax.Array:
