@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import shutil
 import tempfile
 import time
 
 import numpy as np
 
-from distill_jax.config import replace_fields
+from distill_jax.config import apply_override, replace_fields
 from distill_jax.evaluate import Panel, eval_wrapper, score_members
 from distill_jax.run import pipeline
 from distill_jax.run.claims import reference_members
@@ -39,6 +40,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--distill", action="store_true", help="also distil a student and score it")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--set", action="append", default=[], dest="sets",
+                        help="PATH=VALUE config override, as the CLI's --set (e.g. distill.num_epochs=4)")
+    parser.add_argument("--from-run", type=pathlib.Path, default=None,
+                        help="reuse this design run's teachers (no teacher or baseline training); distil a student "
+                             "with the --set changes and score it")
     parser.add_argument("--json", type=pathlib.Path, default=None)
     args = parser.parse_args()
 
@@ -48,12 +54,26 @@ def main() -> None:
                "baseline": {"enabled": True, "total_env_steps": args.baseline_steps}}
     if args.teacher_steps:
         changes["ppo"] = {"total_env_steps": args.teacher_steps}
-    config = replace_fields(base, changes)
     out = pathlib.Path(tempfile.mkdtemp(prefix="design_"))
-    run = pipeline.create_run(out / "run", config)
-    t0 = time.perf_counter()
-    teacher = pipeline.teacher_phase(run, quiet=True)
+    if args.from_run:
+        source = pipeline.open_run(args.from_run)
+        config = source.config
+        for assignment in args.sets:
+            config = apply_override(config, assignment)
+        run = pipeline.create_run(out / "run", config)
+        shutil.copytree(source.path / "checkpoints" / "teacher", run.path / "checkpoints" / "teacher")
+        t0 = time.perf_counter()
+        teacher = pipeline.restore_teacher(run)
+        args.no_baseline, args.distill = True, True
+    else:
+        config = replace_fields(base, changes)
+        for assignment in args.sets:
+            config = apply_override(config, assignment)
+        run = pipeline.create_run(out / "run", config)
+        t0 = time.perf_counter()
+        teacher = pipeline.teacher_phase(run, quiet=True)
     t_teacher = time.perf_counter() - t0
+    args.episodes = config.eval_episodes
     panel = Panel.held_out(args.episodes)
     env = pipeline.make_env(config, for_eval=True)
     scores = {"teacher": reference_members(env, config, panel, teacher)["baseline"]}

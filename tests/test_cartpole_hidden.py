@@ -1,0 +1,54 @@
+"""``cartpole_hidden``'s own design (issue #49): who reads what, and episodes that start at rest."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from distill_jax.envs import registry
+from distill_jax.envs.cartpole_hidden import REST_START
+
+
+@pytest.fixture(scope="module")
+def env():
+    return registry.get_env("cartpole_hidden")
+
+
+def test_roles_put_the_slope_with_the_teacher_and_the_exact_velocities_with_the_critic(env):
+    schema = env.schema
+    assert schema.teacher_only == ("dyn_params",)
+    assert set(schema.critic_only) == {"velocities", "clean_pos"}
+    assert set(schema.student_obs) == {"cart_pos", "pole_angle", "last_action", "history"}
+    shapes = {name: spec.shape for name, spec in schema.fields}
+    assert shapes["dyn_params"] == (5,) and shapes["history"] == (16, 4)  # four dynamics factors and the slope
+    # The earlier design (teacher reads exact velocities) stays one override away.
+    old = registry.get_env("cartpole_hidden", teacher_velocities=True).schema
+    assert old.teacher_only == ("velocities", "dyn_params") and old.critic_only == ("clean_pos",)
+    assert env.fingerprint()["teacher_velocities"] is False
+
+
+def test_episodes_start_at_rest_within_the_declared_widths(env):
+    states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(3), 512))
+    qpos, qvel = np.asarray(states.physics.qpos), np.asarray(states.physics.qvel)
+    assert np.all(np.abs(qpos[:, 1]) <= REST_START["init_angle"] + 1e-7)
+    assert np.all(np.abs(qvel[:, 0]) <= REST_START["init_vel"] + 1e-7)
+    assert np.all(np.abs(qvel[:, 1]) <= REST_START["init_angvel"] + 1e-7)
+    # The widths are used, not collapsed to zero, and the cart still starts anywhere in ±0.5 m.
+    assert np.abs(qpos[:, 1]).max() > 0.8 * REST_START["init_angle"]
+    assert np.abs(qpos[:, 0]).max() > 0.4
+    # An override still wins over the rest start.
+    moving = registry.get_env("cartpole_hidden", init_angvel=0.5)
+    s = jax.jit(jax.vmap(moving.reset))(jax.random.split(jax.random.key(3), 512))
+    assert np.abs(np.asarray(s.physics.qvel)[:, 1]).max() > 0.4
+
+
+def test_default_preset_for_the_task_carries_its_measured_student_and_the_baseline():
+    from distill_jax.run.presets import preset
+
+    tuned, plain = preset("default", "cartpole_hidden"), preset("default", "cartpole")
+    assert tuned.env == "cartpole_hidden" and tuned.baseline.enabled
+    assert (tuned.distill.num_epochs, tuned.distill.objective.kl_direction) == (4, "forward")
+    assert tuned.ppo == plain.ppo and tuned.distill.total_env_steps == plain.distill.total_env_steps
+    # The cart-pole's own default is untouched.
+    assert (plain.distill.num_epochs, plain.distill.objective.kl_direction, plain.baseline.enabled) == (2, "reverse", False)
