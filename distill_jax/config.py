@@ -170,6 +170,7 @@ OBJECTIVES = ("kl", "mse")
 KL_DIRECTIONS = ("reverse", "forward")
 BEHAVIOURS = ("teacher", "student", "mixture")
 STUDENT_KINDS = ("mlp", "gru")
+SCAN_ENCODER_KINDS = ("none", "mlp", "cnn")  # distill.student.scan_encoder
 MASK_RULES = ("falls", "timeouts", "resets", "saturated_actions", "nonfinite_teacher")  # distill.masks.RULES' keys
 MASK_THRESHOLDS = ("fall_horizon", "saturation")  # the thresholds those rules read
 # The rule in force when neither the config nor the env's schema names one.
@@ -237,6 +238,12 @@ class StudentConfig:
     ``fields`` narrows it to a subset of ``student_obs`` (e.g. a memoryless student without
     ``history``); ``latent_head`` adds a head that predicts the teacher's privileged latent
     (MLP students, with a teacher whose ``ppo.network.privileged_latent > 0``).
+
+    ``scan_encoder`` makes the student perceptive: ``"mlp"`` or ``"cnn"`` sends the grid fields
+    ``scan_fields`` (e.g. ``height_scan`` ``[nx, ny, 2]``) through a scan encoder (MLP hidden
+    widths ``scan_hidden``; CNN 3x3 filters ``scan_channels``) to a ``scan_embedding``-wide
+    embedding, concatenated after the other fields before the trunk; ``scan_gate`` adds a
+    Miki-2022-style sigmoid belief gate on it. ``"none"`` (default): every field flattened.
     """
 
     kind: str = "mlp"
@@ -245,6 +252,12 @@ class StudentConfig:
     activation: str = "elu"
     fields: tuple[str, ...] | None = None
     latent_head: bool = False
+    scan_encoder: str = "none"
+    scan_fields: tuple[str, ...] = ("height_scan",)
+    scan_hidden: tuple[int, ...] = (64,)
+    scan_channels: tuple[int, ...] = (8, 16)
+    scan_embedding: int = 32
+    scan_gate: bool = False
 
     TRACED: ClassVar[tuple[str, ...]] = ()
 
@@ -256,6 +269,25 @@ class StudentConfig:
                  f"must be one of {', '.join(ACTIVATIONS)}")
         _require(not self.latent_head or self.kind == "mlp", f"{prefix}.latent_head", self.latent_head,
                  "latent matching is implemented for MLP students (distill.student.kind='mlp')")
+        _require(self.scan_encoder in SCAN_ENCODER_KINDS, f"{prefix}.scan_encoder", self.scan_encoder,
+                 f"must be one of {SCAN_ENCODER_KINDS}")
+        _require(len(self.scan_fields) > 0 and all(isinstance(f, str) and f for f in self.scan_fields),
+                 f"{prefix}.scan_fields", self.scan_fields, "needs one or more field names")
+        _require(self.scan_encoder == "none" or self.fields is None
+                 or all(f in self.fields for f in self.scan_fields), f"{prefix}.scan_fields", self.scan_fields,
+                 f"a scan encoder reads fields the student has; {prefix}.fields is {self.fields}")
+        _layer_sizes(self.scan_hidden, f"{prefix}.scan_hidden")
+        _layer_sizes(self.scan_channels, f"{prefix}.scan_channels")
+        _positive_ints(self, prefix, ("scan_embedding",))
+
+    def scan_spec(self) -> Any:
+        """The :class:`~distill_jax.networks.ScanSpec` of a perceptive student; ``None`` for ``scan_encoder='none'``."""
+        if self.scan_encoder == "none":
+            return None
+        from distill_jax.networks import ScanSpec  # networks imports this module
+
+        return ScanSpec(kind=self.scan_encoder, fields=tuple(self.scan_fields), hidden=tuple(self.scan_hidden),
+                        channels=tuple(self.scan_channels), embedding=self.scan_embedding, gate=self.scan_gate)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,6 +49,10 @@ PROGRAM_FILE, VARIABLES_FILE, SCHEMA_FILE, MANIFEST_FILE = (
 )
 
 
+ONNX_NO_SCAN_ENCODER = ("student.onnx is not written for a perceptive student (a scan encoder): "
+                        "the ONNX graph builder has no scan-encoder layers; the StableHLO export covers it")
+
+
 class ExportError(RuntimeError):
     """An export directory is missing files or was written by another format version."""
 
@@ -346,9 +350,12 @@ def export_onnx(directory: pathlib.Path | str, student: Any, params: Any, obs_st
     with the normaliser folded in and :func:`deploy_contract` as metadata. Returns the file's path.
 
     Raises:
-      ExportError: the normaliser does not track every student field (the graph folds one
-        normaliser over all of them).
+      ExportError: the student has a scan encoder (the hand-built graph has no convolution or
+        scan-encoder layers yet; the StableHLO export covers it), or the normaliser does not
+        track every student field (the graph folds one normaliser over all of them).
     """
+    if getattr(student.module, "scan", None) is not None:
+        raise ExportError(ONNX_NO_SCAN_ENCODER)
     schema = student.schema
     fields = [(name, tuple(schema.field_specs[name].shape)) for name in schema.student_obs]
     normalizer = None

@@ -32,10 +32,18 @@ Networks:
 * :class:`GRUStudent` (:func:`make_gru_student`): recurrent actor over the
   student fields, stepped one control step at a time; :func:`unroll_gru`
   scans it over a ``[T, B]`` sequence, resetting the memory where ``first``.
+
+Perceptive students: an :class:`Actor` or :class:`GRUStudent` given a
+:class:`ScanSpec` sends its grid-shaped fields (e.g. ``height_scan``
+``[nx, ny, 2]``) through a :class:`ScanEncoder` (an MLP over the flattened grid,
+or a small channels-last CNN) and concatenates the embeddings after the other
+fields (flattened as above, schema order) before the trunk. Without a spec
+(``scan=None``) the network, its parameter tree and its outputs are unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -153,6 +161,99 @@ class MLP(nn.Module):
         return x
 
 
+SCAN_ENCODERS: tuple[str, ...] = ("mlp", "cnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanSpec:
+    """Which grid fields a perceptive student encodes, and how (hashable: a flax module attribute).
+
+    ``kind``: ``"mlp"`` (hidden layers ``hidden`` over the flattened grid) or ``"cnn"`` (3x3
+    convolutions with ``channels`` filters, stride 1, SAME padding, channels last; a rank-2 grid
+    gets one channel). Either ends in a ``Dense(embedding)`` with the network's activation.
+    ``gate``: a Miki-2022-style belief gate, ``embedding * sigmoid(Dense([other fields, embedding]))``,
+    so the student can learn to discount the scan when proprioception disagrees with it.
+    """
+
+    kind: str = "cnn"
+    fields: tuple[str, ...] = ("height_scan",)
+    hidden: tuple[int, ...] = (64,)
+    channels: tuple[int, ...] = (8, 16)
+    embedding: int = 32
+    gate: bool = False
+
+
+def check_scan_spec(schema: ObservationSchema, role: Role, scan: ScanSpec) -> None:
+    """Refuses a spec whose fields the role cannot read or whose shapes the encoder cannot take."""
+    if scan.kind not in SCAN_ENCODERS:
+        raise ValueError(f"scan encoder kind {scan.kind!r}; expected one of {SCAN_ENCODERS}")
+    if not scan.fields:
+        raise SchemaError("a scan encoder needs one or more scan fields")
+    readable = schema.fields_for(role)
+    for name in scan.fields:
+        if name not in readable:
+            raise SchemaError(f"scan field {name!r} is not one of the {role}'s fields {list(readable)}")
+        shape = _spec_shape(schema, name)
+        if shape is None or len(shape) < 2:
+            raise SchemaError(f"scan field {name!r} has shape {shape}; a scan encoder needs a grid (rank >= 2)")
+        if scan.kind == "cnn" and len(shape) > 3:
+            raise SchemaError(f"scan field {name!r} has shape {shape}; the CNN takes [H, W] or [H, W, C]")
+
+
+class ScanEncoder(nn.Module):
+    """One grid field ``[*L, *grid_shape]`` -> embedding ``[*L, spec.embedding]``."""
+
+    spec: ScanSpec
+    grid_shape: tuple[int, ...]
+    activation: str = "elu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _activation(self.activation)
+        rank = len(self.grid_shape)
+        lead = tuple(x.shape[: x.ndim - rank])
+        if self.spec.kind == "mlp":
+            h = MLP(tuple(self.spec.hidden), self.activation, name="mlp")(jnp.reshape(x, lead + (-1,)))
+        else:
+            image = x if rank == 3 else x[..., None]
+            h = jnp.reshape(image, (-1, *image.shape[-3:]))  # [N, H, W, C]
+            for i, channels in enumerate(self.spec.channels):
+                h = nn.Conv(channels, (3, 3), padding="SAME", kernel_init=nn.initializers.orthogonal(_HIDDEN_GAIN),
+                            bias_init=nn.initializers.zeros, name=f"conv_{i}")(h)
+                h = act(h)
+            h = jnp.reshape(h, lead + (-1,))
+        return act(nn.Dense(self.spec.embedding, kernel_init=nn.initializers.orthogonal(_HIDDEN_GAIN),
+                            bias_init=nn.initializers.zeros, name="embed")(h))
+
+
+def actor_input(schema: ObservationSchema, obs: Mapping[str, jax.Array], role: Role,
+                scan: ScanSpec | None, activation: str) -> jax.Array:
+    """The trunk's input ``[*L, F]``: :func:`flatten_obs` without ``scan``; with it, the other fields
+    flattened (schema order) then each scan field's embedding (``scan.fields`` order).
+
+    Call inside a module's compact ``__call__``: the encoders (``scan_<field>``) and the gate
+    (``scan_gate``) become its submodules.
+    """
+    if scan is None:
+        return flatten_obs(schema, obs, role)
+    selected = schema.select(obs, role)
+    others = {n: v for n, v in selected.items() if n not in scan.fields}
+    parts = [flatten_fields(schema, others)] if others else []
+    embeddings = []
+    for name in scan.fields:
+        grid = flatten_fields(schema, {name: selected[name]})  # checks the trailing shape against the spec
+        grid_shape = _spec_shape(schema, name)
+        grid = jnp.reshape(grid, grid.shape[:-1] + tuple(grid_shape))
+        embeddings.append(ScanEncoder(scan, tuple(grid_shape), activation, name=f"scan_{name}")(grid))
+    embedding = jnp.concatenate(embeddings, axis=-1)
+    if scan.gate:
+        context = jnp.concatenate(parts + [embedding], axis=-1)
+        gate = nn.Dense(embedding.shape[-1], kernel_init=nn.initializers.orthogonal(1.0),
+                        bias_init=nn.initializers.zeros, name="scan_gate")(context)
+        embedding = embedding * jax.nn.sigmoid(gate)
+    return jnp.concatenate(parts + [embedding], axis=-1)
+
+
 class GaussianHead(nn.Module):
     """Maps features ``[..., H]`` to a :class:`TanhGaussian` over ``action_size`` actions."""
 
@@ -198,11 +299,12 @@ class Actor(nn.Module):
     min_std: float = DEFAULT_MIN_STD
     init_std: float = 1.0
     latent_size: int = 0  # > 0: also predicts a teacher latent from the torso features
+    scan: ScanSpec | None = None  # a perceptive actor: grid fields through a ScanEncoder
 
     @nn.compact
     def __call__(self, obs: Mapping[str, jax.Array]) -> TanhGaussian:
         _check_actor_role(self.role)
-        x = flatten_obs(self.schema, obs, self.role)
+        x = actor_input(self.schema, obs, self.role, self.scan, self.activation)
         h = MLP(tuple(self.hidden), self.activation, name="torso")(x)
         if self.latent_size:
             # Sown, not returned: acting code is unchanged, training reads it with mutable=["intermediates"].
@@ -294,6 +396,7 @@ class GRUStudent(nn.Module):
     activation: str = "elu"
     min_std: float = DEFAULT_MIN_STD
     init_std: float = 1.0
+    scan: ScanSpec | None = None  # a perceptive student: grid fields through a ScanEncoder
 
     @nn.compact
     def __call__(
@@ -302,7 +405,7 @@ class GRUStudent(nn.Module):
         _check_actor_role(self.role)
         keep = 1.0 - jnp.asarray(reset_mask, carry.dtype)
         carry = carry * keep[..., None]
-        x = flatten_obs(self.schema, obs, self.role)
+        x = actor_input(self.schema, obs, self.role, self.scan, self.activation)
         x = MLP(tuple(self.encoder), self.activation, name="encoder")(x)
         carry, y = nn.GRUCell(self.gru_size, name="gru")(carry, x)
         h = MLP(tuple(self.head), self.activation, name="head_mlp")(y)
@@ -354,6 +457,7 @@ def make_actor(
     min_std: float = DEFAULT_MIN_STD,
     init_std: float = 1.0,
     latent_size: int = 0,
+    scan: ScanSpec | None = None,
 ) -> Actor:
     """An MLP :class:`Actor` for ``role`` (``"teacher"`` or ``"student"``).
 
@@ -367,9 +471,12 @@ def make_actor(
       init_std: pre-squash standard deviation at initialisation.
       latent_size: > 0 adds a head predicting a teacher latent ``[*L, latent_size]``
         (sown as ``intermediates/latent``).
+      scan: a perceptive actor's scan encoder (:class:`ScanSpec`); ``None``: every field flattened.
     """
     _check_actor_role(role)
     _activation(activation)
+    if scan is not None:
+        check_scan_spec(schema, role, scan)
     return Actor(
         schema=schema,
         role=role,
@@ -379,6 +486,7 @@ def make_actor(
         min_std=float(min_std),
         init_std=float(init_std),
         latent_size=int(latent_size),
+        scan=scan,
     )
 
 
@@ -406,10 +514,14 @@ def make_gru_student(
     min_std: float = DEFAULT_MIN_STD,
     init_std: float = 1.0,
     role: Role = "student",
+    scan: ScanSpec | None = None,
 ) -> GRUStudent:
-    """A recurrent :class:`GRUStudent` over ``role``'s fields (default the student's)."""
+    """A recurrent :class:`GRUStudent` over ``role``'s fields (default the student's); ``scan`` as
+    in :func:`make_actor`."""
     _check_actor_role(role)
     _activation(activation)
+    if scan is not None:
+        check_scan_spec(schema, role, scan)
     return GRUStudent(
         schema=schema,
         action_size=int(action_size),
@@ -420,6 +532,7 @@ def make_gru_student(
         activation=activation,
         min_std=float(min_std),
         init_std=float(init_std),
+        scan=scan,
     )
 
 
@@ -431,6 +544,11 @@ __all__ = [
     "GRUStudent",
     "GaussianHead",
     "MLP",
+    "SCAN_ENCODERS",
+    "ScanEncoder",
+    "ScanSpec",
+    "actor_input",
+    "check_scan_spec",
     "flatten_obs",
     "input_size",
     "make_actor",

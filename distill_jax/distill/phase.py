@@ -46,6 +46,7 @@ def build_student(env: Env, config: DistillConfig, latent_size: int = 0) -> Stud
         activation=student.activation,
         student_fields=student.fields,
         latent_size=latent_size if student.latent_head else 0,
+        scan=student.scan_spec(),
     )
 
 

@@ -13,7 +13,9 @@ and recurrent students share the collection and update code:
 Kinds: ``"mlp"`` (current deployable fields, including a stacked ``history``
 field if the env provides one) and ``"gru"``. ``student_fields`` restricts the
 student to a subset of ``schema.student_obs`` (e.g. a memoryless student that
-ignores ``history``) by building it from a narrower schema.
+ignores ``history``) by building it from a narrower schema. ``scan`` makes it perceptive:
+its grid fields (e.g. ``height_scan``) go through a scan encoder before the trunk
+(:class:`~distill_jax.networks.ScanSpec`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 
 from distill_jax.distributions import TanhGaussian
-from distill_jax.networks import make_actor, make_gru_student, unroll_gru
+from distill_jax.networks import ScanSpec, make_actor, make_gru_student, unroll_gru
 from distill_jax.schema import ObservationSchema, SchemaError
 
 
@@ -68,6 +70,7 @@ def make_student(
     activation: str = "elu",
     student_fields: tuple[str, ...] | None = None,
     latent_size: int = 0,
+    scan: ScanSpec | None = None,
 ) -> Student:
     """Builds a student actor that can read only ``schema.student_obs`` (or ``student_fields``).
 
@@ -77,7 +80,7 @@ def make_student(
     schema = student_schema(schema, student_fields)
     if kind == "mlp":
         module = make_actor(schema, "student", action_size, hidden=hidden, activation=activation,
-                            latent_size=latent_size)
+                            latent_size=latent_size, scan=scan)
 
         def step(params, carry, obs, first):
             del first
@@ -100,7 +103,7 @@ def make_student(
             raise ValueError("latent matching is implemented for MLP students; got kind='gru'")
         module = make_gru_student(
             schema, action_size, encoder=hidden[:1], gru_size=gru_size, head=hidden[1:] or hidden[:1],
-            activation=activation,
+            activation=activation, scan=scan,
         )
 
         def init(key, one_obs):
