@@ -72,11 +72,16 @@ class TerrainConfig:
 
     @property
     def ncol(self) -> int:
-        return int(round(2 * self.half_x / self.resolution)) + 1
+        return grid_nodes(self.half_x, self.resolution)
 
     @property
     def nrow(self) -> int:
-        return int(round(2 * self.half_y / self.resolution)) + 1
+        return grid_nodes(self.half_y, self.resolution)
+
+
+def grid_nodes(half_extent: float, resolution: float) -> int:
+    """Nodes of a height-field axis spanning ``[-half_extent, half_extent]`` m at ``resolution`` m."""
+    return int(round(2 * half_extent / resolution)) + 1
 
 
 def _value_noise(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, scale: float) -> np.ndarray:

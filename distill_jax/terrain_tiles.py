@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from distill_jax.heightfield import _value_noise, heights_hash
+from distill_jax.heightfield import _value_noise, grid_nodes, heights_hash
 
 TILE_TYPES = ("rough", "slope_up", "slope_down", "stairs_up", "stairs_down", "blocks", "gaps")
 # The graded quantities: (easiest, hardest) pairs in metres (slope_grade: rise over run).
@@ -161,11 +161,11 @@ class TileTerrainConfig:
 
     @property
     def ncol(self) -> int:
-        return int(round(2 * self.half_x / self.resolution)) + 1
+        return grid_nodes(self.half_x, self.resolution)
 
     @property
     def nrow(self) -> int:
-        return int(round(2 * self.half_y / self.resolution)) + 1
+        return grid_nodes(self.half_y, self.resolution)
 
     @property
     def max_level(self) -> int:
