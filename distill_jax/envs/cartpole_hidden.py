@@ -35,8 +35,9 @@ over five seeds (``experiments/results/default_task_cpu.md``): teacher 238.0 [23
 teacher. With another episode's ``dyn_params`` the teacher's return drops by 166 (on the
 cart-pole by 0.2). Version 1 (tilted, moving starts; gain ×0.6-1.4; the teacher read the exact
 velocities) showed the teacher claim but its student reached only 0.84 of the teacher. Not yet
-the default task: a single one-seed run (seed 0 outside a vmapped program) tied the teacher and
-the baseline (218.8 against 218.6), so a first run would not reliably show the teacher claim.
+the default task: single one-seed runs vary more than the five-seed program (seeds 0-2 run alone:
+one tied teacher and baseline, 218.8 against 218.6; one student reached 0.83 of its teacher), so a
+first run would not reliably show the claims.
 
 The task's own design knobs, accepted as overrides by :func:`make_cartpole_hidden` beside the
 registry's stack overrides and every ``CartpoleConfig`` field: ``slope`` (rad, 0 drops the
