@@ -32,8 +32,25 @@ from typing import Any
 import numpy as np
 
 
+def grid_nodes(half_extent: float, resolution: float) -> int:
+    """Nodes of a height-field axis spanning ``[-half_extent, half_extent]`` m at ``resolution`` m."""
+    return int(round(2 * half_extent / resolution)) + 1
+
+
+class GridShape:
+    """``ncol``/``nrow`` of a height field from its ``half_x``, ``half_y`` and ``resolution`` (m)."""
+
+    @property
+    def ncol(self) -> int:
+        return grid_nodes(self.half_x, self.resolution)
+
+    @property
+    def nrow(self) -> int:
+        return grid_nodes(self.half_y, self.resolution)
+
+
 @dataclasses.dataclass(frozen=True)
-class TerrainConfig:
+class TerrainConfig(GridShape):
     """Parameters of the procedural terrain (all lengths in metres).
 
     Attributes:
@@ -70,18 +87,7 @@ class TerrainConfig:
         if self.noise_scale <= 0 or self.step_width <= 0 or self.slope_period <= 0:
             raise ValueError("terrain noise_scale, step_width and slope_period must be positive")
 
-    @property
-    def ncol(self) -> int:
-        return grid_nodes(self.half_x, self.resolution)
 
-    @property
-    def nrow(self) -> int:
-        return grid_nodes(self.half_y, self.resolution)
-
-
-def grid_nodes(half_extent: float, resolution: float) -> int:
-    """Nodes of a height-field axis spanning ``[-half_extent, half_extent]`` m at ``resolution`` m."""
-    return int(round(2 * half_extent / resolution)) + 1
 
 
 def _value_noise(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, scale: float) -> np.ndarray:

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from distill_jax.heightfield import _value_noise, grid_nodes, heights_hash
+from distill_jax.heightfield import GridShape, _value_noise, heights_hash
 
 TILE_TYPES = ("rough", "slope_up", "slope_down", "stairs_up", "stairs_down", "blocks", "gaps")
 # The graded quantities: (easiest, hardest) pairs in metres (slope_grade: rise over run).
@@ -63,7 +63,7 @@ def _is_whole(value: float, unit: float) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class TileTerrainConfig:
+class TileTerrainConfig(GridShape):
     """Parameters of the tiled curriculum terrain (lengths in metres).
 
     Attributes:
@@ -158,14 +158,6 @@ class TileTerrainConfig:
     @property
     def half_y(self) -> float:
         return 0.5 * (self.num_levels * self.tile_size + 2 * self.border)
-
-    @property
-    def ncol(self) -> int:
-        return grid_nodes(self.half_x, self.resolution)
-
-    @property
-    def nrow(self) -> int:
-        return grid_nodes(self.half_y, self.resolution)
 
     @property
     def max_level(self) -> int:
