@@ -53,6 +53,11 @@ ONNX_NO_SCAN_ENCODER = ("student.onnx is not written for a perceptive student (a
                         "the ONNX graph builder has no scan-encoder layers; the StableHLO export covers it")
 
 
+def has_scan_encoder(student: Any) -> bool:
+    """Whether ``student``'s network has a scan encoder (which :func:`export_onnx` cannot write)."""
+    return getattr(student.module, "scan", None) is not None
+
+
 class ExportError(RuntimeError):
     """An export directory is missing files or was written by another format version."""
 
@@ -354,7 +359,7 @@ def export_onnx(directory: pathlib.Path | str, student: Any, params: Any, obs_st
         scan-encoder layers yet; the StableHLO export covers it), or the normaliser does not
         track every student field (the graph folds one normaliser over all of them).
     """
-    if getattr(student.module, "scan", None) is not None:
+    if has_scan_encoder(student):
         raise ExportError(ONNX_NO_SCAN_ENCODER)
     schema = student.schema
     fields = [(name, tuple(schema.field_specs[name].shape)) for name in schema.student_obs]

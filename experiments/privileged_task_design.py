@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shutil
 import tempfile
 import time
 
 import numpy as np
 
-from distill_jax.config import apply_override, replace_fields
+from distill_jax.config import apply_override, parse_assignment, replace_fields
 from distill_jax.evaluate import Panel, eval_wrapper, score_members
 from distill_jax.run import pipeline
 from distill_jax.run.claims import reference_members
@@ -56,12 +55,15 @@ def main() -> None:
         changes["ppo"] = {"total_env_steps": args.teacher_steps}
     out = pathlib.Path(tempfile.mkdtemp(prefix="design_"))
     if args.from_run:
-        source = pipeline.open_run(args.from_run)
-        config = source.config
+        changes = {}  # the --set assignments as nested dicts, for fork_run
         for assignment in args.sets:
-            config = apply_override(config, assignment)
-        run = pipeline.create_run(out / "run", config)
-        shutil.copytree(source.path / "checkpoints" / "teacher", run.path / "checkpoints" / "teacher")
+            parts, value = parse_assignment(assignment)
+            node = changes
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        run = pipeline.fork_run(pipeline.open_run(args.from_run), out / "run", changes)  # copies the teachers
+        config = run.config
         t0 = time.perf_counter()
         teacher = pipeline.restore_teacher(run)
         args.no_baseline, args.distill = True, True

@@ -21,6 +21,7 @@ wrapper transforms them (noise, history): the constructor checks that.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -81,10 +82,6 @@ class TerrainCurriculumAutoReset(VmapAutoReset):
         self.curriculum = self.task.config.curriculum if curriculum is None else curriculum
         self.curriculum.check_levels(self.task.config.terrain.num_levels)
 
-    @classmethod
-    def for_phase(cls, env: Env, config: Any) -> "TerrainCurriculumAutoReset":
-        return cls(env, config.num_envs, reset_pool=config.reset_pool)
-
     def reset_with_keys(self, keys: jax.Array) -> EnvState:
         """Resets every env, then puts env ``i`` on column ``i % num_types`` at a level uniform in
         ``[0, init_max_level]`` drawn from its own key."""
@@ -125,8 +122,7 @@ class TerrainCurriculumAutoReset(VmapAutoReset):
 
     def fingerprint(self) -> dict[str, Any]:
         fp = super().fingerprint()
-        entry = {"type": "TerrainCurriculum", "curriculum": {
-            "promote_fraction": self.curriculum.promote_fraction, "demote_fraction": self.curriculum.demote_fraction,
-            "demote_on_fall": self.curriculum.demote_on_fall, "resample_at_max": self.curriculum.resample_at_max,
-            "init_max_level": self.curriculum.init_max_level, "types": "env % num_types"}}
+        # Every CurriculumConfig field, so a new one cannot be left out of the fingerprint.
+        entry = {"type": "TerrainCurriculum",
+                 "curriculum": {**dataclasses.asdict(self.curriculum), "types": "env % num_types"}}
         return add_wrapper_entry(fp, entry)
