@@ -176,10 +176,33 @@ def make_teacher_evaluator(env: Env, teacher_actor: Any, panel: Panel):
 BEFORE_FALL_STEPS = 25
 
 
+def explained_action_variance(student_actions: jax.Array, teacher_actions: jax.Array, valid: jax.Array) -> jax.Array:
+    """``1 − Σ (a_s − a_t)² / Σ (a_t − ā_t)²`` over the valid steps and every action dimension.
+
+    The share of the variance of the teacher's deployed (deterministic) actions that the student's
+    deployed actions reproduce: 1 for a perfect copy, 0 for a student that outputs the teacher's
+    mean action everywhere, negative for worse. Unlike the KL it does not depend on the students'
+    action *scale*, which the two KL directions treat differently (a forward-KL student is far
+    broader than its teacher, and its KL reads large while its mean actions agree), nor on the
+    action units. ``nan`` when the teacher's actions do not vary (or no step is valid).
+
+    Args:
+      student_actions, teacher_actions: ``[..., A]`` squashed mean actions.
+      valid: ``[...]`` 1 where the step counts.
+    """
+    w = valid.astype(teacher_actions.dtype)[..., None]
+    count = jnp.sum(w)
+    mean = jnp.sum(w * teacher_actions, axis=tuple(range(teacher_actions.ndim - 1))) / jnp.maximum(count, 1.0)
+    total = jnp.sum(w * jnp.square(teacher_actions - mean))
+    error = jnp.sum(w * jnp.square(student_actions - teacher_actions))
+    return jnp.where(total > 1e-12, 1.0 - error / jnp.maximum(total, 1e-12), jnp.nan)
+
+
 def imitation(student: losses.TanhGaussian, teacher: losses.TanhGaussian, tr: Transition,
               mask_rule: tuple[str, ...], mask_thresholds: dict[str, float] | None) -> dict[str, jax.Array]:
-    """KL and action MSE of ``student`` to ``teacher`` (``[T, N, A]``) on the valid steps of the first
-    episodes of ``tr``, the fraction each mask rule dropped (``masked/<rule>``, ``masked/any``), and
+    """KL, action MSE and explained action variance (``action_r2``, :func:`explained_action_variance`)
+    of ``student`` to ``teacher`` (``[T, N, A]``) on the valid steps of the first episodes of ``tr``,
+    the fraction each mask rule dropped (``masked/<rule>``, ``masked/any``), and
     the KL over the :data:`BEFORE_FALL_STEPS` steps before the falls of ``tr`` (``kl_before_fall``,
     0 without falls): an average over whole episodes can hide the few states where a policy fails."""
     valid, masked = masks.valid_mask(
@@ -187,10 +210,11 @@ def imitation(student: losses.TanhGaussian, teacher: losses.TanhGaussian, tr: Tr
     valid = valid * first_episode_alive(tr)
     kl, _ = losses.kl_distillation_loss(student, teacher, valid)
     mse, _ = losses.action_mse_loss(jnp.tanh(student.loc), jnp.tanh(teacher.loc), valid)
+    r2 = explained_action_variance(jnp.tanh(student.loc), jnp.tanh(teacher.loc), valid)
     before_fall = valid * masks.steps_before_termination(tr.terminated * first_episode_alive(tr),
                                                          jnp.float32(BEFORE_FALL_STEPS))
     kl_before_fall, _ = losses.kl_distillation_loss(student, teacher, before_fall)
-    return {"kl": kl, "action_mse": mse, "kl_before_fall": kl_before_fall, **masked}
+    return {"kl": kl, "action_mse": mse, "action_r2": r2, "kl_before_fall": kl_before_fall, **masked}
 
 
 def _env_under(env: Env, perturbation: Perturbation | None, suite: TaskSuite | None) -> Env:
@@ -242,7 +266,7 @@ def panel_program(
         on_student_states = imitation(losses.TanhGaussian(s_tr.policy.loc, s_tr.policy.scale), relabel, s_tr,
                                       mask_rule, mask_thresholds)
         student_states = {f"student_states/{k}": v for k, v in on_student_states.items()
-                          if k in ("kl", "action_mse", "kl_before_fall", "masked/any")}
+                          if k in ("kl", "action_mse", "action_r2", "kl_before_fall", "masked/any")}
         return first_episode_scores(t_tr), first_episode_scores(s_tr), {**on_teacher_states, **student_states}
 
     return run
@@ -448,7 +472,8 @@ def t_interval(values: list[float] | np.ndarray) -> dict[str, Any]:
 
 ACROSS_SEEDS = {"teacher": ("return_mean", "success_rate", "fall_rate", "episode_length_mean"),
                 "student": ("return_mean", "success_rate", "fall_rate", "episode_length_mean"),
-                "imitation": ("kl", "action_mse", "masked/any", "student_states/kl", "student_states/action_mse")}
+                "imitation": ("kl", "action_mse", "action_r2", "masked/any", "student_states/kl",
+                              "student_states/action_mse", "student_states/action_r2")}
 
 
 def across_seeds(members: list[dict[str, Any]]) -> dict[str, Any]:

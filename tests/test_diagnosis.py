@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from distill_jax.diagnosis import VERDICTS, Evidence, Thresholds, diagnose
+from distill_jax.diagnosis import VERDICTS, Evidence, Thresholds, diagnose, imitates_well
 
 GOOD = Evidence(teacher_return=240.0, student_return=236.0, teacher_fall_rate=0.0, student_fall_rate=0.02,
                 kl_teacher_states=0.1, kl_student_states=0.15, leaks_passed=True, export_identical=True)
@@ -75,3 +75,20 @@ def test_thresholds_decide_and_every_verdict_is_named():
     assert diagnose(dataclasses.replace(GOOD, **borderline), Thresholds(healthy_return_ratio=0.9))["verdict"] == "healthy"
     for changes in ({}, {"leaks_passed": False}, {"teacher_fall_rate": 0.5}):
         assert verdict_of(**changes)["verdict"] in VERDICTS
+
+
+def test_either_view_of_imitation_suffices_and_neither_alone_decides():
+    # A forward-KL student: broad scale, large KL, but its deployed actions reproduce the teacher's.
+    broad = dict(student_return=120.0, student_fall_rate=0.5, kl_teacher_states=2.5, kl_student_states=8.0,
+                 action_r2_teacher_states=0.9, action_r2_student_states=0.2)
+    assert imitates_well(2.5, 0.9) and imitates_well(0.3, 0.1) and not imitates_well(2.5, 0.5)
+    assert not imitates_well(math.nan, math.nan)  # unmeasured is not good
+    result = verdict_of(**broad)
+    assert result["verdict"] == "state_coverage"  # good on the teacher's states by R², not on its own
+    assert "explained action variance 0.900" in result["reason"]
+    # The same KLs without the explained variance: poor on the teacher's states, so no coverage verdict.
+    assert verdict_of(**{**broad, "action_r2_teacher_states": math.nan,
+                         "action_r2_student_states": math.nan})["verdict"] == "undetermined"
+    # Coverage needs the student's own states to be markedly worse by one of the two measures.
+    similar = dict(broad, action_r2_student_states=0.75, kl_student_states=3.0)
+    assert verdict_of(**similar)["verdict"] == "undetermined"

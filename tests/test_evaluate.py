@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax.evaluate import first_episode_scores, summarize, wilson_interval
+from distill_jax.evaluate import explained_action_variance, first_episode_scores, summarize, wilson_interval
 from distill_jax.run.report import markdown_table
 from distill_jax.rollout import Transition
 
@@ -149,3 +149,20 @@ def test_the_table_of_several_members_gives_each_sweep_point_its_seeds_mean_and_
     # t(1) = 12.706: 155 ± 12.706 * 5 over the two seeds; the teacher's seeds agree exactly.
     assert lines[4].startswith("| 0 | 200.0 (200.0–200.0) | 155.0 (91.5–218.5) | 0.775 (0.457–1.093) |")
     assert lines[5].startswith("| 0.1 | 200.0 (200.0–200.0) | 185.0 (121.5–248.5) | 0.925")
+
+
+def test_explained_action_variance_against_its_definition_on_the_valid_steps():
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(12, 5, 2)).astype(np.float32)
+    student = (teacher + 0.3 * rng.normal(size=teacher.shape)).astype(np.float32)
+    valid = (rng.random((12, 5)) > 0.3).astype(np.float32)
+    t, s = teacher[valid > 0], student[valid > 0]  # [V, A]
+    expected = 1.0 - np.sum((s - t) ** 2) / np.sum((t - t.mean(axis=0)) ** 2)
+    got = float(explained_action_variance(jnp.asarray(student), jnp.asarray(teacher), jnp.asarray(valid)))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert float(explained_action_variance(jnp.asarray(teacher), jnp.asarray(teacher), jnp.asarray(valid))) == 1.0
+    # Outputting the teacher's mean action everywhere explains nothing; a constant teacher gives nan.
+    mean = np.broadcast_to(t.mean(axis=0), teacher.shape)
+    assert float(explained_action_variance(jnp.asarray(mean), jnp.asarray(teacher), jnp.asarray(valid))) == \
+        pytest.approx(0.0, abs=1e-5)
+    assert np.isnan(float(explained_action_variance(jnp.asarray(student), jnp.zeros_like(teacher), jnp.asarray(valid))))

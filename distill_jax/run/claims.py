@@ -5,8 +5,10 @@ held-out panel (same reset keys, so every comparison is paired episode by episod
 
 * **teacher** — privileged state improves expert behaviour: the teacher against the deployable-only
   baseline (:mod:`distill_jax.references`), ``teacher − baseline`` per episode.
-* **imitation** — the student matches useful teacher actions on valid states: its KL and action
-  error on the teacher's valid steps, and on its own states relabelled by the teacher.
+* **imitation** — the student matches useful teacher actions on valid states: the share of the
+  variance of the teacher's deployed actions its deployed actions reproduce, its KL and action
+  error, on the teacher's valid steps and on its own states relabelled by the teacher; good when
+  the KL or the explained variance says so (:func:`distill_jax.diagnosis.imitates_well`).
 * **deployment** — the student succeeds with the privileged actor inputs removed: its return and
   falls against the teacher's (and the baseline's, which answers "was distillation worth it?").
 
@@ -21,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from distill_jax.diagnosis import Evidence, Thresholds, diagnose
+from distill_jax.diagnosis import Evidence, Thresholds, diagnose, imitates_well
 from distill_jax.distill.update import FrozenTeacher
 from distill_jax.evaluate import Panel, across_seeds, eval_wrapper, paired_difference, score_members, teacher_policy
 
@@ -99,9 +101,12 @@ def claims(member: dict[str, Any], references: dict[str, dict[str, Any]],
         teacher_claim.update(supported=None, missing=["the deployable-only baseline (--set baseline.enabled=true)"])
     imitation = {
         "statement": STATEMENTS["imitation"], "kl_teacher_states": im["kl"],
-        "action_mse_teacher_states": im["action_mse"], "masked_teacher_states": im["masked/any"],
+        "action_mse_teacher_states": im["action_mse"], "action_r2_teacher_states": im.get("action_r2"),
+        "masked_teacher_states": im["masked/any"],
         "kl_student_states": im.get("student_states/kl"), "action_mse_student_states": im.get("student_states/action_mse"),
-        "kl_fit": thresholds.kl_fit, "supported": bool(im["kl"] <= thresholds.kl_fit),
+        "action_r2_student_states": im.get("student_states/action_r2"),
+        "kl_fit": thresholds.kl_fit, "action_r2_fit": thresholds.action_r2_fit,
+        "supported": imitates_well(im["kl"], _number(im.get("action_r2")), thresholds),
     }
     if "oracle" in references:
         imitation["oracle_return"] = references["oracle"]["summary"]["return_mean"]
@@ -116,10 +121,17 @@ def evidence(member: dict[str, Any], references: dict[str, dict[str, Any]], leak
         teacher_return=member["teacher"]["return_mean"], student_return=member["student"]["return_mean"],
         teacher_fall_rate=member["teacher"]["fall_rate"], student_fall_rate=member["student"]["fall_rate"],
         kl_teacher_states=im["kl"], kl_student_states=im.get("student_states/kl", float("nan")),
+        action_r2_teacher_states=_number(im.get("action_r2")),
+        action_r2_student_states=_number(im.get("student_states/action_r2")),
         leaks_passed=None if leak_checks is None else all(c["passed"] for c in leak_checks.values()),
         export_identical=export_identical,
         oracle_return=references["oracle"]["summary"]["return_mean"] if "oracle" in references else None,
     )
+
+
+def _number(value: float | None) -> float:
+    """``nan`` for a figure that was not measured (or was not a number: ``None`` in the JSON)."""
+    return float("nan") if value is None else float(value)
 
 
 def diagnosis(member: dict[str, Any], references: dict[str, dict[str, Any]], leak_checks: dict[str, Any],

@@ -359,8 +359,10 @@ def open_target(args: argparse.Namespace, plan: Plan):
         if changes:
             raise UsageError("changing settings of an existing run needs a new directory: add --out NEW_DIR")
         return source
-    # A new student needs only the teacher; re-evaluating or exporting needs the student too.
-    copy = (pipeline.TEACHER_DIR,) if args.phase == "distill" else (pipeline.TEACHER_DIR, pipeline.STUDENT_DIR)
+    # A new student needs only the teacher; re-evaluating or exporting needs the student too, and the
+    # evaluation scores the baseline and the oracle student beside it where the source trained them.
+    copy = ((pipeline.TEACHER_DIR,) if args.phase == "distill" else
+            (pipeline.TEACHER_DIR, pipeline.STUDENT_DIR, pipeline.BASELINE_DIR, pipeline.ORACLE_DIR))
     return pipeline.fork_run(source, args.out, changes, copy=copy)
 
 

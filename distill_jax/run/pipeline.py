@@ -277,12 +277,12 @@ def fork_run(source: Run, path: pathlib.Path, overrides: dict[str, Any] | None,
                        f"{source.config.num_seeds} x {source.config.phase_points('ppo')}; a run that reuses them keeps "
                        "num_seeds and the ppo.* sweep axes (sweep distill.* coefficients freely)")
     run = create_run(path, config)
-    for directory in copy:
-        if (source.path / directory).is_dir():
-            shutil.copytree(source.path / directory, path / directory)
+    copied = [directory for directory in copy if (source.path / directory).is_dir()]
+    for directory in copied:
+        shutil.copytree(source.path / directory, path / directory)
     if STUDENT_DIR in copy and (source.path / TEACHER_STEP_FILE).is_file():  # the student keeps its teacher
         shutil.copy2(source.path / TEACHER_STEP_FILE, path / TEACHER_STEP_FILE)
-    (path / "source.json").write_text(json.dumps({"run_dir": str(source.path.resolve()), "copied": list(copy)}))
+    (path / "source.json").write_text(json.dumps({"run_dir": str(source.path.resolve()), "copied": copied}))
     return run
 
 

@@ -158,9 +158,10 @@ def markdown_table(report: dict[str, Any]) -> str:
         policy_row("student (deployable)", s),
         "",
         f"student / teacher return: {ratio:.3f}; imitation on valid teacher steps: KL {im['kl']:.4f}, "
-        f"action MSE {im['action_mse']:.5f}; masked {im['masked/any']:.3f}"
+        f"action MSE {im['action_mse']:.5f}" + _r2_text(im.get("action_r2")) + f"; masked {im['masked/any']:.3f}"
         + (f"; on the student's own states (teacher relabels): KL {im['student_states/kl']:.4f}, "
-           f"action MSE {im['student_states/action_mse']:.5f}" if "student_states/kl" in im else ""),
+           f"action MSE {im['student_states/action_mse']:.5f}" + _r2_text(im.get("student_states/action_r2"))
+           if "student_states/kl" in im else ""),
         "",
         "| leak check | passed | detail |",
         "|---|---|---|",
@@ -213,11 +214,8 @@ def verdict_lines(report: dict[str, Any]) -> list[str]:
     else:
         evidence = "no baseline trained: " + "; ".join(t["missing"])
     lines.append(f"| teacher: {t['statement']} | {mark[t['supported']]} | {evidence} |")
-    im = c["imitation"]
-    own = ("" if im["kl_student_states"] is None else
-           f"; on the student's own states KL {im['kl_student_states']:.3f}")
-    lines.append(f"| imitation: {im['statement']} | {mark[im['supported']]} | KL {im['kl_teacher_states']:.3f} "
-                 f"nats on valid teacher steps (good at ≤ {im['kl_fit']}){own} |")
+    lines.append(f"| imitation: {c['imitation']['statement']} | {mark[c['imitation']['supported']]} | "
+                 f"{_imitation_evidence(c['imitation'])} |")
     dep = c["deployment"]
     base = ("" if "student_minus_baseline_return" not in dep else
             f"; student − baseline {_mean_ci(dep['student_minus_baseline_return'])}")
@@ -227,6 +225,19 @@ def verdict_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _imitation_evidence(im: dict[str, Any]) -> str:
+    """The imitation claim's figures with the limits it is judged by (either suffices)."""
+    def figures(kl: float, r2: float | None) -> str:
+        return f"KL {kl:.3f} nats" + ("" if r2 is None else f", explained action variance {r2:.3f}")
+
+    r2 = im.get("action_r2_teacher_states")
+    text = f"on valid teacher steps {figures(im['kl_teacher_states'], r2)} (good at KL ≤ {im['kl_fit']}"
+    text += ")" if r2 is None else f" or explained variance ≥ {im['action_r2_fit']})"
+    if im["kl_student_states"] is not None:
+        text += f"; on the student's own states {figures(im['kl_student_states'], im.get('action_r2_student_states'))}"
+    return text
+
+
 def schema_diff_lines(leak_report: dict[str, Any]) -> list[str]:
     """The schema diff from the teacher actor's inputs to the student actor's, as Markdown lines."""
     removed = ", ".join(f"`{f}`" for f in leak_report["removed_from_student"]) or "none"
@@ -234,6 +245,10 @@ def schema_diff_lines(leak_report: dict[str, Any]) -> list[str]:
             f"student's inputs: {leak_report['privileged_in_student'] or 'none'} "
             f"({'passed' if leak_report['passed'] else 'FAILED'}). Student reads "
             + ", ".join(f"`{f}`" for f in leak_report["student_actor_inputs"]) + "."]
+
+
+def _r2_text(r2: float | None) -> str:
+    return "" if r2 is None or r2 != r2 else f", explained action variance {r2:.3f}"
 
 
 def _mean_ci(entry: dict[str, Any], digits: int = 1) -> str:
