@@ -42,6 +42,9 @@ EVAL_SEED_OFFSET = 1_000_000  # panel seeds start here; training seeds are small
 # a tracking task's last-step ``success`` is one noisy sample; the episode mean is the figure
 # legged-locomotion work compares (``quadruped_rough``: |cmd_xy - v_xy| in m/s).
 EPISODE_MEAN_METRICS = ("tracking_error",)
+# Per-step task metrics read at an episode's first step: what the episode started on (a terrain
+# task's tile), by which the panel is broken down (:func:`breakdown`, the task's ``panel_groups``).
+EPISODE_START_METRICS = ("terrain_type", "terrain_level")
 
 
 class Panel(NamedTuple):
@@ -141,6 +144,9 @@ def first_episode_scores(tr: Transition) -> dict[str, jax.Array]:
     for name in EPISODE_MEAN_METRICS:
         if name in tr.metrics:
             scores[name] = jnp.sum(alive * tr.metrics[name], axis=0) / jnp.maximum(length, 1.0)
+    for name in EPISODE_START_METRICS:
+        if name in tr.metrics:
+            scores[f"start/{name}"] = tr.metrics[name][0]
     return scores
 
 
@@ -349,8 +355,46 @@ def _pick(tree: Any, m: int) -> Any:
 def episodes(scores: dict[str, np.ndarray]) -> dict[str, list[float]]:
     """Per-episode return and fall (``[N]`` lists, panel order) of :func:`first_episode_scores`: the raw
     material of paired comparisons between policies that share the panel's reset keys."""
-    return {"return": np.asarray(scores["return"], np.float64).tolist(),
-            "fall": np.asarray(scores["fall"], np.float64).tolist()}
+    out = {"return": np.asarray(scores["return"], np.float64).tolist(),
+           "fall": np.asarray(scores["fall"], np.float64).tolist()}
+    for name in EPISODE_START_METRICS:  # what each episode started on, where the task says
+        if f"start/{name}" in scores:
+            out[name] = np.asarray(scores[f"start/{name}"]).astype(int).tolist()
+    return out
+
+
+def breakdown(policies: dict[str, dict[str, list[float]]], group: str, labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The panel split by what each episode started on (e.g. its terrain type).
+
+    Args:
+      policies: ``{policy name: episodes(...)}`` on the same panel (the same reset keys, so every
+        policy's ``k``-th episode started on the same tile); each holds ``group``'s per-episode
+        index (:data:`EPISODE_START_METRICS`).
+      group: the per-episode index (``terrain_type``); labels: its names by index.
+
+    Returns:
+      One row per label with episodes: ``{"group", "label", "episodes", <policy>: {"return_mean",
+      "fall_rate", "fall_rate_ci95"}}`` (Wilson interval; a label no episode started on is left out).
+    """
+    first = next(iter(policies.values()))
+    index = np.asarray(first[group], np.int64)
+    for name, eps in policies.items():
+        if list(eps[group]) != list(first[group]):
+            raise ValueError(f"breakdown by {group!r}: policy {name!r} started its episodes elsewhere; the "
+                             "policies were not scored on the same panel")
+    rows = []
+    for i, label in enumerate(labels):
+        chosen = index == i
+        n = int(chosen.sum())
+        if n == 0:
+            continue
+        row: dict[str, Any] = {"group": group, "label": label, "episodes": n}
+        for name, eps in policies.items():
+            falls = float(np.asarray(eps["fall"], np.float64)[chosen].sum())
+            row[name] = {"return_mean": float(np.asarray(eps["return"], np.float64)[chosen].mean()),
+                         "fall_rate": falls / n, "fall_rate_ci95": list(wilson_interval(falls, n))}
+        rows.append(row)
+    return rows
 
 
 def score_members(env: Env, panel: Panel, make_policy: Any, params: Any, initial_carry: Any = None, *,

@@ -36,7 +36,7 @@ import numpy as np
 
 from distill_jax import normalization
 from distill_jax.deploy.contract import ACTION_OUTPUT, CARRY_INPUT, CARRY_OUTPUT, ONNX_FILE, DeployContract
-from distill_jax.deploy.onnx_graph import Normalizer, build_student_graph
+from distill_jax.deploy.onnx_graph import Normalizer, ScanLayout, build_student_graph
 from distill_jax.deploy.runtime import OnnxStudent, open_session
 from distill_jax.envs.base import Wrapper
 from distill_jax.envs.wrappers import ActionLatency, ObservationHistory, SensorNoise, TimeLimit
@@ -49,13 +49,10 @@ PROGRAM_FILE, VARIABLES_FILE, SCHEMA_FILE, MANIFEST_FILE = (
 )
 
 
-ONNX_NO_SCAN_ENCODER = ("student.onnx is not written for a perceptive student (a scan encoder): "
-                        "the ONNX graph builder has no scan-encoder layers; the StableHLO export covers it")
-
-
-def has_scan_encoder(student: Any) -> bool:
-    """Whether ``student``'s network has a scan encoder (which :func:`export_onnx` cannot write)."""
-    return getattr(student.module, "scan", None) is not None
+def scan_layout(student: Any) -> ScanLayout | None:
+    """The graph builder's view of ``student``'s scan encoders (``None``: a blind student)."""
+    spec = getattr(student.module, "scan", None)
+    return None if spec is None else ScanLayout(spec.kind, tuple(spec.fields), bool(spec.gate))
 
 
 class ExportError(RuntimeError):
@@ -355,12 +352,9 @@ def export_onnx(directory: pathlib.Path | str, student: Any, params: Any, obs_st
     with the normaliser folded in and :func:`deploy_contract` as metadata. Returns the file's path.
 
     Raises:
-      ExportError: the student has a scan encoder (the hand-built graph has no convolution or
-        scan-encoder layers yet; the StableHLO export covers it), or the normaliser does not
-        track every student field (the graph folds one normaliser over all of them).
+      ExportError: the normaliser does not track every student field (the graph folds one
+        normaliser over all of them).
     """
-    if has_scan_encoder(student):
-        raise ExportError(ONNX_NO_SCAN_ENCODER)
     schema = student.schema
     fields = [(name, tuple(schema.field_specs[name].shape)) for name in schema.student_obs]
     normalizer = None
@@ -375,7 +369,7 @@ def export_onnx(directory: pathlib.Path | str, student: Any, params: Any, obs_st
     model = build_student_graph(
         kind=student.kind, activation=student.module.activation, fields=fields,
         params=jax.tree.map(np.asarray, jax.device_get(params)), normalizer=normalizer,
-        action_size=env.action_size, metadata=contract.to_metadata_props(),
+        action_size=env.action_size, metadata=contract.to_metadata_props(), scan=scan_layout(student),
     )
     path = pathlib.Path(directory) / ONNX_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

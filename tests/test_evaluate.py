@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax.evaluate import explained_action_variance, first_episode_scores, summarize, wilson_interval
+from distill_jax.evaluate import (breakdown, explained_action_variance, first_episode_scores, summarize,
+                                  wilson_interval)
 from distill_jax.run.report import markdown_table
 from distill_jax.rollout import Transition
 
@@ -166,3 +167,25 @@ def test_explained_action_variance_against_its_definition_on_the_valid_steps():
     assert float(explained_action_variance(jnp.asarray(mean), jnp.asarray(teacher), jnp.asarray(valid))) == \
         pytest.approx(0.0, abs=1e-5)
     assert np.isnan(float(explained_action_variance(jnp.asarray(student), jnp.zeros_like(teacher), jnp.asarray(valid))))
+
+
+def test_the_panel_breakdown_groups_each_policys_episodes_by_where_they_started():
+    starts = [0, 2, 2, 0, 2, 0]
+    teacher = {"return": [10.0, 4.0, 6.0, 12.0, 5.0, 8.0], "fall": [0, 1, 0, 0, 1, 0], "terrain_type": starts}
+    student = {"return": [9.0, 1.0, 2.0, 11.0, 3.0, 7.0], "fall": [0, 1, 1, 0, 1, 1], "terrain_type": starts}
+    rows = breakdown({"teacher": teacher, "student": student}, "terrain_type", ("rough", "slope_up", "stairs_up"))
+    assert [(r["label"], r["episodes"]) for r in rows] == [("rough", 3), ("stairs_up", 3)]  # no episode on slope_up
+    assert rows[0]["teacher"]["return_mean"] == pytest.approx(10.0) and rows[0]["student"]["fall_rate"] == \
+        pytest.approx(1 / 3)
+    assert rows[1]["teacher"]["fall_rate"] == pytest.approx(2 / 3) and rows[1]["student"]["return_mean"] == \
+        pytest.approx(2.0)
+    assert rows[1]["student"]["fall_rate_ci95"] == pytest.approx(list(wilson_interval(3, 3)))
+    elsewhere = dict(student, terrain_type=[0, 0, 2, 0, 2, 0])
+    with pytest.raises(ValueError, match="'student' started its episodes elsewhere"):
+        breakdown({"teacher": teacher, "student": elsewhere}, "terrain_type", ("rough", "slope_up", "stairs_up"))
+
+
+def test_first_episode_scores_record_what_each_episode_started_on():
+    start = jnp.array([[2.0, 1.0], [2.0, 1.0], [0.0, 1.0], [0.0, 1.0]])  # env 0's second episode starts elsewhere
+    scores = first_episode_scores(_transition({"terrain_type": start}))
+    np.testing.assert_array_equal(scores["start/terrain_type"], [2.0, 1.0])

@@ -10,6 +10,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import onnx
 import pytest
 
 from distill_jax import leak_audit, normalization
@@ -18,7 +19,7 @@ from distill_jax.distill.phase import build_student
 from distill_jax.distill.student import make_student
 from distill_jax.envs import get_env
 from distill_jax.evaluate import student_act_fn, student_actions
-from distill_jax.export import ExportError, export_onnx, export_student, load_student
+from distill_jax.export import check_onnx, export_onnx, export_student, load_student
 from distill_jax.networks import ScanSpec, make_actor
 from distill_jax.schema import PrivilegedFieldError, SchemaError
 from distill_jax.treeops import first_seed
@@ -235,5 +236,18 @@ def test_export_of_a_perceptive_student(env, obs, tmp_path):
     assert deployed.manifest["inputs"]["height_scan"]["shape"] == [11, 7, 2]
     with pytest.raises(PrivilegedFieldError, match="terrain_scan"):
         deployed({**deployable, "terrain_scan": np.asarray(obs["terrain_scan"])})
-    with pytest.raises(ExportError, match="perceptive student"):
-        export_onnx(tmp_path / "export", student, params, stats, env)
+
+
+
+@pytest.mark.parametrize("name,kind", [("mlp", "mlp"), ("cnn", "mlp"), ("cnn_gate", "gru")])
+def test_student_onnx_of_a_perceptive_student_acts_like_the_in_process_one(env, obs, tmp_path, name, kind):
+    """The hand-built graph's scan encoders (MLP, CNN, gate; feed-forward and recurrent trunks) against
+    the in-process student over 20 steps of drifting observations, and no input for a privileged field."""
+    pytest.importorskip("onnxruntime")
+    student, params, stats = built(env, obs, SPECS[name], kind)
+    path = export_onnx(tmp_path / "export", student, params, stats, env)
+    check = check_onnx(path, env, student, params, stats, obs, min_observations=80)
+    assert check["passed"], check
+    assert check["privileged_field_refused"]
+    inputs = {i.name for i in onnx.load(path).graph.input}
+    assert "height_scan" in inputs and "terrain_scan" not in inputs and "terrain_heights" not in inputs

@@ -109,6 +109,10 @@ def test_curriculum_metrics(env, rollout):
     one_hot = np.stack([last.metrics[f"terrain_level_{i}"] for i in range(task.config.terrain.num_levels)], -1)
     np.testing.assert_array_equal(one_hot, np.eye(task.config.terrain.num_levels)[level])
     np.testing.assert_array_equal(rollout[0].info["terrain_level"], level)  # kept through the episode
+    np.testing.assert_array_equal(last.metrics["terrain_type"], np.asarray(last.info["terrain_type"]))
+    # The evaluation's breakdown names: one per tile type and level, in the indices' order.
+    assert task.panel_groups == {"terrain_type": tuple(task.config.terrain.types),
+                                 "terrain_level": tuple(f"level {i}" for i in range(task.config.terrain.num_levels))}
 
 
 def test_fingerprint_declares_the_map_scan_and_curriculum(env):

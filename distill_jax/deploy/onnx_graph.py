@@ -19,6 +19,11 @@ written out here it is explicit enough to audit against :mod:`distill_jax.networ
   ``h' = (1 - z) ⊙ n + z ⊙ h``), ``head_mlp`` layers, ``action = tanh(head/loc)``, and
   ``carry_out = h'``. The in-process student zeroes its memory where an episode starts; here
   the caller does (feeds zeros as ``carry`` at an episode's first step).
+* **perceptive student** (a scan encoder, :class:`ScanLayout`) — after the normaliser, the
+  trunk's input is the other fields (schema order) then each grid field's embedding: an MLP over
+  the flattened grid, or 3x3 convolutions (channels last in JAX, transposed to ONNX's channels
+  first and back), then ``embed`` Dense+activation; a belief gate multiplies the embeddings by
+  ``sigmoid(Dense([others, embeddings]))``.
 
 Only NumPy and ``onnx`` are imported; the parameters arrive as nested dicts of arrays.
 """
@@ -62,6 +67,7 @@ class _Graph:
     def __init__(self):
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        self._ints: set[str] = set()
         self._count = 0
 
     def _name(self, hint: str) -> str:
@@ -71,6 +77,14 @@ class _Graph:
     def const(self, hint: str, array: Any) -> str:
         name = self._name(hint)
         self.initializers.append(numpy_helper.from_array(np.asarray(array, np.float32), name))
+        return name
+
+    def const_int(self, hint: str, values: Sequence[int]) -> str:
+        """An int64 constant (shapes, slice bounds), shared by name when equal."""
+        name = f"{hint}_i64_{'_'.join(str(int(v)).replace('-', 'm') for v in values)}"
+        if name not in self._ints:
+            self._ints.add(name)
+            self.initializers.append(numpy_helper.from_array(np.asarray(values, np.int64), name))
         return name
 
     def op(self, op_type: str, inputs: Sequence[str], output: str | None = None, **attrs: Any) -> str:
@@ -121,6 +135,66 @@ def _gru_cell(g: _Graph, x: str, h: str, cell: Mapping[str, Mapping[str, np.ndar
     return g.op("Add", [keep_new, g.op("Mul", [z, h])], output=CARRY_OUTPUT)
 
 
+class ScanLayout(NamedTuple):
+    """A perceptive student's scan encoders (:class:`distill_jax.networks.ScanSpec`'s graph-relevant part).
+
+    Attributes:
+      kind: ``"mlp"`` or ``"cnn"``.
+      fields: the grid fields, in the order their embeddings are concatenated.
+      gate: whether a belief gate scales the embeddings.
+    """
+
+    kind: str
+    fields: tuple[str, ...]
+    gate: bool
+
+
+def _scan_embedding(g: _Graph, x: str, shape: tuple[int, ...], layout: ScanLayout,
+                    p: Mapping[str, Any], activation: str, hint: str) -> str:
+    """flax ``ScanEncoder``: one normalised, flattened grid field ``[batch, prod(shape)]`` -> ``[batch, E]``.
+
+    The CNN's layers are flax ``Conv`` (3x3, stride 1, SAME: one cell of zero padding on each side),
+    channels last with kernels ``[3, 3, in, out]``; ONNX's ``Conv`` is channels first with
+    ``[out, in, 3, 3]``, so the grid is transposed in and back out before the flattening that
+    feeds ``embed`` (the row-major ``[H, W, C]`` order the JAX encoder flattens in).
+    """
+    if layout.kind == "mlp":
+        h = _mlp(g, x, p["mlp"], activation, f"{hint}/mlp")
+    else:
+        grid = tuple(int(n) for n in shape) if len(shape) == 3 else (int(shape[0]), int(shape[1]), 1)
+        h = g.op("Reshape", [x, g.const_int(f"{hint}/grid_shape", [-1, *grid])])
+        h = g.op("Transpose", [h], perm=[0, 3, 1, 2])  # NHWC -> NCHW
+        for i in range(len([k for k in p if k.startswith("conv_")])):
+            conv = p[f"conv_{i}"]
+            weight = np.transpose(np.asarray(conv["kernel"], np.float32), (3, 2, 0, 1))
+            h = g.op("Conv", [h, g.const(f"{hint}/conv_{i}/kernel", weight), g.const(f"{hint}/conv_{i}/bias",
+                                                                                 conv["bias"])],
+                     kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
+            h = _activate(g, h, activation)
+        h = g.op("Flatten", [g.op("Transpose", [h], perm=[0, 2, 3, 1])], axis=1)  # back to NHWC, then [batch, H*W*C]
+    return _activate(g, _dense(g, h, p["embed"], f"{hint}/embed"), activation)
+
+
+def _trunk_input(g: _Graph, x: str, fields: Sequence[tuple[str, tuple[int, ...]]], scan: ScanLayout,
+                 p: Mapping[str, Any], activation: str) -> str:
+    """:func:`distill_jax.networks.actor_input` with a scan: the other fields (schema order), then each
+    scan field's embedding, gated by ``sigmoid(Dense([others, embeddings]))`` where ``scan.gate``."""
+    sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in fields]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    part = {name: g.op("Slice", [x, g.const_int(f"{name}/start", [offsets[i]]),
+                                 g.const_int(f"{name}/end", [offsets[i + 1]]), g.const_int("axis1", [1])])
+            for i, (name, _) in enumerate(fields)}
+    shapes = dict(fields)
+    others = [part[name] for name, _ in fields if name not in scan.fields]
+    embeddings = [_scan_embedding(g, part[name], shapes[name], scan, p[f"scan_{name}"], activation, f"scan_{name}")
+                  for name in scan.fields]
+    embedding = embeddings[0] if len(embeddings) == 1 else g.op("Concat", embeddings, axis=1)
+    if scan.gate:
+        context = g.op("Concat", [*others, embedding], axis=1)
+        embedding = g.op("Mul", [embedding, g.op("Sigmoid", [_dense(g, context, p["scan_gate"], "scan_gate")])])
+    return g.op("Concat", [*others, embedding], axis=1) if others else embedding
+
+
 def build_student_graph(
     *,
     kind: str,
@@ -130,6 +204,7 @@ def build_student_graph(
     normalizer: Normalizer | None,
     action_size: int,
     metadata: Mapping[str, str],
+    scan: ScanLayout | None = None,
 ) -> onnx.ModelProto:
     """The student's ``obs -> action`` step as a checked ONNX model.
 
@@ -142,6 +217,7 @@ def build_student_graph(
       normalizer: statistics over the flattened fields, or ``None`` for raw inputs.
       action_size: ``A``.
       metadata: ``metadata_props`` to store (:meth:`DeployContract.to_metadata_props`).
+      scan: a perceptive student's scan encoders (``None``: every field flattened into the trunk).
 
     Returns:
       A model with inputs ``fields`` (``[batch, *shape]`` float32; plus ``carry``
@@ -158,6 +234,8 @@ def build_student_graph(
         x = g.op("Div", [g.op("Sub", [x, g.const("obs_mean", normalizer.mean)]), g.const("obs_std", denom)])
         if normalizer.clip is not None:
             x = g.op("Clip", [x, g.const("clip_low", -normalizer.clip), g.const("clip_high", normalizer.clip)])
+    if scan is not None:
+        x = _trunk_input(g, x, fields, scan, p, activation)
     outputs = [helper.make_tensor_value_info(ACTION_OUTPUT, TensorProto.FLOAT, ["batch", int(action_size)])]
     if kind == "mlp":
         features = _mlp(g, x, p["torso"], activation, "torso")

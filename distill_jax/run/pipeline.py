@@ -47,8 +47,7 @@ from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs import get_env
 from distill_jax.envs.base import Env
 from distill_jax.evaluate import student_actions
-from distill_jax.export import (ONNX_NO_SCAN_ENCODER, check_onnx, export_onnx, export_student, has_scan_encoder,
-                                load_student)
+from distill_jax.export import check_onnx, export_onnx, export_student, load_student
 from distill_jax.hyperparams import member_coefficients
 from distill_jax.ppo.teacher import TeacherBuild, TeacherResult, build_teacher, initial_teacher_states, train_teacher
 from distill_jax.references import baseline_env, oracle_env
@@ -699,11 +698,8 @@ def export_phase(run: Run, student: Any) -> dict[str, Any]:
         "privileged_field_rejected": rejected,
         "privileged_field_tried": privileged,
     }
-    if has_scan_encoder(student.student):
-        verification["onnx"] = {"skipped": ONNX_NO_SCAN_ENCODER}
-    else:
-        onnx_path = export_onnx(directory, student.student, params, stats, run.env)
-        verification["onnx"] = check_onnx(onnx_path, run.env, student.student, params, stats, deployable)
+    onnx_path = export_onnx(directory, student.student, params, stats, run.env)
+    verification["onnx"] = check_onnx(onnx_path, run.env, student.student, params, stats, deployable)
     (directory / "verification.json").write_text(json.dumps(verification, indent=2))
     return {"directory": directory, **verification}
 

@@ -22,8 +22,8 @@ from distill_jax.config import RunConfig, to_dict
 from distill_jax.distill import masks
 from distill_jax.distill.masks import schema_in_force
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.evaluate import (EPISODE_MEAN_METRICS, Panel, across_seeds, evaluate_members, evaluate_suite,
-                                  student_act_fn)
+from distill_jax.evaluate import (EPISODE_MEAN_METRICS, Panel, across_seeds, breakdown, evaluate_members,
+                                  evaluate_suite, student_act_fn)
 from distill_jax.privilege import markdown_table as privilege_table
 from distill_jax.privilege import privilege_value
 from distill_jax.run.claims import claims, diagnosis, reference_members, suite_section
@@ -31,7 +31,7 @@ from distill_jax.suite import declared, stack
 from distill_jax.treeops import first_seed
 
 EVAL_KEYS = ("teacher", "student", "imitation", "members", "across_seeds", "references", "claims", "diagnosis",
-             "suite", "privilege_value", "panel", "schema", "schema_diff", "leak_checks", "env", "config")
+             "suite", "privilege_value", "by_group", "panel", "schema", "schema_diff", "leak_checks", "env", "config")
 
 
 def export_identical(run_dir: pathlib.Path | None) -> bool | None:
@@ -108,6 +108,7 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     step("measuring what each privileged field is worth to the teacher", "each one permuted across the panel")
     worth = privilege_value(env, teacher_result.nets.actor, first_seed(teachers), panel, key=jax.random.PRNGKey(11))
     return {
+        "by_group": panel_breakdown(env, members[0], first),
         **members[0],
         "members": labelled,
         "across_seeds": grouped,
@@ -195,6 +196,36 @@ def suite_table(entries: list[dict[str, Any]]) -> list[str]:
                  e["diagnosis"]["verdict"]]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def panel_breakdown(env, member: dict[str, Any], references: dict[str, dict[str, Any]]) -> dict[str, list]:
+    """Member 0's panel split by what each episode started on, for every group the task declares
+    (``env.panel_groups``: a terrain task's tile type and level), every policy on the same episodes."""
+    groups = getattr(env, "panel_groups", None) or {}
+    policies = {**member["episodes"], **{name: ref["episodes"] for name, ref in references.items()}}
+    return {group: breakdown(policies, group, tuple(labels)) for group, labels in groups.items()
+            if group in member["episodes"]["teacher"]}
+
+
+def breakdown_lines(report: dict[str, Any]) -> list[str]:
+    """One Markdown table per breakdown group: return and fall rate of every policy per label."""
+    lines: list[str] = []
+    for group, rows in (report.get("by_group") or {}).items():
+        if not rows:
+            continue
+        policies = [k for k in rows[0] if isinstance(rows[0][k], dict)]
+        lines += ["", f"By {group.replace('_', ' ')} (member 0; the episodes that started there, same reset keys "
+                      "for every policy; fall rate with its 95 % Wilson interval):", "",
+                  f"| {group.replace('_', ' ')} | episodes | "
+                  + " | ".join(f"{p} return | {p} falls" for p in policies) + " |",
+                  "|---|---|" + "---|---|" * len(policies)]
+        for row in rows:
+            cells = []
+            for p in policies:
+                low, high = row[p]["fall_rate_ci95"]
+                cells += [f"{row[p]['return_mean']:.1f}", f"{row[p]['fall_rate']:.0%} ({low:.0%}–{high:.0%})"]
+            lines.append(f"| {row['label']} | {row['episodes']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def verdict_lines(report: dict[str, Any]) -> list[str]:
@@ -290,7 +321,7 @@ def write_eval(out: pathlib.Path, env, config: RunConfig, teacher_result, studen
     (out / "eval.md").write_text(
         f"# Evaluation on {len(panel['seeds'])} held-out seeds ({env.name}, {panel['distribution']} distribution"
         f"{', ' + str(panel['env_overrides']) if panel['env_overrides'] else ''})\n\n"
-        + "\n".join(verdict_lines(report)) + f"\n\n{table}\n"
+        + "\n".join(verdict_lines(report)) + f"\n\n{table}\n" + "".join(f"{line}\n" for line in breakdown_lines(report))
     )
     return {"table": table, "leak_passed": all(c["passed"] for c in report["leak_checks"].values()),
             "report": report}

@@ -16,7 +16,8 @@ stepping blocks, gaps), with three additions:
   same grid exact, now and without holes (m, clipped to the scan's ``clip``), the
   look-ahead a teacher needs for stairs and gaps (Rudin's teacher reads the exact
   scan). The schema diff shows the exact fields out and the noisy scan in;
-* **curriculum metrics** per step: ``terrain_level``, ``terrain_level_<i>``
+* **curriculum metrics** per step: ``terrain_level``, ``terrain_type`` (the tile's indices;
+  the evaluation breaks the panel down by them, :attr:`TerrainQuadruped.panel_groups`), ``terrain_level_<i>``
   (one-hot: their batch means are the level distribution), ``distance_from_spawn``
   (m, horizontal) and ``command_speed`` (``|cmd_xy|``, m/s), which is what
   :func:`distill_jax.envs.curriculum.update_levels` needs at an episode's end.
@@ -152,6 +153,13 @@ class TerrainQuadruped(RoughTerrainQuadruped):
 
         return TerrainCurriculumAutoReset
 
+    @property
+    def panel_groups(self) -> dict[str, tuple[str, ...]]:
+        """The evaluation's breakdown of the panel: by the tile type and the level an episode started on
+        (the per-step metrics ``terrain_type`` and ``terrain_level`` index these names)."""
+        t = self.config.terrain
+        return {"terrain_type": tuple(t.types), "terrain_level": tuple(f"level {i}" for i in range(t.num_levels))}
+
     def fingerprint(self) -> dict[str, Any]:
         fp = super().fingerprint()
         cfg = self.config
@@ -252,6 +260,7 @@ class TerrainQuadruped(RoughTerrainQuadruped):
         distance = jnp.linalg.norm(data.qpos[:2] - info["spawn_xy"])
         return {
             "terrain_level": level.astype(jnp.float32),
+            "terrain_type": info["terrain_type"].astype(jnp.float32),
             **{f"terrain_level_{i}": one_hot[i] for i in range(self.config.terrain.num_levels)},
             "distance_from_spawn": distance.astype(jnp.float32),
             "command_speed": jnp.linalg.norm(info["command"][:2]).astype(jnp.float32),
