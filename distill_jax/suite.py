@@ -42,6 +42,8 @@ class Perturbation(NamedTuple):
       noise_scale: ``[]`` multiplier of the declared sensor-noise standard deviations.
       delay: ``[]`` int32 command delay in control steps (-1: as trained).
       kick: ``[]`` speed of the velocity kicks (m/s on the task's kicked dofs; 0: none).
+      tile: ``[2]`` int32 tile ``(type index, level)`` every episode starts on, for a task that
+        spawns on a tile map (its ``with_tile``); -1 in either: drawn as in training.
     """
 
     low: Any
@@ -49,6 +51,7 @@ class Perturbation(NamedTuple):
     noise_scale: Any
     delay: Any
     kick: Any
+    tile: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +66,9 @@ class Condition:
       strengths: the default points on the axis.
       limits: the strengths a user may ask for (``(low, high)``, inclusive).
       unit: the strength's unit, in words.
+
+    The ``"tile_type"`` and ``"tile_level"`` knobs pin the tile every episode starts on (strength:
+    the type's index or the level); empty ``strengths`` there means every index the env's map has.
     """
 
     name: str
@@ -103,6 +109,16 @@ _CARTPOLE_CONDITIONS = (
     Condition("push", "kick", (0.0, 0.5, 1.0), (0.0, 3.0), "m/s cart kick every 50 steps"),
 )
 
+_QUADRUPED_CONDITIONS = (
+    NOMINAL,
+    Condition("friction", "param:friction", (0.3, 0.5, 0.875, 1.25), (0.05, 2.0), "foot friction coefficient"),
+    Condition("payload", "param:trunk_mass", (0.8, 1.0, 1.2, 1.5), (0.5, 3.0), "× nominal trunk mass"),
+    Condition("motor_strength", "param:motor_strength", (0.7, 0.9, 1.0, 1.1), (0.3, 2.0), "× nominal kp"),
+    Condition("sensor_noise", "noise", (1.0, 2.0, 4.0), (0.0, 10.0), "× declared noise std"),
+    Condition("latency", "delay", (0.0, 1.0, 2.0, 3.0), (0.0, 3.0), "control steps"),
+    Condition("push", "kick", (0.0, 0.5, 1.0, 1.5), (0.0, 3.0), "m/s base kick every 100 steps"),
+)
+
 SUITES: dict[str, TaskSuite] = {
     "cartpole": TaskSuite(conditions=_CARTPOLE_CONDITIONS, kick_dofs=(0,), kick_interval=50),
     "cartpole_hidden": TaskSuite(
@@ -111,15 +127,12 @@ SUITES: dict[str, TaskSuite] = {
         kick_dofs=(0,),
         kick_interval=50,
     ),
-    "quadruped_rough": TaskSuite(
-        conditions=(
-            NOMINAL,
-            Condition("friction", "param:friction", (0.3, 0.5, 0.875, 1.25), (0.05, 2.0), "foot friction coefficient"),
-            Condition("payload", "param:trunk_mass", (0.8, 1.0, 1.2, 1.5), (0.5, 3.0), "× nominal trunk mass"),
-            Condition("motor_strength", "param:motor_strength", (0.7, 0.9, 1.0, 1.1), (0.3, 2.0), "× nominal kp"),
-            Condition("sensor_noise", "noise", (1.0, 2.0, 4.0), (0.0, 10.0), "× declared noise std"),
-            Condition("latency", "delay", (0.0, 1.0, 2.0, 3.0), (0.0, 3.0), "control steps"),
-            Condition("push", "kick", (0.0, 0.5, 1.0, 1.5), (0.0, 3.0), "m/s base kick every 100 steps"),
+    "quadruped_rough": TaskSuite(conditions=_QUADRUPED_CONDITIONS, kick_dofs=(0, 1), kick_interval=100),
+    # The tile map's: every episode on one tile type (each in turn), or at one level (each in turn).
+    "quadruped_terrain": TaskSuite(
+        conditions=_QUADRUPED_CONDITIONS + (
+            Condition("terrain_type", "tile_type", (), (0, 63), "tile type index (the map's terrain.types order)"),
+            Condition("terrain_level", "tile_level", (), (0, 63), "terrain level"),
         ),
         kick_dofs=(0, 1),
         kick_interval=100,
@@ -196,6 +209,21 @@ class VelocityKicks(Wrapper):
         return nxt.replace(physics=nxt.physics.replace(qvel=qvel))
 
 
+def tile_task(env: Env) -> Any:
+    """The task under ``env``'s wrappers if it can pin the tile its episodes start on (``with_tile``)."""
+    task = _chain(env)[-1]
+    return task if hasattr(type(task), "with_tile") else None
+
+
+def _with_tile(env: Env, tile: Any) -> Env:
+    """``env`` with its task's start tile pinned to ``tile`` (wrappers copied around it)."""
+    if not isinstance(env, Wrapper):
+        return env.with_tile(tile)
+    new = copy.copy(env)
+    new.env = _with_tile(env.env, tile)
+    return new
+
+
 def perturbed(env: Env, p: Perturbation, suite: TaskSuite) -> Env:
     """``env``'s wrapper stack rebuilt around the knobs of ``p`` (arrays, may be traced).
 
@@ -205,6 +233,8 @@ def perturbed(env: Env, p: Perturbation, suite: TaskSuite) -> Env:
     the commanded actions as on a robot), and :class:`VelocityKicks` wraps the whole.
     """
     has_latency = _find(env, ActionLatency) is not None
+    if p.tile is not None and tile_task(env) is not None:
+        env = _with_tile(env, p.tile)
 
     def rebuild(e: Env) -> Env:
         if isinstance(e, DomainRandomization) or not isinstance(e, Wrapper):
@@ -232,7 +262,7 @@ def nominal(env: Env) -> Perturbation:
     dr = _find(env, DomainRandomization)
     low = np.asarray(dr.randomizer.low, np.float32) if dr is not None else np.zeros(0, np.float32)
     high = np.asarray(dr.randomizer.high, np.float32) if dr is not None else np.zeros(0, np.float32)
-    return Perturbation(low, high, np.float32(1.0), np.int32(-1), np.float32(0.0))
+    return Perturbation(low, high, np.float32(1.0), np.int32(-1), np.float32(0.0), np.full(2, -1, np.int32))
 
 
 def _point(env: Env, condition: Condition, strength: float) -> SuitePoint:
@@ -265,10 +295,28 @@ def _point(env: Env, condition: Condition, strength: float) -> SuitePoint:
                              f"max_action_delay={latency.max_delay}")
         return SuitePoint(condition.name, strength, condition.unit, int(strength) in trained,
                           base._replace(delay=np.int32(strength)))
+    if knob in ("tile_type", "tile_level"):
+        task = tile_task(env)
+        if task is None:
+            raise SuiteError(f"suite condition {condition.name!r} pins the start tile, but the env does not spawn on "
+                             "a tile map")
+        count = tile_counts(env)[knob]
+        if strength != int(strength) or not 0 <= strength < count:
+            raise SuiteError(f"suite condition {condition.name!r}: strength {strength:g} is not one of the map's "
+                             f"{count} {'types' if knob == 'tile_type' else 'levels'} (0-{count - 1})")
+        tile = base.tile.copy()
+        tile[0 if knob == "tile_type" else 1] = int(strength)
+        return SuitePoint(condition.name, strength, condition.unit, True, base._replace(tile=tile))
     if knob == "kick":
         return SuitePoint(condition.name, strength, condition.unit, strength == 0.0,
                           base._replace(kick=np.float32(strength)))
     raise SuiteError(f"suite condition {condition.name!r}: unknown knob {knob!r}")
+
+
+def tile_counts(env: Env) -> dict[str, int]:
+    """How many tile types and levels the env's map has (``{"tile_type": n, "tile_level": m}``)."""
+    types, levels = tile_task(env).tile_grid
+    return {"tile_type": int(types), "tile_level": int(levels)}
 
 
 def resolve(env: Env, env_name: str, conditions: tuple[str, ...] = (),
@@ -292,7 +340,10 @@ def resolve(env: Env, env_name: str, conditions: tuple[str, ...] = (),
     asked = dict(strengths)
     points = []
     for condition in chosen:
-        values = tuple(float(v) for v in asked.get(condition.name, condition.strengths))
+        default = condition.strengths
+        if not default and condition.knob in ("tile_type", "tile_level") and tile_task(env) is not None:
+            default = tuple(float(i) for i in range(tile_counts(env)[condition.knob]))  # every tile of the map
+        values = tuple(float(v) for v in asked.get(condition.name, default))
         low, high = condition.limits
         for value in values:
             if not low <= value <= high:

@@ -7,6 +7,7 @@
 #   bash experiments/gpu_session.sh bench       # the throughput row at the largest batch
 #   bash experiments/gpu_session.sh quadruped   # quadruped training throughput and its profile
 #   bash experiments/gpu_session.sh parts 8192  # one teacher update's parts, timed apart (bench.py's task)
+#   bash experiments/gpu_session.sh terrain     # terrain quadruped: blind and perceptive students, per terrain type
 # Arguments after the stage go to the stage's Python command and, coming last, override its own
 # (argparse keeps the last value): the tests run the stages at toy sizes on a CPU this way.
 #
@@ -19,7 +20,7 @@
 # `quadruped`, the first of its three commands that failed).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
-stage=${1:?usage: bash experiments/gpu_session.sh pipeline|bench|quadruped|parts [args for its command...]}
+stage=${1:?usage: bash experiments/gpu_session.sh pipeline|bench|quadruped|parts|terrain [args for its command...]}
 shift
 out=${OUT:-gpu_out}
 runs=${RUNS:-runs}
@@ -96,8 +97,56 @@ case $stage in
       2>&1 | tee "$out/parts.log"
     status=${PIPESTATUS[0]}
     ;;
+  terrain)
+    # Issue #44's table: the terrain quadruped's gpu pipeline with the blind student, then a perceptive
+    # student (CNN scan encoder) distilled from the same teacher and scored on the same held-out map,
+    # then the per-terrain-type comparison. Each step is skipped when an earlier call finished it, and a
+    # teacher cut off by the timeout resumes, so a second call on a warm machine picks up where the first
+    # stopped. Arguments go to the blind run's command (the tests pass a small preset).
+    blind=$runs/terrain_blind
+    perceptive=$runs/terrain_perceptive
+    log=$out/terrain.log
+    started=$SECONDS
+    left() { echo $(( ${STAGE_SECONDS:-540} - (SECONDS - started) )); }
+    status=0
+    if [[ ! -f $blind/eval.json ]]; then
+      if [[ -f $blind/config.json ]]; then
+        command=(python3 -m distill_jax.train --resume "$blind" --quiet)
+      else
+        command=(python3 -m distill_jax.train --preset gpu --env quadruped_terrain --out "$blind" --quiet "$@")
+      fi
+      echo "+ ${command[*]}" | tee -a "$log"
+      stage_timeout "$(left)" "${command[@]}" 2>&1 | tee -a "$log"
+      status=${PIPESTATUS[0]}
+    fi
+    if ((status == 0)) && [[ ! -f $perceptive/eval.json ]]; then
+      if [[ ! -f $runs/terrain_perceptive.distilled ]]; then
+        rm -rf "$perceptive"  # a distillation cut off before its end starts again: it is the short part
+        command=(python3 -m distill_jax.train --phase distill --from "$blind" --out "$perceptive" --quiet
+                 --set distill.student.scan_encoder=cnn)
+        echo "+ ${command[*]}" | tee -a "$log"
+        stage_timeout "$(left)" "${command[@]}" 2>&1 | tee -a "$log"
+        status=${PIPESTATUS[0]}
+        ((status == 0)) && touch "$runs/terrain_perceptive.distilled"
+      fi
+      if ((status == 0)); then
+        command=(python3 -m distill_jax.train --phase eval --from "$perceptive" --quiet)
+        echo "+ ${command[*]}" | tee -a "$log"
+        stage_timeout "$(left)" "${command[@]}" 2>&1 | tee -a "$log"
+        status=${PIPESTATUS[0]}
+      fi
+    fi
+    if ((status == 0)); then
+      python3 experiments/terrain_report.py "$blind" "$perceptive" --md "$out/terrain_blind_vs_perceptive.md" \
+        --json "$out/terrain_blind_vs_perceptive.json" 2>&1 | tee -a "$log"
+      status=${PIPESTATUS[0]}
+    fi
+    for run in "$blind" "$perceptive"; do
+      [[ -d $run ]] && tar czf "$out/$(basename "$run").tgz" --exclude=checkpoints -C "$runs" "$(basename "$run")"
+    done
+    ;;
   *)
-    echo "unknown stage '$stage': expected pipeline, bench, quadruped or parts" >&2
+    echo "unknown stage '$stage': expected pipeline, bench, quadruped, parts or terrain" >&2
     exit 2
     ;;
 esac

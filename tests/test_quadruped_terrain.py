@@ -109,7 +109,12 @@ def test_curriculum_metrics(env, rollout):
     one_hot = np.stack([last.metrics[f"terrain_level_{i}"] for i in range(task.config.terrain.num_levels)], -1)
     np.testing.assert_array_equal(one_hot, np.eye(task.config.terrain.num_levels)[level])
     np.testing.assert_array_equal(rollout[0].info["terrain_level"], level)  # kept through the episode
-    np.testing.assert_array_equal(last.metrics["terrain_type"], np.asarray(last.info["terrain_type"]))
+    kind = np.asarray(last.info["terrain_type"])
+    np.testing.assert_array_equal(last.metrics["terrain_type"], kind)
+    for i, name in enumerate(task.config.terrain.types):
+        np.testing.assert_array_equal(last.metrics[f"terrain_type_{name}"], kind == i)
+        np.testing.assert_array_equal(last.metrics[f"terrain_top_{name}"],
+                                      (kind == i) & (level == task.config.terrain.num_levels - 1))
     # The evaluation's breakdown names: one per tile type and level, in the indices' order.
     assert task.panel_groups == {"terrain_type": tuple(task.config.terrain.types),
                                  "terrain_level": tuple(f"level {i}" for i in range(task.config.terrain.num_levels))}
@@ -256,3 +261,34 @@ def test_training_phases_batch_the_terrain_task_with_the_curriculum(env):
     assert type(VmapAutoReset.for_phase(baseline_env(env), config)) is TerrainCurriculumAutoReset
     rough = get_env("quadruped_rough", terrain_half_x=3.0, terrain_half_y=3.0, spawn_half_extent=2.0)
     assert type(VmapAutoReset.for_phase(rough, config)) is VmapAutoReset
+
+
+def test_the_suite_pins_the_start_tile_per_terrain_type_and_level(env):
+    from distill_jax.suite import SuiteError, declared, perturbed, resolve, stack
+
+    points = resolve(env, "quadruped_terrain", ("terrain_type", "terrain_level"))
+    # Every type and every level of this map by default, each a training condition.
+    assert [(p.condition, p.strength) for p in points] == [("terrain_type", 0.0), ("terrain_type", 1.0),
+                                                          ("terrain_type", 2.0), ("terrain_level", 0.0),
+                                                          ("terrain_level", 1.0)]
+    assert all(p.in_training for p in points)
+    knobs = stack(points)
+    keys = jax.random.split(jax.random.PRNGKey(3), B)
+
+    @jax.jit
+    def start_tiles(perturbation):
+        state = jax.vmap(perturbed(env, perturbation, declared("quadruped_terrain")).reset)(keys)
+        return state.info["terrain_type"], state.info["terrain_level"]
+
+    kinds, levels = jax.device_get(jax.vmap(start_tiles)(knobs))  # [C, B]
+    for c, point in enumerate(points):
+        pinned = kinds[c] if point.condition == "terrain_type" else levels[c]
+        np.testing.assert_array_equal(pinned, int(point.strength))
+    # The other index is still drawn: the same keys give the same draws as without the condition.
+    free_kinds = jax.device_get(jax.jit(jax.vmap(env.reset))(keys).info["terrain_type"])
+    np.testing.assert_array_equal(kinds[3], free_kinds)  # a level condition leaves the types as drawn
+    with pytest.raises(SuiteError, match=r"^suite condition 'terrain_type': strength 3 is not one of the map's 3 "):
+        resolve(env, "quadruped_terrain", ("terrain_type",), (("terrain_type", (3.0,)),))
+    rough = get_env("quadruped_rough", terrain_half_x=3.0, terrain_half_y=3.0, spawn_half_extent=2.0)
+    with pytest.raises(SuiteError, match="does not spawn on a tile map"):
+        resolve(rough, "quadruped_terrain", ("terrain_type",), (("terrain_type", (0.0,)),))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from distill_jax.config import (BaselineConfig, ConfigError, DistillConfig, NetworkConfig, ObjectiveConfig, PPOConfig,
-                                RunConfig, StudentConfig)
+                                RunConfig, StudentConfig, SuiteConfig)
 
 DEFAULT = RunConfig(
     ppo=PPOConfig(num_envs=256, unroll_length=32, num_minibatches=4, num_epochs=4, learning_rate=1e-3,
@@ -96,11 +96,16 @@ GPU: dict[str, RunConfig] = {
 # Not yet run end to end: the rough quadruped's GPU settings on the tile terrain, its panel on a held-out
 # map (another terrain seed: the same tile types and grades, other noise and blocks).
 HELD_OUT_MAP = (("terrain_seed", 1),)
-GPU["quadruped_terrain"] = dataclasses.replace(GPU["quadruped_rough"], env="quadruped_terrain",
-                                               eval_env_overrides=HELD_OUT_MAP)
+# Its suite is the terrain's: every panel episode on one tile type, or at one level, in turn (the
+# blind-vs-perceptive table per type, experiments/terrain_report.py); the rough task's physical
+# conditions are quadruped_rough's to measure.
+GPU["quadruped_terrain"] = dataclasses.replace(
+    GPU["quadruped_rough"], env="quadruped_terrain", eval_env_overrides=HELD_OUT_MAP,
+    suite=SuiteConfig(conditions=("nominal", "terrain_type", "terrain_level")))
 
 # Task-specific default/smoke presets where the generic ones need task options: the terrain quadruped
-# evaluates on a held-out map, and its smoke run uses a small one (2 levels x 3 types of 3 m tiles at 10 cm).
+# evaluates on a held-out map, and its smoke run uses a small one (2 levels x 3 types of 3 m tiles at 10 cm)
+# and only the terrain-type suite (4 points; the whole suite would compile for minutes on 2 cores).
 TASK_PRESETS: dict[tuple[str, str], RunConfig] = {
     # cartpole_hidden: the student learns from a teacher that reads the slope the student must
     # infer, so it imitates with the forward KL (the reverse KL's 1/σ_teacher² weighting: 190
@@ -110,13 +115,13 @@ TASK_PRESETS: dict[tuple[str, str], RunConfig] = {
     ("default", "cartpole_hidden"): dataclasses.replace(
         DEFAULT, env="cartpole_hidden", baseline=BaselineConfig(enabled=True),
         distill=dataclasses.replace(DEFAULT.distill, num_epochs=4, objective=ObjectiveConfig(kl_direction="forward"))),
-    ("default", "quadruped_terrain"): dataclasses.replace(DEFAULT, env="quadruped_terrain",
-                                                          eval_env_overrides=HELD_OUT_MAP),
+    ("default", "quadruped_terrain"): dataclasses.replace(
+        DEFAULT, env="quadruped_terrain", eval_env_overrides=HELD_OUT_MAP, suite=GPU["quadruped_terrain"].suite),
     ("smoke", "quadruped_terrain"): dataclasses.replace(
         SMOKE, env="quadruped_terrain",
         env_overrides=(("terrain_num_levels", 2), ("terrain_types", ("stairs_up", "gaps", "blocks")),
                        ("terrain_tile_size", 3.0), ("terrain_resolution", 0.1), ("terrain_border", 0.5)),
-        eval_env_overrides=HELD_OUT_MAP),
+        eval_env_overrides=HELD_OUT_MAP, suite=SuiteConfig(conditions=("nominal", "terrain_type"))),
 }
 
 NAMES = ("default", "smoke", "gpu")

@@ -17,7 +17,9 @@ stepping blocks, gaps), with three additions:
   look-ahead a teacher needs for stairs and gaps (Rudin's teacher reads the exact
   scan). The schema diff shows the exact fields out and the noisy scan in;
 * **curriculum metrics** per step: ``terrain_level``, ``terrain_type`` (the tile's indices;
-  the evaluation breaks the panel down by them, :attr:`TerrainQuadruped.panel_groups`), ``terrain_level_<i>``
+  the evaluation breaks the panel down by them, :attr:`TerrainQuadruped.panel_groups`),
+  ``terrain_type_<name>`` and ``terrain_top_<name>`` (on a tile of that type; and at its
+  hardest level: their batch means' ratio is the share of that type's envs at the top), ``terrain_level_<i>``
   (one-hot: their batch means are the level distribution), ``distance_from_spawn``
   (m, horizontal) and ``command_speed`` (``|cmd_xy|``, m/s), which is what
   :func:`distill_jax.envs.curriculum.update_levels` needs at an episode's end.
@@ -32,6 +34,7 @@ episode onto its tile with :meth:`TerrainQuadruped.relocate`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -140,11 +143,30 @@ class TerrainQuadruped(RoughTerrainQuadruped):
         k_level, k_type, k_off = jax.random.split(key, 3)
         level = jax.random.randint(k_level, (), 0, init_level_bound(cfg.curriculum, t.num_levels))
         kind = jax.random.randint(k_type, (), 0, len(t.types))
+        if self._pinned_tile is not None:  # the suite's terrain conditions: (type, level), -1 = drawn
+            pinned = jnp.asarray(self._pinned_tile, jnp.int32)
+            kind = jnp.where(pinned[0] >= 0, jnp.minimum(pinned[0], len(t.types) - 1), kind)
+            level = jnp.where(pinned[1] >= 0, jnp.minimum(pinned[1], t.max_level), level)
         cx, cy = tile_centre(t, level, kind)
         s = cfg.spawn_half_extent
         return jnp.stack([cx, cy]) + jax.random.uniform(k_off, (2,), minval=-s, maxval=s)
 
     # ---------------------------------------------------------------- the API
+    _pinned_tile: Any = None  # with_tile's (type, level), possibly traced; None: drawn at reset
+
+    @property
+    def tile_grid(self) -> tuple[int, int]:
+        """``(number of tile types, number of levels)`` of the map."""
+        return len(self.config.terrain.types), self.config.terrain.num_levels
+
+    def with_tile(self, tile: Any) -> "TerrainQuadruped":
+        """This task with every episode starting on tile ``tile = (type index, level)`` (``[2]`` int,
+        may be traced; -1 in either keeps that one drawn as in training): the evaluation suite's
+        ``terrain_type`` and ``terrain_level`` conditions (:mod:`distill_jax.suite`)."""
+        pinned = copy.copy(self)
+        pinned._pinned_tile = tile
+        return pinned
+
     @property
     def phase_batching(self) -> type:
         """How training phases batch this task (``VmapAutoReset.for_phase``): with the curriculum."""
@@ -254,14 +276,21 @@ class TerrainQuadruped(RoughTerrainQuadruped):
         return {"height_scan": scan, "terrain_scan": jnp.clip(exact, -clip, clip).astype(jnp.float32)}
 
     def _terrain_metrics(self, info: dict[str, jax.Array], data: mjx.Data) -> dict[str, jax.Array]:
-        level = info["terrain_level"]
-        one_hot = jax.nn.one_hot(level, self.config.terrain.num_levels, dtype=jnp.float32)
+        t = self.config.terrain
+        level, kind = info["terrain_level"], info["terrain_type"]
+        one_hot = jax.nn.one_hot(level, t.num_levels, dtype=jnp.float32)
+        on_type = jax.nn.one_hot(kind, len(t.types), dtype=jnp.float32)
+        at_top = (level == t.max_level).astype(jnp.float32)
         # qpos, not xpos: the spawn point is a qpos, and xpos is one physics step old after a step.
         distance = jnp.linalg.norm(data.qpos[:2] - info["spawn_xy"])
         return {
             "terrain_level": level.astype(jnp.float32),
             "terrain_type": info["terrain_type"].astype(jnp.float32),
-            **{f"terrain_level_{i}": one_hot[i] for i in range(self.config.terrain.num_levels)},
+            **{f"terrain_level_{i}": one_hot[i] for i in range(t.num_levels)},
+            # Per tile type: its share of the envs and the share at its hardest level; their ratio
+            # is the fraction of that type's envs the curriculum has taken to the top.
+            **{f"terrain_type_{name}": on_type[i] for i, name in enumerate(t.types)},
+            **{f"terrain_top_{name}": on_type[i] * at_top for i, name in enumerate(t.types)},
             "distance_from_spawn": distance.astype(jnp.float32),
             "command_speed": jnp.linalg.norm(info["command"][:2]).astype(jnp.float32),
         }

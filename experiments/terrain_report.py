@@ -1,0 +1,192 @@
+"""Blind against perceptive student on the terrain quadruped, per terrain type (issue #44's table).
+
+Reads two run directories that share one teacher — the blind run (``python -m distill_jax.train
+--preset gpu --env quadruped_terrain``) and the perceptive one distilled from its teacher
+(``--phase distill --from BLIND --set distill.student.scan_encoder=cnn``, then ``--phase eval``) —
+and writes, per terrain type of the held-out panel: the teacher's, the blind and the perceptive
+student's return (mean, 95 % t-interval over the type's episodes) and fall rate (Wilson interval),
+the paired perceptive − blind return difference (the same reset keys, so episode k started on the
+same tile in both runs), and the share of the teacher's training envs at each type's hardest level
+at its last update (``env/terrain_top_<type>`` / ``env/terrain_type_<type>`` in ``metrics.jsonl``).
+
+Usage: python experiments/terrain_report.py BLIND_RUN PERCEPTIVE_RUN [--md OUT.md] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from typing import Any
+
+import numpy as np
+
+from distill_jax.evaluate import paired_difference, t_interval, wilson_interval
+
+
+class ReportError(ValueError):
+    """The two runs cannot be compared (one line, naming what differs or is missing)."""
+
+
+def load_eval(run: pathlib.Path) -> dict[str, Any]:
+    path = run / "eval.json"
+    if not path.is_file():
+        raise ReportError(f"{path}: missing (run the eval phase on {run} first)")
+    return json.loads(path.read_text())
+
+
+def top_level_shares(run: pathlib.Path, types: list[str]) -> dict[str, float | None]:
+    """Per type: the share of the teacher's training envs at its hardest level, at the last teacher update."""
+    path = run / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    teacher = [r for r in rows if r.get("phase") == "teacher"]
+    if not teacher:
+        return {name: None for name in types}
+    last = teacher[-1]
+
+    def value(key: str) -> float | None:
+        v = last.get(key)
+        return None if v is None else float(np.mean(v))  # [K] over seeds
+
+    shares = {}
+    for name in types:
+        top, on = value(f"env/terrain_top_{name}"), value(f"env/terrain_type_{name}")
+        shares[name] = None if top is None or not on else top / on
+    return shares
+
+
+def per_type(blind: dict[str, Any], perceptive: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-type rows of the comparison (member 0 of each run)."""
+    types = list(blind["panel"]["env_fingerprint"].get("terrain", {}).get("types") or [])
+    b_eps, p_eps = blind["episodes"], perceptive["episodes"]
+    if b_eps["teacher"].get("terrain_type") is None:
+        raise ReportError("eval.json has no per-episode terrain_type: evaluate with a version that records it")
+    # The reset keys decide where each episode starts; the teacher's returns may differ by float
+    # rounding between the two evaluation programs (different students fuse differently), not more.
+    if b_eps["teacher"]["terrain_type"] != p_eps["teacher"]["terrain_type"]:
+        raise ReportError("the two runs' panels differ (episodes start on other tiles): evaluate both with the same "
+                          "eval_episodes, seed and eval_env_overrides")
+    if blind["config"]["ppo"] != perceptive["config"]["ppo"] or blind["config"]["seed"] != perceptive["config"]["seed"]:
+        raise ReportError("the two runs' teachers differ: distil the perceptive student from the blind run's teacher "
+                          "(--phase distill --from BLIND --out PERCEPTIVE)")
+    index = np.asarray(b_eps["teacher"]["terrain_type"])
+    names = types or [str(i) for i in range(int(index.max()) + 1)]
+    rows = []
+    for i, name in enumerate(names):
+        chosen = index == i
+        n = int(chosen.sum())
+        if n == 0:
+            continue
+        row: dict[str, Any] = {"type": name, "episodes": n}
+        for label, eps in (("teacher", b_eps["teacher"]), ("blind", b_eps["student"]),
+                           ("perceptive", p_eps["student"])):
+            returns = np.asarray(eps["return"], np.float64)[chosen]
+            falls = float(np.asarray(eps["fall"], np.float64)[chosen].sum())
+            interval = t_interval(returns)
+            row[label] = {"return": {"mean": interval["mean"], "ci95": interval["ci95"]}, "fall_rate": falls / n,
+                          "fall_rate_ci95": list(wilson_interval(falls, n))}
+        row["perceptive_minus_blind"] = paired_difference(
+            list(np.asarray(p_eps["student"]["return"], np.float64)[chosen]),
+            list(np.asarray(b_eps["student"]["return"], np.float64)[chosen]))
+        rows.append(row)
+    return rows
+
+
+def suite_rows(blind: dict[str, Any], perceptive: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per tile type from the suite's ``terrain_type`` condition (every panel episode on that type),
+    where both runs evaluated it: summaries only (return mean with a normal 95 % interval over the
+    episodes, falls with their Wilson interval)."""
+    def by_type(report: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        return {int(e["strength"]): e for e in report.get("suite") or [] if e["condition"] == "terrain_type"}
+
+    b, p = by_type(blind), by_type(perceptive)
+    types = list(blind["panel"]["env_fingerprint"].get("terrain", {}).get("types") or [])
+    rows = []
+    for index in sorted(set(b) & set(p)):
+        row: dict[str, Any] = {"type": types[index] if index < len(types) else str(index)}
+        for label, summary in (("teacher", b[index]["teacher"]), ("blind", b[index]["student"]),
+                               ("perceptive", p[index]["student"])):
+            n = int(summary["episodes"])
+            half = 1.96 * float(summary["return_std"]) / max(n - 1, 1) ** 0.5
+            row["episodes"] = n
+            row[label] = {"return": {"mean": summary["return_mean"],
+                                     "ci95": [summary["return_mean"] - half, summary["return_mean"] + half]},
+                          "fall_rate": summary["fall_rate"], "fall_rate_ci95": summary["fall_rate_ci95"]}
+        rows.append(row)
+    return rows
+
+
+def _ci(entry: dict[str, Any]) -> str:
+    if entry.get("ci95") is None:
+        return f"{entry['mean']:.1f}"
+    low, high = entry["ci95"]
+    return f"{entry['mean']:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _falls(entry: dict[str, Any]) -> str:
+    low, high = entry["fall_rate_ci95"]
+    return f"{entry['fall_rate']:.0%} [{low:.0%}, {high:.0%}]"
+
+
+def markdown(rows: list[dict[str, Any]], shares: dict[str, float | None], blind: dict[str, Any],
+             perceptive: dict[str, Any]) -> str:
+    scan = perceptive["config"]["distill"]["student"].get("scan_encoder", "none")
+    lines = [
+        f"Held-out panel: {len(blind['panel']['seeds'])} episodes, env overrides {blind['panel']['env_overrides']}; "
+        f"blind student `{blind['config']['distill']['student'].get('scan_encoder', 'none')}` encoder, "
+        f"perceptive `{scan}`. Return: mean [95 % t-interval over the type's episodes]; falls: Wilson interval; "
+        "perceptive − blind: paired over the same episodes.", "",
+        "| terrain type | episodes | teacher at hardest level (training) | teacher return | teacher falls | "
+        "blind return | blind falls | perceptive return | perceptive falls | perceptive − blind |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        share = shares.get(r["type"])
+        lines.append(
+            f"| {r['type']} | {r['episodes']} | {'–' if share is None else f'{share:.0%}'} | "
+            f"{_ci(r['teacher']['return'])} | {_falls(r['teacher'])} | {_ci(r['blind']['return'])} | "
+            f"{_falls(r['blind'])} | {_ci(r['perceptive']['return'])} | {_falls(r['perceptive'])} | "
+            f"{_ci(r['perceptive_minus_blind'])} |")
+    suite = suite_rows(blind, perceptive)
+    if suite:
+        lines += ["", "The suite's `terrain_type` condition: every panel episode started on the type (return: "
+                      "mean [normal 95 % interval over the episodes]; falls: Wilson interval):", "",
+                  "| terrain type | episodes | teacher return | teacher falls | blind return | blind falls | "
+                  "perceptive return | perceptive falls |", "|---|---|---|---|---|---|---|---|"]
+        for r in suite:
+            lines.append(f"| {r['type']} | {r['episodes']} | {_ci(r['teacher']['return'])} | {_falls(r['teacher'])} | "
+                         f"{_ci(r['blind']['return'])} | {_falls(r['blind'])} | {_ci(r['perceptive']['return'])} | "
+                         f"{_falls(r['perceptive'])} |")
+    t, b, p = (x["return_mean"] for x in (blind["teacher"], blind["student"], perceptive["student"]))
+    lines += ["", f"Whole panel: teacher {t:.1f}, blind student {b:.1f} ({b / t:.3f} of the teacher), perceptive "
+                  f"student {p:.1f} ({p / t:.3f})."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("blind", type=pathlib.Path)
+    parser.add_argument("perceptive", type=pathlib.Path)
+    parser.add_argument("--md", type=pathlib.Path, default=None)
+    parser.add_argument("--json", type=pathlib.Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        blind, perceptive = load_eval(args.blind), load_eval(args.perceptive)
+        rows = per_type(blind, perceptive)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    shares = top_level_shares(args.blind, [r["type"] for r in rows])
+    text = markdown(rows, shares, blind, perceptive)
+    print(text)
+    if args.md:
+        args.md.write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "suite_rows": suite_rows(blind, perceptive),
+                                         "top_level_share": shares}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""``experiments/terrain_report.py``: the blind-vs-perceptive table per terrain type, against hand counts.
+
+Two synthetic ``eval.json`` files (one teacher, the same six panel episodes on two tile types) and
+a ``metrics.jsonl`` whose last teacher row puts half the stairs envs at the hardest level.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def report(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import terrain_report
+
+    return terrain_report
+
+
+def write_run(path: pathlib.Path, student_returns, student_falls, scan_encoder: str, starts=(0, 1, 0, 1, 0, 1),
+              teacher_steps: int = 1000, suite: list | None = None) -> pathlib.Path:
+    path.mkdir()
+    teacher = {"return": [20.0, 10.0, 22.0, 12.0, 24.0, 8.0], "fall": [0, 0, 0, 1, 0, 0], "terrain_type": list(starts)}
+    student = {"return": list(student_returns), "fall": list(student_falls), "terrain_type": list(starts)}
+    mean = lambda xs: float(np.mean(xs))  # noqa: E731
+    report = {
+        "teacher": {"return_mean": mean(teacher["return"])}, "student": {"return_mean": mean(student_returns)},
+        "episodes": {"teacher": teacher, "student": student},
+        "panel": {"seeds": list(range(6)), "env_overrides": {"terrain_seed": 1},
+                  "env_fingerprint": {"terrain": {"types": ["stairs_up", "gaps"]}}},
+        "config": {"seed": 0, "ppo": {"total_env_steps": teacher_steps},
+                   "distill": {"student": {"scan_encoder": scan_encoder}}},
+        "suite": suite or [],
+    }
+    (path / "eval.json").write_text(json.dumps(report))
+    rows = [{"phase": "teacher", "update": 1, "env/terrain_top_stairs_up": [0.0], "env/terrain_type_stairs_up": [0.5]},
+            {"phase": "teacher", "update": 2, "env/terrain_top_stairs_up": [0.25], "env/terrain_type_stairs_up": [0.5],
+             "env/terrain_top_gaps": [0.0], "env/terrain_type_gaps": [0.5]},
+            {"phase": "distill", "update": 1}]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_per_type_rows_match_hand_counts(report, tmp_path):
+    blind = write_run(tmp_path / "blind", [18.0, 2.0, 20.0, 4.0, 21.0, 3.0], [0, 1, 0, 1, 0, 1], "none")
+    perceptive = write_run(tmp_path / "perceptive", [19.0, 9.0, 21.0, 10.0, 23.0, 7.0], [0, 0, 0, 1, 0, 0], "cnn")
+    assert report.main([str(blind), str(perceptive), "--md", str(tmp_path / "t.md"),
+                        "--json", str(tmp_path / "t.json")]) == 0
+    result = json.loads((tmp_path / "t.json").read_text())
+    stairs, gaps = result["rows"]
+    assert (stairs["type"], stairs["episodes"], gaps["type"], gaps["episodes"]) == ("stairs_up", 3, "gaps", 3)
+    assert stairs["teacher"]["return"]["mean"] == pytest.approx(22.0)
+    assert gaps["blind"]["fall_rate"] == pytest.approx(1.0) and gaps["perceptive"]["fall_rate"] == pytest.approx(1 / 3)
+    diff = gaps["perceptive_minus_blind"]  # (9-2, 10-4, 7-3) = (7, 6, 4)
+    assert diff["mean"] == pytest.approx(17 / 3)
+    half = 4.302653 * np.std([7, 6, 4], ddof=1) / np.sqrt(3)  # t(0.975, 2 dof)
+    assert diff["ci95"] == pytest.approx([17 / 3 - half, 17 / 3 + half], rel=1e-4)
+    assert result["top_level_share"] == {"stairs_up": pytest.approx(0.5), "gaps": pytest.approx(0.0)}
+    table = (tmp_path / "t.md").read_text()
+    assert "| gaps | 3 | 0% |" in table and "perceptive `cnn`" in table
+
+
+def test_runs_that_do_not_share_a_panel_or_a_teacher_are_refused(report, tmp_path, capsys):
+    blind = write_run(tmp_path / "blind", [1.0] * 6, [0] * 6, "none")
+    elsewhere = write_run(tmp_path / "elsewhere", [1.0] * 6, [0] * 6, "cnn", starts=(1, 1, 0, 1, 0, 1))
+    assert report.main([str(blind), str(elsewhere)]) == 2
+    assert "panels differ" in capsys.readouterr().err
+    other_teacher = write_run(tmp_path / "other", [1.0] * 6, [0] * 6, "cnn", teacher_steps=2000)
+    assert report.main([str(blind), str(other_teacher)]) == 2
+    assert "teachers differ" in capsys.readouterr().err
+    assert report.main([str(blind), str(tmp_path / "missing")]) == 2
+    assert "eval.json: missing" in capsys.readouterr().err
+
+
+def summary(mean: float, std: float, falls: float, n: int = 101) -> dict:
+    return {"return_mean": mean, "return_std": std, "fall_rate": falls, "fall_rate_ci95": [0.0, 1.0], "episodes": n}
+
+
+def test_the_suite_table_uses_every_episode_on_each_type(report, tmp_path):
+    suite = lambda student: [  # noqa: E731
+        {"condition": "nominal", "strength": 1.0, "teacher": summary(20, 1, 0), "student": summary(19, 1, 0)},
+        {"condition": "terrain_type", "strength": 1.0, "teacher": summary(30, 10, 0.1), "student": student}]
+    blind = write_run(tmp_path / "blind", [1.0] * 6, [0] * 6, "none", suite=suite(summary(10, 5, 0.5)))
+    perceptive = write_run(tmp_path / "perceptive", [1.0] * 6, [0] * 6, "cnn", suite=suite(summary(25, 20, 0.2)))
+    assert report.main([str(blind), str(perceptive), "--json", str(tmp_path / "t.json")]) == 0
+    (row,) = json.loads((tmp_path / "t.json").read_text())["suite_rows"]
+    assert row["type"] == "gaps" and row["episodes"] == 101
+    assert row["perceptive"]["return"]["ci95"] == pytest.approx([25 - 1.96 * 20 / 10, 25 + 1.96 * 20 / 10])
+    assert row["blind"]["fall_rate"] == 0.5 and row["teacher"]["return"]["mean"] == 30
