@@ -129,6 +129,9 @@ class PPOConfig:
     # Restart finished envs from a pool of stored initial states, refilled in batches every few steps
     # (VmapAutoReset(reset_pool=True)): cheaper when episodes are short, at the price of reusing states.
     reset_pool: bool = False
+    # Anneal the learning rate linearly to 0 over the phase's gradient steps (num_updates x epochs x
+    # minibatches): the last policy is then a settled one, not a snapshot of a still-moving curve.
+    anneal_lr: bool = False
     network: NetworkConfig = NetworkConfig()
 
     TRACED: ClassVar[tuple[str, ...]] = (
@@ -150,8 +153,14 @@ class PPOConfig:
         """Updates needed to reach ``total_env_steps`` (rounded up)."""
         return -(-self.total_env_steps // self.batch_size)
 
+    @property
+    def anneal_steps(self) -> int:
+        """Gradient steps the learning rate anneals over (0: a constant rate)."""
+        return self.num_updates * self.num_epochs * self.num_minibatches if self.anneal_lr else 0
+
     def validate(self, prefix: str = "ppo") -> None:
         _finite_floats(self, prefix)
+        _require(isinstance(self.anneal_lr, bool), f"{prefix}.anneal_lr", self.anneal_lr, "must be true or false")
         _positive_ints(self, prefix, ("num_envs", "unroll_length", "num_minibatches", "num_epochs", "total_env_steps"))
         _require(self.batch_size % self.num_minibatches == 0, f"{prefix}.num_minibatches", self.num_minibatches,
                  f"must divide num_envs * unroll_length = {self.batch_size}")

@@ -16,8 +16,16 @@ import optax
 LossFn = Callable[[Any, Any], tuple[jax.Array, dict[str, jax.Array]]]
 
 
-def make_optimizer(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
-    """Adam after global-norm gradient clipping (both phases use it)."""
+def make_optimizer(learning_rate: float, max_grad_norm: float, anneal_steps: int = 0) -> optax.GradientTransformation:
+    """Adam after global-norm gradient clipping (both phases use it).
+
+    ``anneal_steps`` > 0: the rate falls linearly from ``learning_rate`` to 0 over that many
+    gradient steps (counted in the optimiser's state, so a resumed run continues the schedule).
+    ``learning_rate`` may be traced (a sweep member's).
+    """
+    if anneal_steps > 0:
+        rate = lambda count: learning_rate * jnp.maximum(1.0 - count / anneal_steps, 0.0)  # noqa: E731
+        return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(rate))
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
 
 

@@ -213,3 +213,21 @@ def test_eight_cpu_devices_match_one_device():
         cwd=pathlib.Path(__file__).parent,
     )
     assert "MULTI_DEVICE_OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_annealed_learning_rate_falls_linearly_to_zero_over_the_phases_gradient_steps():
+    from distill_jax.sgd import make_optimizer
+
+    config = dataclasses.replace(TINY, anneal_lr=True)
+    assert config.anneal_steps == config.num_updates * 2 * 2 == 8 and TINY.anneal_steps == 0
+    optimizer = make_optimizer(0.1, 1e9, anneal_steps=4)
+    params = jnp.zeros(3)
+    state = optimizer.init(params)
+    steps = []
+    for _ in range(6):
+        # A constant gradient: Adam's normalised direction is exactly 1, so the step is the rate.
+        updates, state = optimizer.update(jnp.ones(3), state, params)
+        steps.append(float(-updates[0]))
+    np.testing.assert_allclose(steps, [0.1, 0.075, 0.05, 0.025, 0.0, 0.0], atol=1e-6)
+    with pytest.raises(ConfigError, match=r"ppo\.anneal_lr"):
+        dataclasses.replace(TINY, anneal_lr=1).validate()

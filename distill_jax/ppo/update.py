@@ -71,7 +71,7 @@ def init_teacher(key: jax.Array, env: Env, nets: TeacherNetworks, config: PPOCon
     params = {"actor": nets.actor.init(actor_key, one_obs), "critic": nets.critic.init(critic_key, one_obs)}
     return TeacherState(
         params=params,
-        opt_state=make_optimizer(hparams["learning_rate"], hparams["max_grad_norm"]).init(params),
+        opt_state=make_optimizer(hparams["learning_rate"], hparams["max_grad_norm"], config.anneal_steps).init(params),
         obs_stats=normalization.init_stats(one_obs),
         env_state=env_state,
         key=key,
@@ -170,7 +170,7 @@ def ppo_epochs(
         batch,
         key,
         loss_fn=make_ppo_loss(nets, config, hparams),
-        optimizer=make_optimizer(hparams["learning_rate"], hparams["max_grad_norm"]),
+        optimizer=make_optimizer(hparams["learning_rate"], hparams["max_grad_norm"], config.anneal_steps),
         num_epochs=config.num_epochs,
         num_minibatches=config.num_minibatches,
     )
