@@ -132,7 +132,7 @@ SUITES: dict[str, TaskSuite] = {
     "quadruped_terrain": TaskSuite(
         conditions=_QUADRUPED_CONDITIONS + (
             Condition("terrain_type", "tile_type", (), (0, 63), "tile type index (the map's terrain.types order)"),
-            Condition("terrain_level", "tile_level", (), (0, 63), "terrain level"),
+            Condition("terrain_level", "tile_level", (), (0, 63), "index, 0 = easiest"),
         ),
         kick_dofs=(0, 1),
         kick_interval=100,
@@ -306,7 +306,9 @@ def _point(env: Env, condition: Condition, strength: float) -> SuitePoint:
                              f"{count} {'types' if knob == 'tile_type' else 'levels'} (0-{count - 1})")
         tile = base.tile.copy()
         tile[0 if knob == "tile_type" else 1] = int(strength)
-        return SuitePoint(condition.name, strength, condition.unit, True, base._replace(tile=tile))
+        # A type's index means little in a table: the unit names it.
+        unit = f"({tile_task(env).tile_grid[0][int(strength)]})" if knob == "tile_type" else condition.unit
+        return SuitePoint(condition.name, strength, unit, True, base._replace(tile=tile))
     if knob == "kick":
         return SuitePoint(condition.name, strength, condition.unit, strength == 0.0,
                           base._replace(kick=np.float32(strength)))
@@ -316,7 +318,7 @@ def _point(env: Env, condition: Condition, strength: float) -> SuitePoint:
 def tile_counts(env: Env) -> dict[str, int]:
     """How many tile types and levels the env's map has (``{"tile_type": n, "tile_level": m}``)."""
     types, levels = tile_task(env).tile_grid
-    return {"tile_type": int(types), "tile_level": int(levels)}
+    return {"tile_type": len(types), "tile_level": int(levels)}
 
 
 def resolve(env: Env, env_name: str, conditions: tuple[str, ...] = (),

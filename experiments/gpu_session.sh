@@ -43,6 +43,15 @@ EOF
 
 # `timeout -k`: a JAX process busy in a compiled call may ignore SIGTERM for a while.
 stage_timeout() { timeout -k 15 "$1" "${@:2}"; }
+# `logged LOG SECONDS COMMAND...`: the command line, then the command under that timeout, both
+# appended to LOG and shown; sets `status` to the command's exit status.
+logged() {
+  local log=$1 seconds=$2
+  shift 2
+  echo "+ $*" | tee -a "$log"
+  stage_timeout "$seconds" "$@" 2>&1 | tee -a "$log"
+  status=${PIPESTATUS[0]}
+}
 
 case $stage in
   pipeline)
@@ -54,9 +63,7 @@ case $stage in
     else
       command=(python3 -m distill_jax.train --preset gpu --env quadruped_rough --out "$run" --quiet "$@")
     fi
-    echo "+ ${command[*]}" | tee -a "$out/quad.log"
-    stage_timeout "${STAGE_SECONDS:-480}" "${command[@]}" 2>&1 | tee -a "$out/quad.log"
-    status=${PIPESTATUS[0]}
+    logged "$out/quad.log" "${STAGE_SECONDS:-480}" "${command[@]}"
     # Checkpoints hold the 4096-env state, far over what comes back from $OUT; the rest is small.
     [[ -d $run ]] && tar czf "$out/quad.tgz" --exclude=checkpoints -C "$runs" quad
     ;;
@@ -111,30 +118,21 @@ case $stage in
     status=0
     if [[ ! -f $blind/eval.json ]]; then
       if [[ -f $blind/config.json ]]; then
-        command=(python3 -m distill_jax.train --resume "$blind" --quiet)
+        (($#)) && echo "resuming $blind with its recorded config; not applied: $*" | tee -a "$log"
+        logged "$log" "$(left)" python3 -m distill_jax.train --resume "$blind" --quiet
       else
-        command=(python3 -m distill_jax.train --preset gpu --env quadruped_terrain --out "$blind" --quiet "$@")
+        logged "$log" "$(left)" python3 -m distill_jax.train --preset gpu --env quadruped_terrain --out "$blind" \
+          --quiet "$@"
       fi
-      echo "+ ${command[*]}" | tee -a "$log"
-      stage_timeout "$(left)" "${command[@]}" 2>&1 | tee -a "$log"
-      status=${PIPESTATUS[0]}
     fi
     if ((status == 0)) && [[ ! -f $perceptive/eval.json ]]; then
       if [[ ! -f $runs/terrain_perceptive.distilled ]]; then
         rm -rf "$perceptive"  # a distillation cut off before its end starts again: it is the short part
-        command=(python3 -m distill_jax.train --phase distill --from "$blind" --out "$perceptive" --quiet
-                 --set distill.student.scan_encoder=cnn)
-        echo "+ ${command[*]}" | tee -a "$log"
-        stage_timeout "$(left)" "${command[@]}" 2>&1 | tee -a "$log"
-        status=${PIPESTATUS[0]}
+        logged "$log" "$(left)" python3 -m distill_jax.train --phase distill --from "$blind" --out "$perceptive" \
+          --quiet --set distill.student.scan_encoder=cnn
         ((status == 0)) && touch "$runs/terrain_perceptive.distilled"
       fi
-      if ((status == 0)); then
-        command=(python3 -m distill_jax.train --phase eval --from "$perceptive" --quiet)
-        echo "+ ${command[*]}" | tee -a "$log"
-        stage_timeout "$(left)" "${command[@]}" 2>&1 | tee -a "$log"
-        status=${PIPESTATUS[0]}
-      fi
+      ((status == 0)) && logged "$log" "$(left)" python3 -m distill_jax.train --phase eval --from "$perceptive" --quiet
     fi
     if ((status == 0)); then
       python3 experiments/terrain_report.py "$blind" "$perceptive" --md "$out/terrain_blind_vs_perceptive.md" \

@@ -381,3 +381,18 @@ def test_a_sweep_draws_return_and_fall_rate_against_the_swept_value(tmp_path):
     # No sweep (one point, as every run without --sweep has): no figure.
     assert "sweep" not in plots.build_figures(write_run(tmp_path / "one", teacher_rows(), {
         **EVAL, "across_seeds": [point(0.0, 240.0, 230.0, 0.1) | {"values": {}}]}))
+
+
+def test_the_suite_figure_names_each_tile_type_on_its_axis():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    summary = {"return_mean": 10.0, "fall_rate": 0.1, "fall_rate_ci95": [0.0, 0.3]}
+    entry = lambda condition, strength, unit: {"condition": condition, "strength": strength, "unit": unit,  # noqa: E731
+                                               "in_training": True, "teacher": summary, "student": summary}
+    evaluation = {"suite": [entry("terrain_type", 0.0, "(stairs_up)"), entry("terrain_type", 1.0, "(gaps)"),
+                            entry("terrain_level", 0.0, "index"), entry("terrain_level", 1.0, "index")]}
+    fig = plots.suite_figure(evaluation)
+    axes = {ax.get_xlabel(): ax for ax in fig.axes}
+    assert [t.get_text() for t in axes["terrain type"].get_xticklabels()] == ["stairs_up", "gaps"]
+    assert "terrain level (index)" in axes  # a numeric axis keeps its unit

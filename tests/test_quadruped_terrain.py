@@ -272,6 +272,7 @@ def test_the_suite_pins_the_start_tile_per_terrain_type_and_level(env):
                                                           ("terrain_type", 2.0), ("terrain_level", 0.0),
                                                           ("terrain_level", 1.0)]
     assert all(p.in_training for p in points)
+    assert [p.unit for p in points[:3]] == ["(stairs_up)", "(gaps)", "(blocks)"]  # the type named in tables
     knobs = stack(points)
     keys = jax.random.split(jax.random.PRNGKey(3), B)
 

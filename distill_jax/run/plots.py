@@ -611,7 +611,12 @@ def suite_figure(evaluation: dict[str, Any]):
                 if not e.get("in_training", True):
                     ax.axvspan(e["strength"] - 0.02 * np.ptp(x), e["strength"] + 0.02 * np.ptp(x),
                                color="0.85", lw=0, zorder=0)
-            ax.set_xlabel(f"{name.replace('_', ' ')} ({es[0].get('unit', '')})", fontsize=8)
+            units = [e.get("unit", "") for e in es]
+            if len(set(units)) > 1:  # a categorical condition (a tile type per point): each tick named
+                ax.set_xticks(x, [u.strip("()") for u in units], rotation=30, fontsize=7)
+                ax.set_xlabel(name.replace("_", " "), fontsize=8)
+            else:
+                ax.set_xlabel(f"{name.replace('_', ' ')} ({units[0]})", fontsize=8)
             if row == 0:
                 ax.set_title(name.replace("_", " ").capitalize())
             if col == 0:

@@ -155,9 +155,9 @@ class TerrainQuadruped(RoughTerrainQuadruped):
     _pinned_tile: Any = None  # with_tile's (type, level), possibly traced; None: drawn at reset
 
     @property
-    def tile_grid(self) -> tuple[int, int]:
-        """``(number of tile types, number of levels)`` of the map."""
-        return len(self.config.terrain.types), self.config.terrain.num_levels
+    def tile_grid(self) -> tuple[tuple[str, ...], int]:
+        """``(tile type names in index order, number of levels)`` of the map."""
+        return tuple(self.config.terrain.types), self.config.terrain.num_levels
 
     def with_tile(self, tile: Any) -> "TerrainQuadruped":
         """This task with every episode starting on tile ``tile = (type index, level)`` (``[2]`` int,
