@@ -37,8 +37,8 @@ over the levels (:func:`level_value`). Every tile's random draws come from its
 own generator seeded by ``(seed, level, TILE_TYPES index)``, so the same config
 always gives the same map (the config is part of the environment fingerprint),
 and reordering or dropping a type does not change the other tiles. A map with
-another ``seed`` is a held-out map: same types and grades, other noise and
-blocks. Outer tile edges of slopes, stairs and gaps are at height 0 before the
+another ``seed`` is a held-out map: same types and grades, other noise, blocks
+and places where the slopes, stairs and moats begin (``feature_offset``). Outer tile edges of slopes, stairs and gaps are at height 0 before the
 final shift, so neighbouring tiles meet without a step.
 """
 
@@ -82,6 +82,9 @@ class TileTerrainConfig(GridShape):
       block_size: side of one stepping block.
       gap_width: width of the moat around the platform, (easiest, hardest); 0 = no moat.
       gap_depth: depth of the moat.
+      feature_offset: each slope, staircase and moat starts a random distance in ``[0, feature_offset]``
+        beyond the platform's edge (whole grid cells, drawn per tile), so another seed moves every
+        feature, not only the noise and the blocks; 0 puts them all at the edge.
       seed: NumPy seed; another seed is another (held-out) map.
     """
 
@@ -100,6 +103,7 @@ class TileTerrainConfig(GridShape):
     block_size: float = 0.4
     gap_width: tuple[float, float] = (0.0, 0.30)
     gap_depth: float = 0.5
+    feature_offset: float = 0.3
     seed: int = 0
 
     def __post_init__(self):
@@ -120,7 +124,7 @@ class TileTerrainConfig(GridShape):
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             fail("seed", "must be an integer >= 0")
         scalars = ("tile_size", "border", "resolution", "platform_size", "rough_scale", "step_width",
-                   "block_size", "gap_depth")
+                   "block_size", "gap_depth", "feature_offset")
         for name in scalars + GRADED:
             value = getattr(self, name)
             values = tuple(value) if name in GRADED else (value,)
@@ -142,12 +146,12 @@ class TileTerrainConfig(GridShape):
             fail("tile_size", f"must span at least 4 grid cells of {self.resolution} m")
         if self.platform_size >= self.tile_size:
             fail("platform_size", f"must be smaller than tile_size {self.tile_size} m")
-        if self.platform_size / 2 + self.gap_width[1] >= self.tile_size / 2:
-            fail("gap_width", f"the platform ({self.platform_size} m) and moat do not fit in a "
-                              f"{self.tile_size} m tile")
-        if self.step_width >= (self.tile_size - self.platform_size) / 2:
-            fail("step_width", f"leaves no whole step between the platform and the tile edge "
-                               f"({(self.tile_size - self.platform_size) / 2} m)")
+        if self.platform_size / 2 + self.feature_offset + self.gap_width[1] >= self.tile_size / 2:
+            fail("gap_width", f"the platform ({self.platform_size} m), the feature offset ({self.feature_offset} m) "
+                              f"and the moat do not fit in a {self.tile_size} m tile")
+        if self.step_width >= (self.tile_size - self.platform_size) / 2 - self.feature_offset:
+            fail("step_width", f"leaves no whole step between the platform, offset by up to {self.feature_offset} m, "
+                               f"and the tile edge ({(self.tile_size - self.platform_size) / 2} m from the platform)")
 
     # Derived sizes (properties, never written back), named as on TerrainConfig so the MJCF edit
     # and the height lookups take either config.
@@ -252,8 +256,11 @@ def _tile(cfg: TileTerrainConfig, kind: str, level: int, u: np.ndarray, v: np.nd
     """
     rng = np.random.default_rng([cfg.seed, level, TILE_TYPES.index(kind)])
     d = np.maximum(np.abs(u)[None, :], np.abs(v)[:, None])  # Chebyshev distance from the centre
-    p = 0.5 * cfg.platform_size
     half = 0.5 * cfg.tile_size
+    p = 0.5 * cfg.platform_size
+    if kind not in ("rough", "blocks"):  # their draws stay the first of their generators
+        # The feature starts this far beyond the platform (whole cells, so it stays on the grid).
+        p += cfg.resolution * int(rng.integers(0, int(np.floor(cfg.feature_offset / cfg.resolution + 1e-6)) + 1))
     # Nodes within half a cell of the platform's edge count as platform (float rounding on the grid).
     out = np.maximum(d - p, 0.0)
     out = np.where(out < 1e-6, 0.0, out)

@@ -45,6 +45,12 @@ def tile_patch(cfg: TileTerrainConfig, heights: np.ndarray, level: int, kind: st
     return heights[r0:r0 + m, c0:c0 + m].astype(np.float64)
 
 
+def offset_cells(right: np.ndarray, platform_cells: int) -> int:
+    """Cells between the platform's edge and the first node that leaves its height, on a row from the centre."""
+    left_platform = np.flatnonzero(np.abs(right - right[0]) > 1e-6)
+    return int(left_platform[0]) - 1 - platform_cells
+
+
 def centre_row(cfg, heights, level, kind) -> np.ndarray:
     """The row through the tile centre, without its last node (shared with, and written by, the next tile)."""
     patch = tile_patch(cfg, heights, level, kind)
@@ -114,10 +120,13 @@ def test_slopes_have_the_declared_grade_and_direction(heights):
                 assert sign * (right[-1] - right[0]) > 0
             grades.append(steepest)
     assert level_value(CFG, "slope_grade", hardest) >= 0.30  # the issue's >= 30 % grade
-    # The whole face of the hardest slope is at that grade (not just one pair of nodes).
+    # The whole face of the hardest slope is at that grade (not just one pair of nodes), from where it
+    # starts (within feature_offset of the platform) to the tile edge.
     row = centre_row(CFG, heights, hardest, "slope_up")
     c, p = len(row) // 2, int(round(CFG.platform_size / 2 / CFG.resolution))
-    np.testing.assert_allclose(np.diff(row[c + p:]) / CFG.resolution, CFG.slope_grade[1], atol=2e-4)
+    start = c + p + offset_cells(row[c:], p)
+    assert start - c - p <= round(CFG.feature_offset / CFG.resolution)
+    np.testing.assert_allclose(np.diff(row[start:]) / CFG.resolution, CFG.slope_grade[1], atol=2e-4)
 
 
 def test_stairs_have_the_declared_step_height_and_tread(heights):
@@ -129,8 +138,14 @@ def test_stairs_have_the_declared_step_height_and_tread(heights):
             jumps = np.diff(right)
             steps = np.flatnonzero(np.abs(jumps) > 1e-5)
             np.testing.assert_allclose(jumps[steps], sign * rise, atol=2e-5)
-            n_steps = math.floor((CFG.tile_size - CFG.platform_size) / 2 / CFG.step_width + 1e-6)
-            assert len(steps) == n_steps
+            # The first step is one tread past where the staircase starts, feature_offset at most
+            # beyond the platform; from there whole treads fill the tile.
+            offset = (steps[0] + 1) * CFG.resolution - CFG.platform_size / 2 - CFG.step_width
+            assert -1e-9 <= offset <= CFG.feature_offset + 1e-9
+            n_steps = math.floor(((CFG.tile_size - CFG.platform_size) / 2 - offset) / CFG.step_width + 1e-6)
+            # The row stops one node short of the tile edge, where a step whose tread ends exactly there is.
+            edge_step = math.isclose(CFG.platform_size / 2 + offset + n_steps * CFG.step_width, CFG.tile_size / 2)
+            assert len(steps) == n_steps - edge_step
             # Treads: the nodes between consecutive steps span step_width.
             np.testing.assert_allclose(np.diff(steps) * CFG.resolution, CFG.step_width, atol=1e-9)
     assert CFG.step_height[1] >= 0.15  # the issue's >= 15 cm steps
@@ -182,11 +197,16 @@ def test_same_config_same_map_other_seed_other_map(heights):
     assert heights_hash(again) == heights_hash(heights)
     held_out = generate_tile_heights(dataclasses.replace(CFG, seed=1))
     assert held_out.shape == heights.shape and heights_hash(held_out) != heights_hash(heights)
-    # The random tiles differ at every level; the graded pyramids are the same by construction.
+    # The random tiles differ at every level; the slopes, stairs and moats begin elsewhere on most tiles
+    # (one of seven offsets each: the same one on about a seventh of them), with the same grades.
     for level in range(CFG.num_levels):
         for kind in ("rough", "blocks"):
             a, b = tile_patch(CFG, heights, level, kind), tile_patch(CFG, held_out, level, kind)
             assert np.mean(np.abs(a - b) > 1e-4) > 0.5, (level, kind)
+    for kind in ("slope_up", "slope_down", "stairs_up", "stairs_down", "gaps"):
+        moved = [not np.allclose(tile_patch(CFG, heights, level, kind), tile_patch(CFG, held_out, level, kind))
+                 for level in range(1, CFG.num_levels)]  # level 0 of a slope or a moat is flat
+        assert sum(moved) >= len(moved) // 2, (kind, moved)
     d = describe_tiles(CFG, heights)
     assert d["heights_hash"] == heights_hash(heights) and d["seed"] == 0 and d["types"] == list(TILE_TYPES)
 
@@ -258,6 +278,8 @@ def test_exact_heights_are_mujocos_collision_surface():
     ("platform_size", 6.0, "smaller than tile_size"),
     ("step_width", 2.5, "no whole step"),
     ("seed", -2, "integer >= 0"),
+    ("feature_offset", -0.1, ">= 0"),
+    ("feature_offset", float("nan"), "finite"),
 ])
 def test_bad_configs_are_refused_in_one_line_naming_the_field(field, value, why):
     with pytest.raises(ValueError, match=rf"^TileTerrainConfig\.{field}=.*{why}") as e:

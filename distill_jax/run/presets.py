@@ -94,7 +94,8 @@ GPU: dict[str, RunConfig] = {
     ),
 }
 # Not yet run end to end: the rough quadruped's GPU settings on the tile terrain, its panel on a held-out
-# map (another terrain seed: the same tile types and grades, other noise and blocks).
+# map (another terrain seed: the same tile types and grades, other noise and blocks, and other places
+# where each slope, staircase and moat begins).
 HELD_OUT_MAP = (("terrain_seed", 1),)
 # Its suite is the terrain's: every panel episode on one tile type, or at one level, in turn (the
 # blind-vs-perceptive table per type, experiments/terrain_report.py); the rough task's physical

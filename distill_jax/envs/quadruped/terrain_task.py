@@ -120,7 +120,7 @@ class TerrainQuadruped(RoughTerrainQuadruped):
     """The quadruped on the tile map with a deployable height scan (see the module docstring)."""
 
     name = "quadruped_terrain"
-    version = "1"
+    version = "2"  # 2: slopes, stairs and moats begin a seeded offset past the platform (feature_offset)
     student_fields = TERRAIN_STUDENT_FIELDS
     teacher_fields = TERRAIN_TEACHER_FIELDS
 
