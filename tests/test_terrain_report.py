@@ -7,6 +7,7 @@ a ``metrics.jsonl`` whose last teacher row puts half the stairs envs at the hard
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -93,3 +94,80 @@ def test_the_suite_table_uses_every_episode_on_each_type(report, tmp_path):
     assert row["type"] == "gaps" and row["episodes"] == 101
     assert row["perceptive"]["return"]["ci95"] == pytest.approx([25 - 1.96 * 20 / 10, 25 + 1.96 * 20 / 10])
     assert row["blind"]["fall_rate"] == 0.5 and row["teacher"]["return"]["mean"] == 30
+
+
+STUB = r'''#!{python}
+"""python3 for gpu_session.sh's terrain stage: `-m distill_jax.train` is faked, anything else is the real one."""
+import json, os, pathlib, shutil, sys
+
+args = sys.argv[1:]
+if args[:2] != ["-m", "distill_jax.train"]:
+    os.execv({python!r}, [{python!r}, *args])
+args = args[2:]
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write(" ".join(args) + "\n")
+opt = {{a: b for a, b in zip(args, args[1:]) if a.startswith("--")}}
+fixtures = pathlib.Path(os.environ["STUB_FIXTURES"])
+
+
+def finish(run, which):
+    for name in ("eval.json", "metrics.jsonl"):
+        shutil.copy(fixtures / which / name, pathlib.Path(run) / name)
+
+
+if "--resume" in opt:
+    finish(opt["--resume"], "blind")
+elif opt.get("--phase") == "distill":
+    pathlib.Path(opt["--out"]).mkdir(parents=True)
+elif opt.get("--phase") == "eval":
+    finish(opt["--from"], "perceptive")
+else:  # a new blind run: cut off by the stage's timeout when asked
+    run = pathlib.Path(opt["--out"])
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{{}}")
+    if os.environ.get("STUB_CUT"):
+        sys.exit(124)
+    finish(run, "blind")
+'''
+
+
+def test_the_terrain_stage_resumes_a_cut_teacher_then_distils_evaluates_and_reports_once(tmp_path, gpu_session):
+    import stat
+    import sys
+
+    fixtures = tmp_path / "fixtures"
+    fixtures.mkdir()
+    write_run(fixtures / "blind", [18.0, 2.0, 20.0, 4.0, 21.0, 3.0], [0, 1, 0, 1, 0, 1], "none")
+    write_run(fixtures / "perceptive", [19.0, 9.0, 21.0, 10.0, 23.0, 7.0], [0, 0, 0, 1, 0, 0], "cnn")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "python3"
+    stub.write_text(STUB.format(python=sys.executable))
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    calls = tmp_path / "calls.log"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_LOG": str(calls), "STUB_FIXTURES": str(fixtures)}
+    out, runs = tmp_path / "out", tmp_path / "runs"
+
+    def stage(**extra):
+        done = gpu_session("terrain", ["--preset", "smoke"], out, runs, timeout=300, **env, **extra)
+        lines = calls.read_text().splitlines() if calls.exists() else []
+        calls.unlink(missing_ok=True)
+        return done, lines
+
+    done, lines = stage(STUB_CUT="1")  # call 1: the teacher is cut off; nothing else runs
+    assert done.returncode == 124, done.stdout[-2000:] + done.stderr[-2000:]
+    assert lines == [f"--preset gpu --env quadruped_terrain --out {runs}/terrain_blind --quiet --preset smoke"]
+    assert (out / "terrain_blind.tgz").is_file() and not (out / "terrain_blind_vs_perceptive.md").exists()
+
+    done, lines = stage()  # call 2: resume, distil the perceptive student from its teacher, evaluate, report
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert lines == [f"--resume {runs}/terrain_blind --quiet",
+                     f"--phase distill --from {runs}/terrain_blind --out {runs}/terrain_perceptive --quiet "
+                     "--set distill.student.scan_encoder=cnn",
+                     f"--phase eval --from {runs}/terrain_perceptive --quiet"]
+    assert "resuming" in done.stdout and "not applied: --preset smoke" in done.stdout
+    assert "| gaps | 3 | 0% |" in (out / "terrain_blind_vs_perceptive.md").read_text()
+    assert (out / "terrain_perceptive.tgz").is_file()
+
+    done, lines = stage()  # call 3: everything is done; only the report runs again
+    assert done.returncode == 0 and lines == []
