@@ -374,27 +374,31 @@ def breakdown(policies: dict[str, dict[str, list[float]]], group: str, labels: t
 
     Returns:
       One row per label with episodes: ``{"group", "label", "episodes", <policy>: {"return_mean",
-      "fall_rate", "fall_rate_ci95"}}`` (Wilson interval; a label no episode started on is left out).
+      "return_ci95", "fall_rate", "fall_rate_ci95"}}`` (t-interval over the label's episodes, ``None``
+      for one; Wilson interval; a label no episode started on is left out).
     """
     first = next(iter(policies.values()))
-    index = np.asarray(first[group], np.int64)
     for name, eps in policies.items():
         if list(eps[group]) != list(first[group]):
             raise ValueError(f"breakdown by {group!r}: policy {name!r} started its episodes elsewhere; the "
                              "policies were not scored on the same panel")
     rows = []
-    for i, label in enumerate(labels):
-        chosen = index == i
+    for label, chosen in episode_groups(first[group], labels):
         n = int(chosen.sum())
-        if n == 0:
-            continue
         row: dict[str, Any] = {"group": group, "label": label, "episodes": n}
         for name, eps in policies.items():
             falls = float(np.asarray(eps["fall"], np.float64)[chosen].sum())
-            row[name] = {"return_mean": float(np.asarray(eps["return"], np.float64)[chosen].mean()),
+            returns = t_interval(np.asarray(eps["return"], np.float64)[chosen])
+            row[name] = {"return_mean": returns["mean"], "return_ci95": returns["ci95"],
                          "fall_rate": falls / n, "fall_rate_ci95": list(wilson_interval(falls, n))}
         rows.append(row)
     return rows
+
+
+def episode_groups(index: list[int] | np.ndarray, labels: tuple[str, ...] | list[str]) -> list[tuple[str, np.ndarray]]:
+    """``(label, [N] bool mask)`` for each label some episode's ``index`` names, in label order."""
+    index = np.asarray(index, np.int64)
+    return [(label, index == i) for i, label in enumerate(labels) if np.any(index == i)]
 
 
 def score_members(env: Env, panel: Panel, make_policy: Any, params: Any, initial_carry: Any = None, *,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from distill_jax.evaluate import paired_difference, t_interval, wilson_interval
+from distill_jax.evaluate import breakdown, episode_groups, paired_difference
 
 
 class ReportError(ValueError):
@@ -70,26 +70,20 @@ def per_type(blind: dict[str, Any], perceptive: dict[str, Any]) -> list[dict[str
     if blind["config"]["ppo"] != perceptive["config"]["ppo"] or blind["config"]["seed"] != perceptive["config"]["seed"]:
         raise ReportError("the two runs' teachers differ: distil the perceptive student from the blind run's teacher "
                           "(--phase distill --from BLIND --out PERCEPTIVE)")
-    index = np.asarray(b_eps["teacher"]["terrain_type"])
-    names = types or [str(i) for i in range(int(index.max()) + 1)]
+    index = b_eps["teacher"]["terrain_type"]
+    names = types or [str(i) for i in range(max(index) + 1)]
+    policies = {"teacher": b_eps["teacher"], "blind": b_eps["student"], "perceptive": p_eps["student"]}
     rows = []
-    for i, name in enumerate(names):
-        chosen = index == i
-        n = int(chosen.sum())
-        if n == 0:
-            continue
-        row: dict[str, Any] = {"type": name, "episodes": n}
-        for label, eps in (("teacher", b_eps["teacher"]), ("blind", b_eps["student"]),
-                           ("perceptive", p_eps["student"])):
-            returns = np.asarray(eps["return"], np.float64)[chosen]
-            falls = float(np.asarray(eps["fall"], np.float64)[chosen].sum())
-            interval = t_interval(returns)
-            row[label] = {"return": {"mean": interval["mean"], "ci95": interval["ci95"]}, "fall_rate": falls / n,
-                          "fall_rate_ci95": list(wilson_interval(falls, n))}
-        row["perceptive_minus_blind"] = paired_difference(
-            list(np.asarray(p_eps["student"]["return"], np.float64)[chosen]),
-            list(np.asarray(b_eps["student"]["return"], np.float64)[chosen]))
-        rows.append(row)
+    for row, (_, chosen) in zip(breakdown(policies, "terrain_type", names), episode_groups(index, names)):
+        out: dict[str, Any] = {"type": row["label"], "episodes": row["episodes"]}
+        for label in policies:
+            r = row[label]
+            out[label] = {"return": {"mean": r["return_mean"], "ci95": r["return_ci95"]}, "fall_rate": r["fall_rate"],
+                          "fall_rate_ci95": r["fall_rate_ci95"]}
+        out["perceptive_minus_blind"] = paired_difference(
+            np.asarray(p_eps["student"]["return"], np.float64)[chosen],
+            np.asarray(b_eps["student"]["return"], np.float64)[chosen])
+        rows.append(out)
     return rows
 
 
