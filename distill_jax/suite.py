@@ -210,7 +210,8 @@ class VelocityKicks(Wrapper):
 
 
 def tile_task(env: Env) -> Any:
-    """The task under ``env``'s wrappers if it can pin the tile its episodes start on (``with_tile``)."""
+    """The task under ``env``'s wrappers if it can pin the tile its episodes start on (``with_tile``;
+    its ``panel_groups`` name the map's tile types and levels)."""
     task = _chain(env)[-1]
     return task if hasattr(type(task), "with_tile") else None
 
@@ -300,14 +301,15 @@ def _point(env: Env, condition: Condition, strength: float) -> SuitePoint:
         if task is None:
             raise SuiteError(f"suite condition {condition.name!r} pins the start tile, but the env does not spawn on "
                              "a tile map")
-        count = tile_counts(env)[knob]
+        names = _tile_names(task)[knob]
+        count = len(names)
         if strength != int(strength) or not 0 <= strength < count:
             raise SuiteError(f"suite condition {condition.name!r}: strength {strength:g} is not one of the map's "
                              f"{count} {'types' if knob == 'tile_type' else 'levels'} (0-{count - 1})")
         tile = base.tile.copy()
         tile[0 if knob == "tile_type" else 1] = int(strength)
         # A type's index means little in a table: the unit names it.
-        unit = f"({tile_task(env).tile_grid[0][int(strength)]})" if knob == "tile_type" else condition.unit
+        unit = f"({names[int(strength)]})" if knob == "tile_type" else condition.unit
         return SuitePoint(condition.name, strength, unit, True, base._replace(tile=tile))
     if knob == "kick":
         return SuitePoint(condition.name, strength, condition.unit, strength == 0.0,
@@ -315,10 +317,10 @@ def _point(env: Env, condition: Condition, strength: float) -> SuitePoint:
     raise SuiteError(f"suite condition {condition.name!r}: unknown knob {knob!r}")
 
 
-def tile_counts(env: Env) -> dict[str, int]:
-    """How many tile types and levels the env's map has (``{"tile_type": n, "tile_level": m}``)."""
-    types, levels = tile_task(env).tile_grid
-    return {"tile_type": len(types), "tile_level": int(levels)}
+def _tile_names(task: Any) -> dict[str, tuple[str, ...]]:
+    """The names of a tile task's types and levels by knob (``tile_type``, ``tile_level``), in index order."""
+    groups = task.panel_groups
+    return {"tile_type": tuple(groups["terrain_type"]), "tile_level": tuple(groups["terrain_level"])}
 
 
 def resolve(env: Env, env_name: str, conditions: tuple[str, ...] = (),
@@ -344,7 +346,7 @@ def resolve(env: Env, env_name: str, conditions: tuple[str, ...] = (),
     for condition in chosen:
         default = condition.strengths
         if not default and condition.knob in ("tile_type", "tile_level") and tile_task(env) is not None:
-            default = tuple(float(i) for i in range(tile_counts(env)[condition.knob]))  # every tile of the map
+            default = tuple(float(i) for i in range(len(_tile_names(tile_task(env))[condition.knob])))  # all of them
         values = tuple(float(v) for v in asked.get(condition.name, default))
         low, high = condition.limits
         for value in values:

@@ -38,7 +38,8 @@ own generator seeded by ``(seed, level, TILE_TYPES index)``, so the same config
 always gives the same map (the config is part of the environment fingerprint),
 and reordering or dropping a type does not change the other tiles. A map with
 another ``seed`` is a held-out map: same types and grades, other noise, blocks
-and places where the slopes, stairs and moats begin (``feature_offset``). Outer tile edges of slopes, stairs and gaps are at height 0 before the
+and places where the slopes, stairs and moats begin (``feature_offset``). Outer
+tile edges of slopes, stairs and gaps are at height 0 before the
 final shift, so neighbouring tiles meet without a step.
 """
 

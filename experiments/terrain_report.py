@@ -56,9 +56,14 @@ def top_level_shares(run: pathlib.Path, types: list[str]) -> dict[str, float | N
     return shares
 
 
+def _types(report: dict[str, Any]) -> list[str]:
+    """The tile type names of the panel's map, in index order (empty if the fingerprint has none)."""
+    return list(report["panel"]["env_fingerprint"].get("terrain", {}).get("types") or [])
+
+
 def per_type(blind: dict[str, Any], perceptive: dict[str, Any]) -> list[dict[str, Any]]:
     """The per-type rows of the comparison (member 0 of each run)."""
-    types = list(blind["panel"]["env_fingerprint"].get("terrain", {}).get("types") or [])
+    types = _types(blind)
     b_eps, p_eps = blind["episodes"], perceptive["episodes"]
     if b_eps["teacher"].get("terrain_type") is None:
         raise ReportError("eval.json has no per-episode terrain_type: evaluate with a version that records it")
@@ -95,7 +100,7 @@ def suite_rows(blind: dict[str, Any], perceptive: dict[str, Any]) -> list[dict[s
         return {int(e["strength"]): e for e in report.get("suite") or [] if e["condition"] == "terrain_type"}
 
     b, p = by_type(blind), by_type(perceptive)
-    types = list(blind["panel"]["env_fingerprint"].get("terrain", {}).get("types") or [])
+    types = _types(blind)
     rows = []
     for index in sorted(set(b) & set(p)):
         row: dict[str, Any] = {"type": types[index] if index < len(types) else str(index)}
@@ -123,8 +128,8 @@ def _falls(entry: dict[str, Any]) -> str:
     return f"{entry['fall_rate']:.0%} [{low:.0%}, {high:.0%}]"
 
 
-def markdown(rows: list[dict[str, Any]], shares: dict[str, float | None], blind: dict[str, Any],
-             perceptive: dict[str, Any]) -> str:
+def markdown(rows: list[dict[str, Any]], suite: list[dict[str, Any]], shares: dict[str, float | None],
+             blind: dict[str, Any], perceptive: dict[str, Any]) -> str:
     scan = perceptive["config"]["distill"]["student"].get("scan_encoder", "none")
     lines = [
         f"Held-out panel: {len(blind['panel']['seeds'])} episodes, env overrides {blind['panel']['env_overrides']}; "
@@ -142,7 +147,6 @@ def markdown(rows: list[dict[str, Any]], shares: dict[str, float | None], blind:
             f"{_ci(r['teacher']['return'])} | {_falls(r['teacher'])} | {_ci(r['blind']['return'])} | "
             f"{_falls(r['blind'])} | {_ci(r['perceptive']['return'])} | {_falls(r['perceptive'])} | "
             f"{_ci(r['perceptive_minus_blind'])} |")
-    suite = suite_rows(blind, perceptive)
     if suite:
         lines += ["", "The suite's `terrain_type` condition: every panel episode started on the type (return: "
                       "mean [normal 95 % interval over the episodes]; falls: Wilson interval):", "",
@@ -172,13 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     shares = top_level_shares(args.blind, [r["type"] for r in rows])
-    text = markdown(rows, shares, blind, perceptive)
+    suite = suite_rows(blind, perceptive)
+    text = markdown(rows, suite, shares, blind, perceptive)
     print(text)
     if args.md:
         args.md.write_text(text)
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "suite_rows": suite_rows(blind, perceptive),
-                                         "top_level_share": shares}, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "suite_rows": suite, "top_level_share": shares}, indent=1))
     return 0
 
 

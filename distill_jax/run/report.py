@@ -259,7 +259,7 @@ def verdict_lines(report: dict[str, Any]) -> list[str]:
 def _imitation_evidence(im: dict[str, Any]) -> str:
     """The imitation claim's figures with the limits it is judged by (either suffices)."""
     def figures(kl: float, r2: float | None) -> str:
-        return f"KL {kl:.3f} nats" + ("" if r2 is None else f", explained action variance {r2:.3f}")
+        return f"KL {kl:.3f} nats" + _r2_text(r2)
 
     r2 = im.get("action_r2_teacher_states")
     text = f"on valid teacher steps {figures(im['kl_teacher_states'], r2)} (good at KL ≤ {im['kl_fit']}"

@@ -154,11 +154,6 @@ class TerrainQuadruped(RoughTerrainQuadruped):
     # ---------------------------------------------------------------- the API
     _pinned_tile: Any = None  # with_tile's (type, level), possibly traced; None: drawn at reset
 
-    @property
-    def tile_grid(self) -> tuple[tuple[str, ...], int]:
-        """``(tile type names in index order, number of levels)`` of the map."""
-        return tuple(self.config.terrain.types), self.config.terrain.num_levels
-
     def with_tile(self, tile: Any) -> "TerrainQuadruped":
         """This task with every episode starting on tile ``tile = (type index, level)`` (``[2]`` int,
         may be traced; -1 in either keeps that one drawn as in training): the evaluation suite's
@@ -285,7 +280,7 @@ class TerrainQuadruped(RoughTerrainQuadruped):
         distance = jnp.linalg.norm(data.qpos[:2] - info["spawn_xy"])
         return {
             "terrain_level": level.astype(jnp.float32),
-            "terrain_type": info["terrain_type"].astype(jnp.float32),
+            "terrain_type": kind.astype(jnp.float32),
             **{f"terrain_level_{i}": one_hot[i] for i in range(t.num_levels)},
             # Per tile type: its share of the envs and the share at its hardest level; their ratio
             # is the fraction of that type's envs the curriculum has taken to the top.
