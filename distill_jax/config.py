@@ -374,6 +374,9 @@ class DistillConfig:
     # Restart finished envs from a pool of stored initial states, refilled in batches every few steps
     # (VmapAutoReset(reset_pool=True)): cheaper when episodes are short, at the price of reusing states.
     reset_pool: bool = False
+    # Anneal the learning rate linearly to 0 over the phase's gradient steps (as ppo.anneal_lr): the
+    # exported student is then a settled one, not a snapshot of a still-moving DAgger curve.
+    anneal_lr: bool = False
     objective: ObjectiveConfig = ObjectiveConfig()
     behaviour: BehaviourConfig = BehaviourConfig()
     student: StudentConfig = StudentConfig()
@@ -390,8 +393,14 @@ class DistillConfig:
     def num_updates(self) -> int:
         return -(-self.total_env_steps // self.batch_size)
 
+    @property
+    def anneal_steps(self) -> int:
+        """Gradient steps the learning rate anneals over (0: a constant rate)."""
+        return self.num_updates * self.num_epochs * self.num_minibatches if self.anneal_lr else 0
+
     def validate(self, prefix: str = "distill") -> None:
         _finite_floats(self, prefix)
+        _require(isinstance(self.anneal_lr, bool), f"{prefix}.anneal_lr", self.anneal_lr, "must be true or false")
         _positive_ints(self, prefix, ("num_envs", "unroll_length", "num_minibatches", "num_epochs", "total_env_steps"))
         # Minibatches split the env axis (whole sequences, so recurrent students can replay them).
         _require(self.num_envs % self.num_minibatches == 0, f"{prefix}.num_minibatches", self.num_minibatches,
@@ -488,6 +497,7 @@ class RunConfig:
                           ("checkpoint_keep", "must be a positive integer")):
             value = getattr(self, name)
             _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, name, value, why)
+        _require(isinstance(self.env, str) and bool(self.env), "env", self.env, "must be a task name (a string)")
         _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "must be a non-negative integer")
         _require(isinstance(self.updates_per_call, int) and self.updates_per_call >= 0, "updates_per_call",
                  self.updates_per_call, "must be a non-negative integer (0: automatic)")

@@ -26,8 +26,10 @@ from distill_jax.schema import ObservationSchema
 
 def deployable_actor_schema(schema: ObservationSchema) -> ObservationSchema:
     """``schema`` with its teacher-only fields moved to critic-only: an actor built for the teacher
-    role reads ``student_obs`` alone, the critic still reads everything."""
-    return dataclasses.replace(schema, teacher_only=(), critic_only=schema.teacher_only + schema.critic_only)
+    role reads ``student_obs`` alone (the fields the teacher ignores included: they are what the
+    baseline has to act from), the critic still reads everything."""
+    return dataclasses.replace(schema, teacher_only=(), critic_only=schema.teacher_only + schema.critic_only,
+                               teacher_ignores=())
 
 
 def privileged_student_schema(schema: ObservationSchema) -> ObservationSchema:

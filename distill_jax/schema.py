@@ -9,13 +9,18 @@ field names into three disjoint lists:
   forces, friction, exact base velocity). Read by the teacher actor and critic.
 * ``critic_only``  – extra training-time signals for the value function only.
 
+``teacher_ignores`` names deployable fields the teacher actor does not read: what a
+deployed policy must reconstruct and the teacher reads directly (an observation
+history, when the teacher reads the exact state it summarises, as in Lee et al. 2020
+and RMA). The student and the critic read them; the schema diff lists them as added.
+
 Derived views (``fields_for(role)``):
 
 =================  ==============================================
 role               fields
 =================  ==============================================
 ``"student"``      ``student_obs``
-``"teacher"``      ``student_obs + teacher_only``
+``"teacher"``      ``student_obs`` (less ``teacher_ignores``) ``+ teacher_only``
 ``"critic"``       ``student_obs + teacher_only + critic_only``
 =================  ==============================================
 
@@ -94,6 +99,7 @@ class ObservationSchema:
       student_obs: deployable field names, in the order networks concatenate them.
       teacher_only: privileged field names the teacher actor may also read.
       critic_only: field names only the critic may read.
+      teacher_ignores: names of ``student_obs`` the teacher actor does not read (module docstring).
       mask_rule: names of the invalid-step rules in force during distillation
         (e.g. ``("falls", "timeouts", "resets", "saturated_actions")``).
       mask_thresholds: ``(name, value)`` pairs parameterising those rules
@@ -106,6 +112,7 @@ class ObservationSchema:
     student_obs: tuple[str, ...]
     teacher_only: tuple[str, ...] = ()
     critic_only: tuple[str, ...] = ()
+    teacher_ignores: tuple[str, ...] = ()
     mask_rule: tuple[str, ...] = ()
     mask_thresholds: tuple[tuple[str, float], ...] = ()
     eval_wrapper: str = "student_actor_only"
@@ -125,6 +132,14 @@ class ObservationSchema:
                     )
                 owner[name] = category
             object.__setattr__(self, category, names)
+        ignored = _as_name_tuple(self.teacher_ignores, "teacher_ignores")
+        outside = [name for name in ignored if name not in lists["student_obs"]]
+        if outside:
+            raise SchemaError(f"teacher_ignores names {outside}, not in student_obs {list(lists['student_obs'])}: "
+                              "the teacher can only ignore deployable fields")
+        if len(ignored) == len(lists["student_obs"]) and not lists["teacher_only"]:
+            raise SchemaError("teacher_ignores leaves the teacher actor no field to read")
+        object.__setattr__(self, "teacher_ignores", ignored)
         object.__setattr__(self, "mask_rule", _as_name_tuple(self.mask_rule, "mask_rule"))
         thresholds = tuple((str(k), float(v)) for k, v in dict(self.mask_thresholds).items())
         object.__setattr__(self, "mask_thresholds", tuple(sorted(thresholds)))
@@ -171,7 +186,7 @@ class ObservationSchema:
         if role == "student":
             return self.student_obs
         if role == "teacher":
-            return self.student_obs + self.teacher_only
+            return tuple(n for n in self.student_obs if n not in self.teacher_ignores) + self.teacher_only
         if role == "critic":
             return self.all_fields
         raise SchemaError(f"unknown role {role!r}; expected one of {ROLES}")
@@ -268,6 +283,7 @@ class ObservationSchema:
 
         ``passed`` is True iff no teacher-only or critic-only field is among
         the student actor's inputs and every removed field is privileged.
+        ``added_for_student``: the deployable fields the teacher does not read (``teacher_ignores``).
         """
         teacher_inputs = self.fields_for("teacher")
         student_inputs = self.fields_for("student")
@@ -277,6 +293,7 @@ class ObservationSchema:
             "teacher_actor_inputs": list(teacher_inputs),
             "student_actor_inputs": list(student_inputs),
             "removed_from_student": removed,
+            "added_for_student": [n for n in student_inputs if n not in teacher_inputs],
             "privileged_in_student": leaked,
             "passed": not leaked and sorted(removed) == sorted(self.teacher_only),
         }
@@ -288,6 +305,8 @@ class ObservationSchema:
             "student_obs": list(self.student_obs),
             "teacher_only": list(self.teacher_only),
             "critic_only": list(self.critic_only),
+            # Only when set: the schemas stored in existing runs' checkpoints stay equal to today's.
+            **({"teacher_ignores": list(self.teacher_ignores)} if self.teacher_ignores else {}),
             "mask_rule": list(self.mask_rule),
             "mask_thresholds": dict(self.mask_thresholds),
             "eval_wrapper": self.eval_wrapper,

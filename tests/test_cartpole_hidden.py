@@ -15,17 +15,24 @@ def env():
     return registry.get_env("cartpole_hidden")
 
 
-def test_roles_put_the_slope_with_the_teacher_and_the_exact_velocities_with_the_critic(env):
+def test_roles_give_the_teacher_the_state_and_the_student_a_history_it_alone_reads(env):
     schema = env.schema
-    assert schema.teacher_only == ("dyn_params",)
-    assert set(schema.critic_only) == {"velocities", "clean_pos"}
+    assert schema.teacher_only == ("velocities", "dyn_params") and schema.critic_only == ("clean_pos",)
     assert set(schema.student_obs) == {"cart_pos", "pole_angle", "last_action", "history"}
+    assert schema.teacher_ignores == ("history",)
+    assert set(schema.fields_for("teacher")) == {"cart_pos", "pole_angle", "last_action", "velocities", "dyn_params"}
+    report = schema.student_leak_report()
+    assert report["passed"] and report["removed_from_student"] == ["velocities", "dyn_params"]
+    assert report["added_for_student"] == ["history"]
     shapes = {name: spec.shape for name, spec in schema.fields}
-    assert shapes["dyn_params"] == (5,) and shapes["history"] == (16, 4)  # four dynamics factors and the slope
-    # The earlier design (teacher reads exact velocities) stays one override away.
-    old = registry.get_env("cartpole_hidden", teacher_velocities=True).schema
-    assert old.teacher_only == ("velocities", "dyn_params") and old.critic_only == ("clean_pos",)
-    assert env.fingerprint()["teacher_velocities"] is False
+    assert shapes["dyn_params"] == (5,) and shapes["history"] == (32, 4)  # four dynamics factors and the slope
+    # Version 2 (the teacher reads the 16-row history, the exact velocities are the critic's) stays
+    # three overrides away.
+    v2 = registry.get_env("cartpole_hidden", teacher_velocities=False, history_length=16,
+                          history_for_teacher=True).schema
+    assert v2.teacher_only == ("dyn_params",) and set(v2.critic_only) == {"velocities", "clean_pos"}
+    assert v2.teacher_ignores == () and dict(v2.fields)["history"].shape == (16, 4)
+    assert env.fingerprint()["version"] == "3"
 
 
 def test_episodes_start_at_rest_within_the_declared_widths(env):
@@ -48,7 +55,7 @@ def test_default_preset_for_the_task_carries_its_measured_student_and_the_baseli
 
     tuned, plain = preset("default", "cartpole_hidden"), preset("default", "cartpole")
     assert tuned.env == "cartpole_hidden" and tuned.baseline.enabled
-    assert (tuned.distill.num_epochs, tuned.distill.objective.kl_direction) == (4, "forward")
+    assert (tuned.distill.num_epochs, tuned.distill.objective.kl_direction) == (8, "forward")
     assert tuned.ppo == plain.ppo and tuned.distill.total_env_steps == plain.distill.total_env_steps
     # The cart-pole's own default is untouched.
     assert (plain.distill.num_epochs, plain.distill.objective.kl_direction, plain.baseline.enabled) == (2, "reverse", False)

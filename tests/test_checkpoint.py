@@ -279,3 +279,27 @@ def test_an_orbax_read_failure_is_one_line_without_the_tensorstore_repr():
     assert checkpoint.read_failure(error) == (
         "array params.critic.kernel is unreadable (Requested byte range [0, 9) is not valid for value of size 4)")
     assert checkpoint.read_failure(KeyError("x")) == "KeyError: 'x'"
+
+
+def test_a_background_save_keeps_the_values_of_buffers_donated_right_after(saved, tmp_path):
+    """The training loop donates its state to the next compiled call while the previous save is
+    still being written: the checkpoint must hold the values at the save, not what reused them."""
+    env, meta, _, _ = saved
+    state = {"w": jnp.arange(4096.0), "step": jnp.asarray(3, jnp.int32)}
+    step_fn = jax.jit(lambda s: {"w": s["w"] * -1.0 - 7.0, "step": s["step"] + 1}, donate_argnums=0)
+    directory = tmp_path / "teacher"
+    saver = checkpoint.Checkpointer(directory, meta, keep=3)
+    assert saver.in_background  # one process
+    expected = []
+    for step in (1, 2, 3):
+        expected.append(jax.tree.map(np.asarray, jax.device_get(state)))
+        saver.save(step, state)
+        given, state = state, step_fn(state)  # donates what the save was given
+        # XLA's CPU client ignores donation (the buffer survives); on a GPU it is handed over.
+        assert given["w"].is_deleted() == (jax.default_backend() != "cpu")
+    saver.close()
+    assert checkpoint.complete_steps(directory) == [1, 2, 3]
+    for step, values in zip((1, 2, 3), expected):
+        assert (directory / str(step) / checkpoint.FILES_MANIFEST).is_file()
+        restored, _ = checkpoint.restore(directory, values, meta, step=step)
+        assert leaves_equal(restored, values)

@@ -271,3 +271,22 @@ def test_a_changed_coefficient_runs_the_same_compiled_program(env, tiny_teacher)
     assert misses == [], "changing a coefficient compiled a new program"
     assert float(second.state.hparams["objective"]["ent_coef"][0]) == pytest.approx(0.3)
     assert not np.array_equal(jax.tree.leaves(first.state.params)[0], jax.tree.leaves(second.state.params)[0])
+
+
+def test_an_annealed_student_rate_reaches_the_optimiser_and_falls_over_the_phases_gradient_steps(
+        env, tiny_teacher, monkeypatch):
+    from distill_jax.distill import update
+
+    actor, teacher = tiny_teacher
+    config = dataclasses.replace(TINY, anneal_lr=True)
+    assert config.anneal_steps == config.num_updates * 2 * 2 == 8 and TINY.anneal_steps == 0
+    asked, real = [], update.make_optimizer
+    monkeypatch.setattr(update, "make_optimizer", lambda *a, **k: asked.append(a[2:] + tuple(k.values())) or real(*a, **k))
+    annealed = distill_student(env, actor, teacher, config, seed=1)
+    assert asked and all(args == (8,) for args in asked), asked  # init and every update: the same schedule
+    constant = distill_student(env, actor, teacher, TINY, seed=1)
+    assert asked[-1] == (0,)  # a constant rate
+    leaves = lambda r: jax.tree.leaves(r.state.params)  # noqa: E731
+    assert not all(np.array_equal(a, b) for a, b in zip(leaves(annealed), leaves(constant)))
+    with pytest.raises(ConfigError, match=r"distill\.anneal_lr"):
+        dataclasses.replace(TINY, anneal_lr="yes").validate()

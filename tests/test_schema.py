@@ -195,3 +195,28 @@ def test_student_leak_report_proves_teacher_fields_removed():
     assert report["passed"]
     assert report["removed_from_student"] == ["terrain_heights", "contact_forces"]
     assert report["privileged_in_student"] == []
+    assert report["added_for_student"] == []
+
+
+def test_a_field_the_teacher_ignores_is_the_students_and_the_critics_alone():
+    schema = make_schema(teacher_ignores=("history",))
+    assert schema.fields_for("teacher") == ("joint_pos", "joint_vel", "command", "terrain_heights", "contact_forces")
+    assert schema.fields_for("student") == ("joint_pos", "joint_vel", "command", "history")
+    assert "history" in schema.fields_for("critic")
+    assert list(schema.select(make_obs(schema, (3,)), "teacher")) == list(schema.fields_for("teacher"))
+    report = schema.student_leak_report()
+    assert report["passed"] and report["added_for_student"] == ["history"]
+    assert report["removed_from_student"] == ["terrain_heights", "contact_forces"]
+    assert ObservationSchema.from_json(schema.to_json()) == schema
+    assert "teacher_ignores" not in make_schema().to_dict()  # stored only when set: older runs' schemas unchanged
+
+
+@pytest.mark.parametrize("ignored, message", [
+    (("terrain_heights",), r"teacher_ignores names \['terrain_heights'\], not in student_obs"),
+    (("nope",), r"teacher_ignores names \['nope'\]"),
+])
+def test_the_teacher_can_ignore_only_deployable_fields(ignored, message):
+    with pytest.raises(SchemaError, match=message):
+        make_schema(teacher_ignores=ignored)
+    with pytest.raises(SchemaError, match="leaves the teacher actor no field"):
+        ObservationSchema(student_obs=("a",), teacher_ignores=("a",))

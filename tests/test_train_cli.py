@@ -1,6 +1,7 @@
 """``python -m distill_jax.train``: the smoke pipeline end to end, what it prints, and one line for
 every failure (bad arguments and config values, an unusable --out, damaged checkpoints, Ctrl-C)."""
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -303,6 +304,28 @@ def test_every_preset_and_config_file_resolves_to_a_valid_config():
         resolve_config(build_parser().parse_args(["--config", str(path)]))  # raises on an unknown field
     with pytest.raises(ConfigError, match="no configuration for env 'moon_lander'"):
         preset("gpu", "moon_lander")
+
+
+def test_the_default_preset_runs_the_task_where_privilege_matters_and_a_named_task_gets_its_own():
+    from distill_jax.run.presets import DEFAULT, preset
+    from distill_jax.train import build_parser, resolve_config
+
+    bare = resolve_config(build_parser().parse_args([]))
+    assert bare == preset("default", "cartpole_hidden") and bare.env == "cartpole_hidden" and bare.baseline.enabled
+    assert resolve_config(build_parser().parse_args(["--env", "cartpole"])) == DEFAULT
+    assert resolve_config(build_parser().parse_args(["--preset", "smoke"])).env == "cartpole"
+
+
+def test_a_config_file_naming_its_task_gets_that_tasks_preset(tmp_path):
+    from distill_jax.run.presets import DEFAULT
+    from distill_jax.train import build_parser, resolve_config
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"env": "cartpole", "seed": 3}))
+    assert resolve_config(build_parser().parse_args(["--config", str(path)])) == dataclasses.replace(DEFAULT, seed=3)
+    path.write_text(json.dumps({"env": ["cartpole"]}))
+    with pytest.raises(ConfigError, match="env"):
+        resolve_config(build_parser().parse_args(["--config", str(path)]))
 
 
 def test_reset_pool_options_reach_both_phases_batched_envs(tmp_path):

@@ -56,6 +56,7 @@ def student_schema(schema: ObservationSchema, student_fields: tuple[str, ...] | 
     return dataclasses.replace(
         schema,
         student_obs=tuple(student_fields),
+        teacher_ignores=tuple(n for n in schema.teacher_ignores if n in student_fields),
         fields=tuple((n, s) for n, s in schema.fields if n not in dropped),
     )
 

@@ -118,7 +118,7 @@ def init_student(key: jax.Array, env: Env, student: Student, config: DistillConf
     if config.ppo_term.enabled:
         key, critic_key = jax.random.split(key)
         critic = student_critic(env, config).init(critic_key, jax.tree.map(lambda x: x[0], env_state.obs))
-    optimizer = make_optimizer(hparams["learning_rate"], hparams["max_grad_norm"])
+    optimizer = make_optimizer(hparams["learning_rate"], hparams["max_grad_norm"], config.anneal_steps)
     return StudentState(
         params=params,
         opt_state=optimizer.init(_optimised(params, critic, config)),
@@ -333,7 +333,7 @@ def distill_epochs(
         batch,
         key,
         loss_fn=make_distill_loss(student, config, hp, critic),
-        optimizer=make_optimizer(hp["learning_rate"], hp["max_grad_norm"]),
+        optimizer=make_optimizer(hp["learning_rate"], hp["max_grad_norm"], config.anneal_steps),
         num_epochs=config.num_epochs,
         num_minibatches=config.num_minibatches,
     )

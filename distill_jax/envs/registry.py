@@ -154,6 +154,7 @@ _STACK_DEFAULTS = {
     "history_fields": None,
     "history_actions": True,
     "history_fill": "first",
+    "history_for_teacher": True,
     "max_action_delay": 0,
 }
 
@@ -174,6 +175,7 @@ def wrap_task(
     history_fields: Sequence[str],
     history_actions: bool = True,
     history_fill: str = "first",
+    history_for_teacher: bool = True,
     max_action_delay: int = 0,
 ) -> Env:
     """Applies the default stack (DR -> [latency] -> noise -> history -> TimeLimit) to ``task``."""
@@ -194,7 +196,8 @@ def wrap_task(
     if noise_std:
         env = SensorNoise(env, noise_std)
     if history_length:
-        env = ObservationHistory(env, history_fields, history_length, include_actions=history_actions, fill=history_fill)
+        env = ObservationHistory(env, history_fields, history_length, include_actions=history_actions, fill=history_fill,
+                                 teacher_reads=history_for_teacher)
     return TimeLimit(env, episode_length)
 
 
@@ -240,6 +243,7 @@ def wrap_cartpole_task(task: Env, settings: Mapping[str, Any], ranges: Any) -> E
         history_fields=s["history_fields"] or ("cart_pos", "pole_angle"),
         history_actions=s["history_actions"],
         history_fill=s["history_fill"],
+        history_for_teacher=s["history_for_teacher"],
         max_action_delay=s["max_action_delay"],
     )
 
@@ -287,6 +291,7 @@ def _make_brax(env_name: str, default_episode_length: int, **overrides: Any) -> 
         history_fields=s["history_fields"] or ("proprio",),
         history_actions=s["history_actions"],
         history_fill=s["history_fill"],
+        history_for_teacher=s["history_for_teacher"],
         max_action_delay=s["max_action_delay"],
     )
 

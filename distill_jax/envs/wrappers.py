@@ -312,6 +312,10 @@ class ObservationHistory(Wrapper):
 
     The buffer is carried in ``info["history"]`` so an outer wrapper that
     edits ``obs`` cannot corrupt it.
+
+    ``teacher_reads=False`` lists the field in the schema's ``teacher_ignores``: the student
+    reads it, the teacher actor does not (a teacher that reads the exact state has no use for a
+    history that estimates it; Lee et al. 2020's teacher reads none).
     """
 
     def __init__(
@@ -322,6 +326,7 @@ class ObservationHistory(Wrapper):
         include_actions: bool = True,
         fill: str = "first",
         obs_field: str = "history",
+        teacher_reads: bool = True,
     ):
         super().__init__(env)
         schema = env.schema
@@ -343,6 +348,7 @@ class ObservationHistory(Wrapper):
         self.include_actions = bool(include_actions)
         self.fill = fill
         self.obs_field = obs_field
+        self.teacher_reads = bool(teacher_reads)
         specs = schema.field_specs
         self._row_size = sum(math.prod(specs[f].shape) for f in fields) + (env.action_size if include_actions else 0)
 
@@ -352,9 +358,12 @@ class ObservationHistory(Wrapper):
 
     @functools.cached_property
     def schema(self) -> ObservationSchema:  # type: ignore[override]
-        return _extend_schema(
+        schema = _extend_schema(
             self.env.schema, "student_obs", self.obs_field, FieldSpec((self.length, self._row_size))
         )
+        if self.teacher_reads:
+            return schema
+        return dataclasses.replace(schema, teacher_ignores=schema.teacher_ignores + (self.obs_field,))
 
     def _row(self, obs, action) -> jax.Array:
         parts = [jnp.reshape(obs[f], (-1,)).astype(jnp.float32) for f in self.fields]
@@ -386,5 +395,7 @@ class ObservationHistory(Wrapper):
                 "length": self.length,
                 "include_actions": self.include_actions,
                 "fill": self.fill,
+                # Only when off: earlier runs' fingerprints stay as they were.
+                **({} if self.teacher_reads else {"teacher_reads": False}),
             },
         )

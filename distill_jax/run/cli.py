@@ -1,8 +1,9 @@
 """Command line: ``python -m distill_jax.train`` runs teacher → distill → eval → export.
 
-With no arguments it runs every phase on the fast CPU task (``cartpole``) with
-the ``default`` preset and ends with the teacher-vs-student table, the leak
-audit verdict and the artifact directory (layout: :mod:`distill_jax.run.pipeline`).
+With no arguments it runs every phase on the fast CPU task where privilege matters
+(``cartpole_hidden``: teacher, deployable-only baseline, student) with the ``default`` preset and
+ends with the teacher-vs-student table, the leak audit verdict and the artifact directory
+(layout: :mod:`distill_jax.run.pipeline`).
 
 What it prints: a first line before JAX is imported, then each step, each compilation (or load
 from the XLA cache), the training progress and a heartbeat whenever a step runs long
@@ -125,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'gpu' (one GPU, per --env)")
     parser.add_argument("--config", type=pathlib.Path, default=None,
                         help="JSON file of config fields applied over the preset (e.g. experiments/configs/*.json)")
-    parser.add_argument("--env", default=None, help="task name (listed below); the preset's if omitted (cartpole)")
+    parser.add_argument("--env", default=None, help="task name (listed below); the preset's if omitted (default: cartpole_hidden; "
+                        "smoke and gpu: cartpole)")
     parser.add_argument("--seed", type=int, default=None, help="base seed; seed index k uses seed + k; 0 if omitted")
     parser.add_argument("--num-seeds", type=int, default=None,
                         help="independent teacher/student pairs trained in one program by vmap; 1 if omitted")
@@ -229,8 +231,11 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """The config of a new run: preset (for ``--env``) + ``--config`` + flags + ``--set``."""
-    config = replace_fields(preset(args.preset, args.env), config_overrides(args))
+    """The config of a new run: preset (for the task of ``--env``, else of ``--config``) + ``--config``
+    + flags + ``--set``."""
+    changes = config_overrides(args)
+    env = changes.get("env")  # anything but a name is refused by validate(), after the preset
+    config = replace_fields(preset(args.preset, env if isinstance(env, str) else None), changes)
     config.validate()
     return config
 

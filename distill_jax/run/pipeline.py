@@ -450,7 +450,9 @@ def _train_with_checkpoints(run: Run, phase: str, directory: str, total_updates:
         result = train_fn(initial_state=initial_state, on_chunk=save, log_fn=log_fn)
     finally:
         close()
-        saver.close()
+        waited = time.perf_counter()
+        saver.close()  # the last save's files may still be being written
+        seconds["checkpoints"] += time.perf_counter() - waited
     if done < total_updates:
         console.line(f"[{phase}] finished {total_updates - done} updates in {clock_text(time.perf_counter() - start)} "
                      f"(compiling {clock_text(console.compile_seconds - compiled)})")

@@ -272,7 +272,8 @@ def _imitation_evidence(im: dict[str, Any]) -> str:
 def schema_diff_lines(leak_report: dict[str, Any]) -> list[str]:
     """The schema diff from the teacher actor's inputs to the student actor's, as Markdown lines."""
     removed = ", ".join(f"`{f}`" for f in leak_report["removed_from_student"]) or "none"
-    return [f"Schema diff, teacher actor → student actor: removed {removed}; privileged fields among the "
+    added = ", ".join(f"`{f}`" for f in leak_report.get("added_for_student", ())) or "none"
+    return [f"Schema diff, teacher actor → student actor: removed {removed}; added {added}; privileged fields among the "
             f"student's inputs: {leak_report['privileged_in_student'] or 'none'} "
             f"({'passed' if leak_report['passed'] else 'FAILED'}). Student reads "
             + ", ".join(f"`{f}`" for f in leak_report["student_actor_inputs"]) + "."]
