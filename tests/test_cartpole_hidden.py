@@ -55,7 +55,7 @@ def test_default_preset_for_the_task_carries_its_measured_student_and_the_baseli
 
     tuned, plain = preset("default", "cartpole_hidden"), preset("default", "cartpole")
     assert tuned.env == "cartpole_hidden" and tuned.baseline.enabled
-    assert (tuned.distill.num_epochs, tuned.distill.objective.kl_direction) == (8, "forward")
+    assert (tuned.distill.num_epochs, tuned.distill.objective.kind) == (8, "mse")
     assert tuned.ppo == plain.ppo and tuned.distill.total_env_steps == plain.distill.total_env_steps
     # The cart-pole's own default is untouched.
     assert (plain.distill.num_epochs, plain.distill.objective.kl_direction, plain.baseline.enabled) == (2, "reverse", False)

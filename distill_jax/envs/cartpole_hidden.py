@@ -34,8 +34,8 @@ distilled student learns it from the teacher's actions, a supervised signal at e
 Measured at the default preset's budgets over five seeds (``experiments/results/default_task_cpu.md``):
 teacher 236.3 [233.4, 239.2] (no falls); the deployable-only baseline, given the teacher's plus the
 student's env steps, 163.3 [152.4, 174.2] (34 % falls; teacher / baseline 1.33-1.51 on every
-seed); the student 226.5 [217.5, 235.6] (5 % falls), 0.96 of the teacher (seeds 5-9: 0.93; the
-student, not the teacher claim, is the weak part). Permuting a privileged
+seed); the student, imitating the teacher's actions by masked MSE, 229.1 [224.3, 233.9] (3 % falls),
+0.97 of the teacher (over ten seeds 0.96). Permuting a privileged
 field across the panel costs the teacher 226 (``velocities``) and 149 (``dyn_params``) of its
 return. Version 2 (the teacher read the 16-row history and no velocities) showed the teacher claim
 over five seeds (1.17) but not in every single run (not shown in two of five), and its teachers fell
