@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
 
     overrides = [[k, parse_value(v)] for k, v in (o.split("=", 1) for o in args.override)]
-    base = preset("default", args.env)  # the task's own preset (cartpole_hidden: forward KL, 4 epochs)
+    base = preset("default", args.env)  # the task's own preset (cartpole_hidden: masked action MSE, 8 epochs)
     changes = {"env": args.env, "num_seeds": args.seeds, "env_overrides": overrides, "eval_episodes": args.episodes,
                "baseline": {"enabled": True, "total_env_steps": args.baseline_steps}}
     if args.teacher_steps:

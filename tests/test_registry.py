@@ -61,3 +61,11 @@ def test_unknown_name_mentions_the_import_path_form():
 def test_registered_names_still_resolve():
     env = get_env("cartpole", history_length=0)
     assert isinstance(env, Env) and env.name == "cartpole"
+
+
+def test_history_for_teacher_must_be_a_bool_and_is_named_when_not():
+    from distill_jax.envs import get_env
+
+    with pytest.raises(ValueError, match=r"teacher_reads \(the history_for_teacher override\) must be true or false, got 'no'"):
+        get_env("cartpole_hidden", history_for_teacher="no")
+    assert get_env("cartpole", history_for_teacher=False).schema.teacher_ignores == ("history",)

@@ -348,7 +348,10 @@ class ObservationHistory(Wrapper):
         self.include_actions = bool(include_actions)
         self.fill = fill
         self.obs_field = obs_field
-        self.teacher_reads = bool(teacher_reads)
+        if not isinstance(teacher_reads, bool):  # bool("no") would pass silently
+            raise ValueError(f"ObservationHistory: teacher_reads (the history_for_teacher override) must be true or "
+                             f"false, got {teacher_reads!r}")
+        self.teacher_reads = teacher_reads
         specs = schema.field_specs
         self._row_size = sum(math.prod(specs[f].shape) for f in fields) + (env.action_size if include_actions else 0)
 
