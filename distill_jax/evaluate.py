@@ -18,7 +18,10 @@ the student actor's input).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -32,7 +35,7 @@ from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs.autoreset import VmapAutoReset
 from distill_jax.envs.base import Env
 from distill_jax.policy import action_distribution, policy_step
-from distill_jax.rollout import Policy, Transition, unroll
+from distill_jax.rollout import Policy, Transition, unroll, unroll_together
 from distill_jax.schema import SchemaError
 from distill_jax.suite import Perturbation, TaskSuite, perturbed
 from distill_jax.xla_options import compiler_options
@@ -61,6 +64,22 @@ class Panel(NamedTuple):
     def reset_keys(self) -> jax.Array:
         """``[N, 2]`` PRNG keys, one per seed: env ``i`` of the panel resets with ``reset_keys()[i]``."""
         return jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
+
+
+class Reference(NamedTuple):
+    """A further policy scored on the panel beside the teacher/student pairs (the deployable-only
+    baseline, the oracle student), on the same reset keys.
+
+    Attributes:
+      make_policy: ``params_m -> Policy`` for one member's parameters.
+      params: every member's parameters, leading axis ``[M]`` (one per teacher/student pair); they
+        are the compiled program's arguments, so new weights reuse it.
+      initial_carry: ``batch -> carry`` of a recurrent policy (``None``: feed-forward).
+    """
+
+    make_policy: Callable[[Any], Policy]
+    params: Any
+    initial_carry: Callable[[int], Any] | None = None
 
 
 def student_actor_only(student: Student, params: Any, obs_stats: Any, *, deterministic: bool = True) -> Policy:
@@ -236,35 +255,51 @@ def panel_program(
     mask_rule: tuple[str, ...],
     mask_thresholds: dict[str, float] | None = None,
     suite: TaskSuite | None = None,
+    references: Sequence[Reference] = (),
+    teacher_view: Callable[[dict, Any], dict] | None = None,
 ):
     """The panel pass of one teacher/student pair as a pure function (jit- and vmap-able):
-    ``(keys [N, 2], teacher, student_params, student_stats, perturbation=None) -> (teacher_scores,
-    student_scores, imitation)``; with a ``perturbation`` (and the task's ``suite``) the env is
-    :func:`distill_jax.suite.perturbed` first, so the pass vmaps over suite conditions too.
+    ``(keys [N, 2], teacher, student_params, student_stats, reference_params=(), perturbation=None,
+    view=None) -> (teacher_scores, student_scores, imitation, reference_scores)``; with a
+    ``perturbation`` (and the task's ``suite``) the env is :func:`distill_jax.suite.perturbed` first,
+    so the pass vmaps over suite conditions too. With ``teacher_view``, the teacher acts on
+    ``teacher_view(obs [N, ...], view)`` (a probe of what it reads, e.g. a field permuted across the
+    panel's envs: :mod:`distill_jax.privilege`), so such probes vmap with the conditions as well.
 
-    Both policies start from the same reset keys (common random numbers); the scores are
-    :func:`first_episode_scores` (``[N]`` per key). ``imitation`` holds the student's KL and action
-    MSE on the teacher's own valid first-episode steps and the fraction each mask rule dropped
-    (``kl``, ``action_mse``, ``masked/<rule>``), and the same on the states the *student* visits,
-    relabelled by the teacher (``student_states/kl``, ``student_states/action_mse``,
-    ``student_states/masked/any``): imitation that holds on the teacher's states but not on the
-    student's own is the signature of missing state coverage.
+    Every policy starts from the same reset keys (common random numbers) and all of them step
+    together (:func:`~distill_jax.rollout.unroll_together`): the env's step is compiled once for the
+    teacher, the student and each of ``references`` (whose ``make_policy``/``initial_carry`` are used
+    here; one member's parameters each arrive in ``reference_params``). The scores are
+    :func:`first_episode_scores` (``[N]`` per key; ``reference_scores`` a tuple in the order of
+    ``references``). ``imitation`` holds the student's KL and action MSE on the teacher's own valid
+    first-episode steps and the fraction each mask rule dropped (``kl``, ``action_mse``,
+    ``masked/<rule>``), and the same on the states the *student* visits, relabelled by the teacher
+    (``student_states/kl``, ``student_states/action_mse``, ``student_states/masked/any``): imitation
+    that holds on the teacher's states but not on the student's own is the signature of missing state
+    coverage.
     """
     horizon = env.episode_length
     if horizon is None:
         raise ValueError("the panel needs an env with a time limit (episode_length)")
+    n = len(panel.seeds)
 
-    def run(keys, teacher, student_params, student_stats, perturbation=None):
-        batched = VmapAutoReset(_env_under(env, perturbation, suite), len(panel.seeds))
-        start = batched.reset_with_keys(keys)
-        act_key = jax.random.PRNGKey(0)
+    def run(keys, teacher, student_params, student_stats, reference_params=(), perturbation=None, view=None):
+        count = 2 + len(references)
+        batched = VmapAutoReset(_env_under(env, perturbation, suite), count * n)
+        start = batched.reset_with_keys(jnp.tile(keys, (count, 1)))
         t_policy = teacher_policy(teacher_actor, teacher, deterministic=panel.deterministic)
-        s_policy = eval_wrapper(student, student_params, student_stats, deterministic=panel.deterministic)
-        _, _, t_tr = unroll(batched, start, t_policy, None, act_key, horizon)
-        _, _, s_tr = unroll(batched, start, s_policy, student.initial_carry(len(panel.seeds)), act_key, horizon)
+        if teacher_view is not None:
+            t_policy = _viewing(t_policy, teacher_view, view)
+        policies = [t_policy,
+                    eval_wrapper(student, student_params, student_stats, deterministic=panel.deterministic)]
+        carries = [None, student.initial_carry(n)]
+        for reference, params in zip(references, reference_params, strict=True):
+            policies.append(reference.make_policy(params))
+            carries.append(None if reference.initial_carry is None else reference.initial_carry(n))
+        t_tr, s_tr, *r_trs = unroll_together(batched, start, policies, carries, jax.random.PRNGKey(0), horizon)
         # Imitation claim: the student's distribution on the teacher's own (valid) steps.
         student_obs = normalization.normalize(student_stats, student.schema.select(t_tr.obs, "student"))
-        s_dist = student.sequence(student_params, student.initial_carry(len(panel.seeds)), student_obs, t_tr.first)
+        s_dist = student.sequence(student_params, student.initial_carry(n), student_obs, t_tr.first)
         t_dist = losses.TanhGaussian(t_tr.policy.loc, t_tr.policy.scale)
         on_teacher_states = imitation(s_dist, t_dist, t_tr, mask_rule, mask_thresholds)
         # The student's own states, relabelled by the teacher (what DAgger would train on).
@@ -273,9 +308,15 @@ def panel_program(
                                       mask_rule, mask_thresholds)
         student_states = {f"student_states/{k}": v for k, v in on_student_states.items()
                           if k in ("kl", "action_mse", "action_r2", "kl_before_fall", "masked/any")}
-        return first_episode_scores(t_tr), first_episode_scores(s_tr), {**on_teacher_states, **student_states}
+        return (first_episode_scores(t_tr), first_episode_scores(s_tr), {**on_teacher_states, **student_states},
+                tuple(first_episode_scores(tr) for tr in r_trs))
 
     return run
+
+
+def _viewing(policy: Policy, teacher_view: Callable[[dict, Any], dict], view: Any) -> Policy:
+    """``policy`` acting on ``teacher_view(obs, view)``."""
+    return lambda carry, obs, first, key: policy(carry, teacher_view(obs, view), first, key)
 
 
 def evaluate_panel(
@@ -324,28 +365,46 @@ def evaluate_members(
     *,
     mask_rule: tuple[str, ...],
     mask_thresholds: dict[str, float] | None = None,
+    references: Mapping[str, Reference] | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`evaluate_panel` for ``M`` teacher/student pairs (seeds, sweep members) in one program.
 
-    ``teachers``, ``student_params`` and ``student_stats`` carry a leading member axis ``[M]``;
-    every member is scored on the same reset keys. Returns one :func:`evaluate_panel`-style dict
-    per member.
+    ``teachers``, ``student_params`` and ``student_stats`` carry a leading member axis ``[M]``, as
+    does each of ``references``' parameters; every member is scored on the same reset keys. Returns
+    one :func:`evaluate_panel`-style dict per member; with ``references``, each also holds
+    ``references``: ``{name: {"summary": summarize(...), "episodes": episodes(...)}}``.
     """
-    run = panel_program(env, teacher_actor, student, panel, mask_rule=mask_rule, mask_thresholds=mask_thresholds)
+    names, chosen = _split(references)
+    run = panel_program(env, teacher_actor, student, panel, mask_rule=mask_rule, mask_thresholds=mask_thresholds,
+                        references=chosen)
     # Parameters are arguments, not closed-over constants: a closure would bake them into the
     # program, so every newly trained policy would compile again and add a cache entry.
-    program = jax.jit(jax.vmap(run, in_axes=(None, 0, 0, 0)), compiler_options=compiler_options())
-    return _members(jax.device_get(program(panel.reset_keys(), teachers, student_params, student_stats)))
+    program = jax.jit(jax.vmap(run, in_axes=(None, 0, 0, 0, 0)), compiler_options=compiler_options())
+    out = program(panel.reset_keys(), teachers, student_params, student_stats, tuple(r.params for r in chosen))
+    return _members(jax.device_get(out), names)
 
 
-def _members(out: tuple) -> list[dict[str, Any]]:
-    """Per-member dicts from a panel program's ``(teacher_scores, student_scores, imitation)`` ``[M]``."""
-    teacher_scores, student_scores, imitation = out
+def _split(references: Mapping[str, Reference] | None) -> tuple[tuple[str, ...], tuple[Reference, ...]]:
+    references = dict(references or {})
+    return tuple(references), tuple(references.values())
+
+
+def _members(out: tuple, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Per-member dicts from a panel program's ``(teacher_scores, student_scores, imitation,
+    reference_scores)`` ``[M]``."""
+    teacher_scores, student_scores, imitation, reference_scores = out
     members = int(jax.tree.leaves(imitation)[0].shape[0])
-    return [{"teacher": summarize(_pick(teacher_scores, m)), "student": summarize(_pick(student_scores, m)),
-             "imitation": {k: float(v[m]) for k, v in imitation.items()},
-             "episodes": {"teacher": episodes(_pick(teacher_scores, m)), "student": episodes(_pick(student_scores, m))}}
-            for m in range(members)]
+    result = []
+    for m in range(members):
+        member = {"teacher": summarize(_pick(teacher_scores, m)), "student": summarize(_pick(student_scores, m)),
+                  "imitation": {k: float(v[m]) for k, v in imitation.items()},
+                  "episodes": {"teacher": episodes(_pick(teacher_scores, m)),
+                               "student": episodes(_pick(student_scores, m))}}
+        if names:
+            member["references"] = {name: {"summary": summarize(_pick(scores, m)), "episodes": episodes(_pick(scores, m))}
+                                    for name, scores in zip(names, reference_scores, strict=True)}
+        result.append(member)
+    return result
 
 
 def _pick(tree: Any, m: int) -> Any:
@@ -452,19 +511,60 @@ def evaluate_suite(
     *,
     mask_rule: tuple[str, ...],
     mask_thresholds: dict[str, float] | None = None,
+    references: Mapping[str, Reference] | None = None,
+    teacher_view: Callable[[dict, Any], dict] | None = None,
+    views: Any = None,
 ) -> list[list[dict[str, Any]]]:
     """:func:`evaluate_members` under each of ``C`` suite conditions (``perturbations`` ``[C]``), all
-    ``C × M`` teacher/student pairs in one program on the same reset keys.
+    ``C × M`` teacher/student pairs and their ``references`` in one program on the same reset keys,
+    its calls side by side (:func:`run_in_parts`). With ``teacher_view`` (see :func:`panel_program`),
+    condition ``c``'s teacher acts on ``teacher_view(obs, views[c])``.
 
     Returns ``[C][M]`` dicts like :func:`evaluate_members`' (``teacher``, ``student``, ``imitation``,
-    ``episodes``).
+    ``episodes``, and ``references`` where given).
     """
+    names, chosen = _split(references)
     run = panel_program(env, teacher_actor, student, panel, mask_rule=mask_rule, mask_thresholds=mask_thresholds,
-                        suite=suite)
-    over_members = jax.vmap(run, in_axes=(None, 0, 0, 0, None))
-    program = jax.jit(jax.vmap(over_members, in_axes=(None, None, None, None, 0)), compiler_options=compiler_options())
-    out = jax.device_get(program(panel.reset_keys(), teachers, student_params, student_stats, perturbations))
-    return [_members(_pick(out, c)) for c in range(int(jax.tree.leaves(perturbations)[0].shape[0]))]
+                        suite=suite, references=chosen, teacher_view=teacher_view)
+    over_members = jax.vmap(run, in_axes=(None, 0, 0, 0, 0, None, None))
+    over_rows = jax.vmap(over_members, in_axes=(None, None, None, None, None, 0, None if views is None else 0))
+
+    @functools.partial(jax.jit, compiler_options=compiler_options())
+    def suite_program(keys, teachers, student_params, student_stats, reference_params, rows):
+        return over_rows(keys, teachers, student_params, student_stats, reference_params, *rows)
+
+    args = (panel.reset_keys(), teachers, student_params, student_stats, tuple(r.params for r in chosen))
+    out = run_in_parts(suite_program, args, (perturbations, views))
+    return [_members(_pick(out, c), names) for c in range(int(jax.tree.leaves(perturbations)[0].shape[0]))]
+
+
+def host_threads() -> int:
+    """How many compiled calls are worth running side by side: the CPU cores this process may use
+    when JAX computes on the CPU, else 1 (an accelerator runs one program at a time anyway)."""
+    if jax.devices()[0].platform != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run_in_parts(program: Any, args: tuple, batch: Any, parts: int | None = None) -> Any:
+    """``program(*args, batch)`` for a ``batch`` with a leading axis ``[C]``, as ``parts`` equal calls of one
+    compiled program run side by side in threads; the outputs (leading axis ``[C]``) come back joined.
+
+    XLA's CPU client runs one call of a program full of sequential ``while`` loops (the unrolls) on
+    about one core, and runs calls from different threads at the same time: two halves of the suite
+    take about the time of one (measured on 2 cores). The batch is padded to equal parts by repeating
+    its last entry, so the program compiles once (on this thread, before the calls); the padding is
+    dropped. ``parts`` defaults to :func:`host_threads`, at most ``C``.
+    """
+    count = int(jax.tree.leaves(batch)[0].shape[0])
+    parts = max(1, min(count, host_threads() if parts is None else parts))
+    size = -(-count // parts)
+    padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], size * parts - count, axis=0)]), batch)
+    pieces = [jax.tree.map(lambda x, i=i: x[i * size:(i + 1) * size], padded) for i in range(parts)]
+    compiled = program.lower(*args, pieces[0]).compile()  # once, before the threads call it
+    with concurrent.futures.ThreadPoolExecutor(parts) as pool:
+        outs = list(pool.map(lambda piece: jax.device_get(compiled(*args, piece)), pieces))
+    return jax.tree.map(lambda *xs: np.concatenate(xs)[:count], *outs)
 
 
 def paired_difference(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> dict[str, Any]:

@@ -29,7 +29,7 @@ gives no evidence that it needs the field.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -38,7 +38,8 @@ import numpy as np
 
 from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs.base import Env
-from distill_jax.evaluate import Panel, rollout_first_episodes, t_interval, teacher_policy, wilson_interval
+from distill_jax.evaluate import (Panel, rollout_first_episodes, run_in_parts, t_interval, teacher_policy,
+                                  wilson_interval)
 from distill_jax.rollout import Policy
 from distill_jax.schema import ObservationSchema
 from distill_jax.xla_options import compiler_options
@@ -98,7 +99,8 @@ def field_masks(num_fields: int) -> jax.Array:
 def permuted_scores(env: Env, teacher_actor: Any, teacher: FrozenTeacher, panel: Panel, fields: Sequence[str],
                     perm: jax.Array) -> dict[str, np.ndarray]:
     """First-episode scores ``[F + 1, N]`` (see :func:`~distill_jax.evaluate.first_episode_scores`):
-    row 0 the unpermuted teacher, row ``1 + j`` with ``fields[j]`` permuted; one jitted program."""
+    row 0 the unpermuted teacher, row ``1 + j`` with ``fields[j]`` permuted; one compiled program,
+    its rows in calls side by side (:func:`~distill_jax.evaluate.run_in_parts`)."""
     if env.episode_length is None:
         raise ValueError("privilege_value needs an env with a time limit (episode_length)")
     fields = tuple(fields)
@@ -107,15 +109,15 @@ def permuted_scores(env: Env, teacher_actor: Any, teacher: FrozenTeacher, panel:
     # Teacher and permutation are arguments, not closed-over constants, so another teacher or key
     # reuses the compiled program.
     @functools.partial(jax.jit, compiler_options=compiler_options())
-    def run(teacher, perm):
+    def run(teacher, perm, masks):
         def one(mask):
             policy = permuted_teacher_policy(teacher_actor, teacher, fields, perm, mask,
                                              deterministic=panel.deterministic)
             return rollout_first_episodes(env, policy, None, keys, env.episode_length)
 
-        return jax.vmap(one)(field_masks(len(fields)))
+        return jax.vmap(one)(masks)
 
-    return jax.device_get(run(teacher, perm))
+    return run_in_parts(run, (teacher, perm), field_masks(len(fields)))
 
 
 def paired_t_interval(differences: np.ndarray) -> tuple[float, float]:
@@ -178,7 +180,25 @@ def privilege_value(env: Env, teacher_actor: Any, teacher: FrozenTeacher, panel:
     perm = cyclic_derangement(key, len(panel.seeds))
     scores = permuted_scores(env, teacher_actor, teacher, panel, fields, perm)
     lane = lambda i: {k: v[i] for k, v in scores.items()}  # noqa: E731
-    return {name: summarize_field(lane(0), lane(1 + j)) for j, name in enumerate(fields)}
+    return value_from_scores(fields, lane(0), [lane(1 + j) for j in range(len(fields))])
+
+
+def value_from_scores(fields: Sequence[str], reference: dict[str, Any],
+                      permuted: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`privilege_value`'s result from paired scores (``return`` and ``fall`` per episode,
+    ``[N]``): the unpermuted teacher's, and the teacher's with ``fields[j]`` permuted for each ``j``
+    (e.g. rows of the evaluation's suite program, :func:`permutation_view`)."""
+    if len(permuted) != len(fields):
+        raise ValueError(f"value_from_scores: {len(fields)} fields but {len(permuted)} permuted score sets")
+    return {name: summarize_field(reference, scores) for name, scores in zip(fields, permuted)}
+
+
+def permutation_view(fields: Sequence[str], perm: jax.Array) -> Callable[[dict[str, Any], jax.Array], dict[str, Any]]:
+    """``(obs [N, ...], mask [F]) -> obs`` with the masked ``fields`` permuted across envs by ``perm``
+    (:func:`permute_fields`): a teacher view for :func:`distill_jax.evaluate.evaluate_suite`, whose
+    rows with one-hot masks are this module's measurement and with a zero mask the plain teacher."""
+    fields = tuple(fields)
+    return lambda obs, mask: permute_fields(obs, fields, perm, mask)
 
 
 def markdown_table(result: dict[str, dict[str, Any]], schema: ObservationSchema | None = None) -> str:

@@ -14,6 +14,7 @@ whatever recurrent state the policy keeps (``None`` for feed-forward ones).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -146,3 +147,57 @@ def episode_metrics(transitions: Transition) -> dict[str, jax.Array]:
 def flatten_time(tree: Any) -> Any:
     """``[T, B, ...] -> [T * B, ...]`` for every leaf."""
     return jax.tree.map(lambda x: jnp.reshape(x, (-1,) + x.shape[2:]), tree)
+
+
+def unroll_together(
+    env: Env,
+    env_state: EnvState,
+    policies: Sequence[Policy],
+    carries: Sequence[Any],
+    key: jax.Array,
+    length: int,
+) -> tuple[Transition, ...]:
+    """Steps ``P`` policies side by side on one batched ``env``, each on its own block of envs.
+
+    Policy ``p`` acts on envs ``[p * n, (p + 1) * n)`` of the ``P * n`` envs of ``env`` (a *batched*
+    env as for :func:`unroll`). Every step computes each policy's actions on its block and then steps
+    all ``P * n`` envs once, so the program holds the env's step once however many policies it scores:
+    on the CPU the step's compilation dominates a panel program, and separate unrolls compiled it once
+    per policy. With ``env_state`` reset from the same keys in every block (common random numbers),
+    policy ``p``'s transitions are those :func:`unroll` gives it alone: envs do not interact, each
+    env's randomness comes from its own state, and every policy gets the same action key per step.
+
+    Args:
+      env, env_state: the batched env (``P * n`` envs) and its state.
+      policies: ``P`` policies (see the module docstring); each sees only its block's observations.
+      carries: their recurrent states (``None`` for feed-forward ones), each for ``n`` envs.
+      key: PRNG key for action sampling (split per step, shared by the policies).
+      length: ``T``, static.
+
+    Returns:
+      ``P`` transitions, leaves ``[T, n, ...]``. ``policy.extras`` keeps the keys every policy reports.
+    """
+    count = len(policies)
+    if count == 0 or len(carries) != count:
+        raise ValueError(f"unroll_together needs one carry per policy and at least one policy; got "
+                         f"{count} policies and {len(carries)} carries")
+    batch = jax.tree.leaves(env_state.obs)[0].shape[0]
+    if batch % count:
+        raise ValueError(f"unroll_together: {batch} envs do not split into {count} equal blocks")
+    n = batch // count
+    block = lambda tree, p: jax.tree.map(lambda x: x[p * n:(p + 1) * n], tree)  # noqa: E731
+
+    def joint(carry, obs, first, step_key):
+        steps, carry_out = [], []
+        for p, policy in enumerate(policies):
+            c, out = policy(carry[p], block(obs, p), first[p * n:(p + 1) * n], step_key)
+            steps.append(out)
+            carry_out.append(c)
+        shared = set.intersection(*(set(s.extras) for s in steps))
+        steps = [s._replace(extras={k: v for k, v in s.extras.items() if k in shared}) for s in steps]
+        return tuple(carry_out), jax.tree.map(lambda *xs: jnp.concatenate(xs), *steps)
+
+    _, _, transitions = unroll(env, env_state, joint, tuple(carries), key, length)
+    split = lambda x: jnp.reshape(x, (x.shape[0], count, n) + x.shape[2:])  # noqa: E731
+    blocks = jax.tree.map(split, transitions)
+    return tuple(jax.tree.map(lambda x: x[:, p], blocks) for p in range(count))

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from distill_jax import privilege
+from distill_jax import suite as S
+from distill_jax.distill.student import make_student
 from distill_jax.distill.update import FrozenTeacher
 from distill_jax.distributions import TanhGaussian
 from distill_jax.envs import VmapAutoReset, get_env
-from distill_jax.evaluate import Panel, rollout_first_episodes, teacher_policy
+from distill_jax.evaluate import Panel, evaluate_suite, rollout_first_episodes, teacher_policy
+from distill_jax.normalization import init_stats
 
 EPISODES = 16
 # A hand-tuned linear controller on (x, sin θ, ẋ, θ̇): 248.4 mean return and no fall on 32 held-out
@@ -130,6 +133,31 @@ def test_the_vmapped_program_equals_a_separate_rollout_of_one_field(env, measure
     np.testing.assert_allclose(got["return_mean"], np.mean(perm_scores["return"]), rtol=1e-5)
     assert got["fall_rate"] == np.mean(perm_scores["fall"])
     assert got["baseline_fall_rate"] == np.mean(base["fall"])
+
+
+def test_rows_of_the_suite_program_measure_what_the_privilege_program_does(env, measured):
+    # The evaluation folds this measurement into its suite program (one row per field, the teacher
+    # viewing the nominal condition through permutation_view): the same figures, no program of its own.
+    panel, key, result = measured
+    fields = ("velocities", "dyn_params")
+    student = make_student(env.schema, env.action_size, kind="mlp", hidden=(8,))
+    obs = student.schema.select(jax.tree.map(lambda x: x[0], VmapAutoReset(env, 1).reset(jax.random.PRNGKey(0)).obs),
+                                "student")
+    one = lambda x: jax.tree.map(lambda v: jnp.asarray(v)[None], x)  # noqa: E731  (a member axis)
+    nominal = [p for p in S.resolve(env, "cartpole") if p.condition == "nominal"]
+    scored = evaluate_suite(env, S.SUITES["cartpole"], S.stack(nominal * 3), LinearTeacher(),
+                            FrozenTeacher(jnp.asarray(GAINS)[None], None), student,
+                            one(student.init(jax.random.PRNGKey(1), obs)), one(init_stats(obs)), panel,
+                            mask_rule=("falls", "timeouts"),
+                            teacher_view=privilege.permutation_view(fields, privilege.cyclic_derangement(key, EPISODES)),
+                            views=jnp.concatenate([jnp.zeros((1, 2)), jnp.eye(2)]))
+    folded = privilege.value_from_scores(fields, scored[0][0]["episodes"]["teacher"],
+                                         [row[0]["episodes"]["teacher"] for row in scored[1:]])
+    for field in fields:
+        for name in ("return_drop", "fall_rate", "baseline_return_mean", "used"):
+            assert folded[field][name] == pytest.approx(result[field][name], abs=1e-3), (field, name)
+    with pytest.raises(ValueError, match="2 fields but 1"):
+        privilege.value_from_scores(fields, scored[0][0]["episodes"]["teacher"], [scored[1][0]["episodes"]["teacher"]])
 
 
 def test_unknown_fields_are_refused(env):

@@ -11,7 +11,8 @@ from distill_jax.distill.student import make_student
 from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs import get_env
 from distill_jax.envs.autoreset import VmapAutoReset
-from distill_jax.evaluate import Panel, evaluate_members, evaluate_suite
+from distill_jax.evaluate import (Panel, Reference, eval_wrapper, evaluate_members, evaluate_suite, score_members,
+                                  teacher_policy)
 from distill_jax.networks import make_teacher_networks
 from distill_jax.config import NetworkConfig
 from distill_jax.normalization import init_stats
@@ -128,3 +129,33 @@ def test_the_vmapped_suite_equals_separate_evaluations(env, pair):
     np.testing.assert_allclose(together[0][0]["episodes"]["student"]["return"], plain["episodes"]["student"]["return"],
                                rtol=1e-5, atol=1e-5)
     assert together[1][0]["teacher"] != together[0][0]["teacher"]  # the heavy pole changed the outcome
+
+
+def test_reference_policies_step_beside_the_pair_and_score_as_they_do_alone(env, pair):
+    # The baseline and the oracle share the pair's program (one env step compiled for every policy).
+    # A reference that is the teacher (or the student) again must reproduce its episodes exactly, and
+    # another policy must score what its own program gives it, under every suite condition.
+    actor, teacher, student, params, stats = pair
+    panel = Panel(tuple(range(10**6, 10**6 + 8)))
+    obs = jax.tree.map(lambda x: x[0], VmapAutoReset(env, 1).reset(jax.random.PRNGKey(0)).obs)
+    other = FrozenTeacher(jax.tree.map(lambda x: x[None], actor.init(jax.random.PRNGKey(3), obs)), teacher.obs_stats)
+    act = lambda t: teacher_policy(actor, t)  # noqa: E731
+    refs = {"teacher_again": Reference(act, teacher),
+            "student_again": Reference(lambda p: eval_wrapper(student, p[0], p[1]), (params, stats), student.initial_carry),
+            "other": Reference(act, other)}
+    chosen = [p for p in S.resolve(env, "cartpole") if (p.condition, p.strength) in {("nominal", 1.0), ("push", 1.0)}]
+    mask = dict(mask_rule=("falls", "timeouts"), mask_thresholds=None)
+    scored = evaluate_suite(env, S.SUITES["cartpole"], S.stack(chosen), actor, teacher, student, params, stats, panel,
+                            **mask, references=refs)
+    alone = score_members(env, panel, act, other, suite=S.SUITES["cartpole"], perturbations=S.stack(chosen))
+    for c in range(len(chosen)):
+        member = scored[c][0]
+        assert member["references"]["teacher_again"]["episodes"] == member["episodes"]["teacher"]
+        assert member["references"]["student_again"]["episodes"] == member["episodes"]["student"]
+        np.testing.assert_allclose(member["references"]["other"]["episodes"]["return"], alone[c][0]["episodes"]["return"],
+                                   rtol=1e-5, atol=1e-5)
+    assert scored[0][0]["references"]["other"]["episodes"] != scored[0][0]["episodes"]["teacher"]  # it is another policy
+    # Without a suite: the same program shape over members only.
+    plain = evaluate_members(env, actor, teacher, student, params, stats, panel, **mask, references=refs)[0]
+    assert plain["references"]["teacher_again"]["episodes"] == plain["episodes"]["teacher"]
+    assert "references" not in evaluate_members(env, actor, teacher, student, params, stats, panel, **mask)[0]

@@ -25,7 +25,8 @@ import numpy as np
 
 from distill_jax.diagnosis import Evidence, Thresholds, diagnose, imitates_well
 from distill_jax.distill.update import FrozenTeacher
-from distill_jax.evaluate import Panel, across_seeds, eval_wrapper, paired_difference, score_members, teacher_policy
+from distill_jax.evaluate import (Panel, Reference, across_seeds, eval_wrapper, paired_difference, score_members,
+                                  teacher_policy)
 
 STATEMENTS = {
     "teacher": "privileged state improves expert behaviour (teacher vs the deployable-only baseline)",
@@ -34,27 +35,34 @@ STATEMENTS = {
 }
 
 
-def reference_members(env, config, panel: Panel, baseline_result: Any = None, oracle_result: Any = None, *,
-                      suite: Any = None, perturbations: Any = None) -> dict[str, list]:
-    """The baseline's and the oracle student's panel results, one per student member (the baseline
-    member paired with each student is the one with its seed and ``ppo.*`` sweep values); with
-    ``perturbations`` (``[C]``, the task's ``suite``), one such list per condition."""
-    where = {"suite": suite, "perturbations": perturbations}
-    out: dict[str, list[dict[str, Any]]] = {}
+def reference_policies(config, panel: Panel, baseline_result: Any = None,
+                       oracle_result: Any = None) -> dict[str, Reference]:
+    """The baseline and the oracle student, where trained, as panel :class:`~distill_jax.evaluate.Reference`
+    policies with one member per student member (the baseline member paired with each student is the
+    one with its seed and ``ppo.*`` sweep values)."""
+    out: dict[str, Reference] = {}
     if baseline_result is not None:
         index = np.asarray(config.teacher_members())
         frozen = jax.tree.map(lambda x: x[index], FrozenTeacher(baseline_result.state.params["actor"],
                                                                baseline_result.state.obs_stats))
         actor = baseline_result.nets.actor
-        out["baseline"] = score_members(
-            env, panel, lambda t: teacher_policy(actor, t, deterministic=panel.deterministic), frozen, **where)
+        out["baseline"] = Reference(lambda t: teacher_policy(actor, t, deterministic=panel.deterministic), frozen)
     if oracle_result is not None:
         oracle = oracle_result.student
-        params = (oracle_result.state.params, oracle_result.state.obs_stats)
-        out["oracle"] = score_members(
-            env, panel, lambda p: eval_wrapper(oracle, p[0], p[1], deterministic=panel.deterministic), params,
-            oracle.initial_carry, **where)
+        out["oracle"] = Reference(
+            lambda p: eval_wrapper(oracle, p[0], p[1], deterministic=panel.deterministic),
+            (oracle_result.state.params, oracle_result.state.obs_stats), oracle.initial_carry)
     return out
+
+
+def reference_members(env, config, panel: Panel, baseline_result: Any = None, oracle_result: Any = None, *,
+                      suite: Any = None, perturbations: Any = None) -> dict[str, list]:
+    """The baseline's and the oracle student's panel results on their own (each policy in its own
+    program; the evaluation scores them beside the teacher/student pairs instead), one per student
+    member; with ``perturbations`` (``[C]``, the task's ``suite``), one such list per condition."""
+    return {name: score_members(env, panel, ref.make_policy, ref.params, ref.initial_carry, suite=suite,
+                                perturbations=perturbations)
+            for name, ref in reference_policies(config, panel, baseline_result, oracle_result).items()}
 
 
 def _supported(difference: dict[str, Any]) -> bool | None:

@@ -15,6 +15,7 @@ import pathlib
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from distill_jax import leak_audit
@@ -25,8 +26,8 @@ from distill_jax.distill.update import FrozenTeacher
 from distill_jax.evaluate import (EPISODE_MEAN_METRICS, Panel, across_seeds, breakdown, evaluate_members,
                                   evaluate_suite, student_act_fn)
 from distill_jax.privilege import markdown_table as privilege_table
-from distill_jax.privilege import privilege_value
-from distill_jax.run.claims import claims, diagnosis, reference_members, suite_section
+from distill_jax.privilege import cyclic_derangement, permutation_view, privilege_value, value_from_scores
+from distill_jax.run.claims import claims, diagnosis, reference_policies, suite_section
 from distill_jax.suite import declared, stack
 from distill_jax.treeops import first_seed
 
@@ -41,6 +42,11 @@ def export_identical(run_dir: pathlib.Path | None) -> bool | None:
     if path is None or not path.is_file():
         return None
     return bool(json.loads(path.read_text()).get("bit_identical_to_in_process"))
+
+
+def _pair_only(member: dict[str, Any]) -> dict[str, Any]:
+    """A scored member without its ``references`` (the report keeps those under their own key)."""
+    return {k: v for k, v in member.items() if k != "references"}
 
 
 def build_eval(env, config: RunConfig, teacher_result, student_result, train_env=None, *, baseline_result=None,
@@ -68,26 +74,44 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     student = student_result.student
     rule, thresholds = masks.in_force(config.distill.mask, env.schema)
     step = on_step or (lambda what, detail: None)
-    results, under, nominal = [], {}, None
+    # The baseline and the oracle student step beside the teacher/student pairs in the same programs.
+    refs = reference_policies(config, panel, baseline_result, oracle_result)
+    results, under, nominal, worth = [], {}, None, None
+    privilege_key, fields = jax.random.PRNGKey(11), tuple(env.schema.teacher_only)
     if suite_points:
         conditions = sorted({point.condition for point in suite_points})
-        step("running the perturbation suite", f"{len(suite_points)} points of {len(conditions)} conditions "
-             f"({', '.join(conditions)}), every policy in one program; its nominal condition is the panel")
-        task_suite, perturbations = declared(config.env), stack(suite_points)
-        results = evaluate_suite(env, task_suite, perturbations, teacher_result.nets.actor, teachers, student,
-                                 student_result.state.params, student_result.state.obs_stats, panel,
-                                 mask_rule=rule, mask_thresholds=thresholds)
-        under = reference_members(env, config, panel, baseline_result, oracle_result, suite=task_suite,
-                                  perturbations=perturbations)
         nominal = next((c for c, p in enumerate(suite_points) if p.condition == "nominal"), None)
+        # What each privileged field is worth to the teacher (member 0; distill_jax.privilege): with a
+        # nominal condition, one more row of the suite's program per teacher-only field, the nominal
+        # one with the teacher reading that field from another panel env, so it compiles nothing more.
+        probe = nominal is not None and bool(fields)
+        rows, view, views = list(suite_points), None, None
+        if probe:
+            rows += [suite_points[nominal]] * len(fields)
+            view = permutation_view(fields, cyclic_derangement(privilege_key, len(panel.seeds)))
+            views = jnp.concatenate([jnp.zeros((len(suite_points), len(fields))), jnp.eye(len(fields))])
+        step("running the perturbation suite", f"{len(suite_points)} points of {len(conditions)} conditions "
+             f"({', '.join(conditions)}), every policy in one program; its nominal condition is the panel"
+             + ("; each privileged field permuted across the panel, to measure what it is worth to the teacher"
+                if probe else ""))
+        scored = evaluate_suite(env, declared(config.env), stack(rows), teacher_result.nets.actor, teachers, student,
+                                student_result.state.params, student_result.state.obs_stats, panel,
+                                mask_rule=rule, mask_thresholds=thresholds, references=refs,
+                                teacher_view=view, views=views)
+        scored, permuted = scored[:len(suite_points)], scored[len(suite_points):]
+        if probe:
+            worth = value_from_scores(fields, scored[nominal][0]["episodes"]["teacher"],
+                                      [row[0]["episodes"]["teacher"] for row in permuted])
+        under = {name: [[m["references"][name] for m in per_condition] for per_condition in scored] for name in refs}
+        results = [[_pair_only(m) for m in per_condition] for per_condition in scored]
     if nominal is not None:  # the suite's nominal condition is the panel: no second program for it
         members, references = results[nominal], {name: per[nominal] for name, per in under.items()}
     else:
-        members = evaluate_members(env, teacher_result.nets.actor, teachers, student, student_result.state.params,
-                                   student_result.state.obs_stats, panel, mask_rule=rule, mask_thresholds=thresholds)
-        if baseline_result is not None or oracle_result is not None:
-            step("scoring the reference policies", "the deployable-only baseline and the oracle student, where trained")
-        references = reference_members(env, config, panel, baseline_result, oracle_result)
+        scored = evaluate_members(env, teacher_result.nets.actor, teachers, student, student_result.state.params,
+                                  student_result.state.obs_stats, panel, mask_rule=rule, mask_thresholds=thresholds,
+                                  references=refs)
+        references = {name: [m["references"][name] for m in scored] for name in refs}
+        members = [_pair_only(m) for m in scored]
     points, seeds = config.sweep_points, config.num_seeds
     labelled = [{"grid_point": m // seeds, "values": points[m // seeds], "seed": config.seed + m % seeds, **metrics}
                 for m, metrics in enumerate(members)]
@@ -103,10 +127,9 @@ def build_eval(env, config: RunConfig, teacher_result, student_result, train_env
     identical = export_identical(run_dir)
     suite_entries = suite_section(suite_points, results, under, checks, identical, config.num_seeds) \
         if suite_points else []
-    # What each privileged field is worth to the teacher (member 0): every teacher-only field
-    # permuted across the panel's envs in turn, all in one program.
-    step("measuring what each privileged field is worth to the teacher", "each one permuted across the panel")
-    worth = privilege_value(env, teacher_result.nets.actor, first_seed(teachers), panel, key=jax.random.PRNGKey(11))
+    if worth is None:  # no suite's nominal condition to share a program with: a program of its own
+        step("measuring what each privileged field is worth to the teacher", "each one permuted across the panel")
+        worth = privilege_value(env, teacher_result.nets.actor, first_seed(teachers), panel, key=privilege_key)
     return {
         "by_group": panel_breakdown(env, members[0], first),
         **members[0],
