@@ -18,9 +18,7 @@ the student actor's input).
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -517,7 +515,7 @@ def evaluate_suite(
 ) -> list[list[dict[str, Any]]]:
     """:func:`evaluate_members` under each of ``C`` suite conditions (``perturbations`` ``[C]``), all
     ``C × M`` teacher/student pairs and their ``references`` in one program on the same reset keys,
-    its calls side by side (:func:`run_in_parts`). With ``teacher_view`` (see :func:`panel_program`),
+    one call. With ``teacher_view`` (see :func:`panel_program`),
     condition ``c``'s teacher acts on ``teacher_view(obs, views[c])``.
 
     Returns ``[C][M]`` dicts like :func:`evaluate_members`' (``teacher``, ``student``, ``imitation``,
@@ -534,37 +532,11 @@ def evaluate_suite(
         return over_rows(keys, teachers, student_params, student_stats, reference_params, *rows)
 
     args = (panel.reset_keys(), teachers, student_params, student_stats, tuple(r.params for r in chosen))
-    out = run_in_parts(suite_program, args, (perturbations, views))
+    # One call: two calls of it from two threads ran side by side on the CPU (twice as fast on the
+    # cart-pole) but deadlocked the quadruped's evaluation, whose larger matrix products wait on
+    # XLA's intra-op thread pool from inside it.
+    out = jax.device_get(suite_program(*args, (perturbations, views)))
     return [_members(_pick(out, c), names) for c in range(int(jax.tree.leaves(perturbations)[0].shape[0]))]
-
-
-def host_threads() -> int:
-    """How many compiled calls are worth running side by side: the CPU cores this process may use
-    when JAX computes on the CPU, else 1 (an accelerator runs one program at a time anyway)."""
-    if jax.devices()[0].platform != "cpu":
-        return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def run_in_parts(program: Any, args: tuple, batch: Any, parts: int | None = None) -> Any:
-    """``program(*args, batch)`` for a ``batch`` with a leading axis ``[C]``, as ``parts`` equal calls of one
-    compiled program run side by side in threads; the outputs (leading axis ``[C]``) come back joined.
-
-    XLA's CPU client runs one call of a program full of sequential ``while`` loops (the unrolls) on
-    about one core, and runs calls from different threads at the same time: two halves of the suite
-    take about the time of one (measured on 2 cores). The batch is padded to equal parts by repeating
-    its last entry, so the program compiles once (on this thread, before the calls); the padding is
-    dropped. ``parts`` defaults to :func:`host_threads`, at most ``C``.
-    """
-    count = int(jax.tree.leaves(batch)[0].shape[0])
-    parts = max(1, min(count, host_threads() if parts is None else parts))
-    size = -(-count // parts)
-    padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], size * parts - count, axis=0)]), batch)
-    pieces = [jax.tree.map(lambda x, i=i: x[i * size:(i + 1) * size], padded) for i in range(parts)]
-    compiled = program.lower(*args, pieces[0]).compile()  # once, before the threads call it
-    with concurrent.futures.ThreadPoolExecutor(parts) as pool:
-        outs = list(pool.map(lambda piece: jax.device_get(compiled(*args, piece)), pieces))
-    return jax.tree.map(lambda *xs: np.concatenate(xs)[:count], *outs)
 
 
 def paired_difference(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> dict[str, Any]:

@@ -38,8 +38,7 @@ import numpy as np
 
 from distill_jax.distill.update import FrozenTeacher
 from distill_jax.envs.base import Env
-from distill_jax.evaluate import (Panel, rollout_first_episodes, run_in_parts, t_interval, teacher_policy,
-                                  wilson_interval)
+from distill_jax.evaluate import Panel, rollout_first_episodes, t_interval, teacher_policy, wilson_interval
 from distill_jax.rollout import Policy
 from distill_jax.schema import ObservationSchema
 from distill_jax.xla_options import compiler_options
@@ -99,8 +98,7 @@ def field_masks(num_fields: int) -> jax.Array:
 def permuted_scores(env: Env, teacher_actor: Any, teacher: FrozenTeacher, panel: Panel, fields: Sequence[str],
                     perm: jax.Array) -> dict[str, np.ndarray]:
     """First-episode scores ``[F + 1, N]`` (see :func:`~distill_jax.evaluate.first_episode_scores`):
-    row 0 the unpermuted teacher, row ``1 + j`` with ``fields[j]`` permuted; one compiled program,
-    its rows in calls side by side (:func:`~distill_jax.evaluate.run_in_parts`)."""
+    row 0 the unpermuted teacher, row ``1 + j`` with ``fields[j]`` permuted; one jitted program."""
     if env.episode_length is None:
         raise ValueError("privilege_value needs an env with a time limit (episode_length)")
     fields = tuple(fields)
@@ -117,7 +115,7 @@ def permuted_scores(env: Env, teacher_actor: Any, teacher: FrozenTeacher, panel:
 
         return jax.vmap(one)(masks)
 
-    return run_in_parts(run, (teacher, perm), field_masks(len(fields)))
+    return jax.device_get(run(teacher, perm, field_masks(len(fields))))
 
 
 def paired_t_interval(differences: np.ndarray) -> tuple[float, float]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax.evaluate import (breakdown, explained_action_variance, first_episode_scores, run_in_parts, summarize,
+from distill_jax.evaluate import (breakdown, explained_action_variance, first_episode_scores, summarize,
                                   wilson_interval)
 from distill_jax.run.report import markdown_table
 from distill_jax.rollout import Transition
@@ -191,12 +190,3 @@ def test_first_episode_scores_record_what_each_episode_started_on():
     scores = first_episode_scores(_transition({"terrain_type": start}))
     np.testing.assert_array_equal(scores["start/terrain_type"], [2.0, 1.0])
 
-
-@pytest.mark.parametrize("parts", [1, 2, 3, 5, 8])
-def test_run_in_parts_joins_equal_calls_in_order_and_drops_the_padding(parts):
-    # 5 rows in 2 parts are 2 calls of 3 rows (the last row repeated once): one compiled program.
-    program = jax.jit(lambda scale, rows: (rows[0] * scale, rows[1].sum(axis=-1)))
-    rows = (jnp.arange(5.0), jnp.arange(15.0).reshape(5, 3))
-    scaled, sums = run_in_parts(program, (2.0,), rows, parts)
-    np.testing.assert_array_equal(scaled, 2.0 * np.arange(5.0))
-    np.testing.assert_array_equal(sums, np.arange(15.0).reshape(5, 3).sum(axis=-1))
