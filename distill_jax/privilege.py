@@ -107,15 +107,15 @@ def permuted_scores(env: Env, teacher_actor: Any, teacher: FrozenTeacher, panel:
     # Teacher and permutation are arguments, not closed-over constants, so another teacher or key
     # reuses the compiled program.
     @functools.partial(jax.jit, compiler_options=compiler_options())
-    def run(teacher, perm, masks):
+    def run(teacher, perm):
         def one(mask):
             policy = permuted_teacher_policy(teacher_actor, teacher, fields, perm, mask,
                                              deterministic=panel.deterministic)
             return rollout_first_episodes(env, policy, None, keys, env.episode_length)
 
-        return jax.vmap(one)(masks)
+        return jax.vmap(one)(field_masks(len(fields)))
 
-    return jax.device_get(run(teacher, perm, field_masks(len(fields))))
+    return jax.device_get(run(teacher, perm))
 
 
 def paired_t_interval(differences: np.ndarray) -> tuple[float, float]:
