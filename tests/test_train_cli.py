@@ -312,17 +312,20 @@ def test_the_default_preset_runs_the_task_where_privilege_matters_and_a_named_ta
 
     bare = resolve_config(build_parser().parse_args([]))
     assert bare == preset("default", "cartpole_hidden") and bare.env == "cartpole_hidden" and bare.baseline.enabled
-    assert resolve_config(build_parser().parse_args(["--env", "cartpole"])) == DEFAULT
+    assert resolve_config(build_parser().parse_args(["--env", "cartpole"])) == preset("default", "cartpole")
+    assert resolve_config(build_parser().parse_args(["--env", "brax_inverted_pendulum"])) == dataclasses.replace(
+        DEFAULT, env="brax_inverted_pendulum")
     assert resolve_config(build_parser().parse_args(["--preset", "smoke"])).env == "cartpole"
 
 
 def test_a_config_file_naming_its_task_gets_that_tasks_preset(tmp_path):
-    from distill_jax.run.presets import DEFAULT
+    from distill_jax.run.presets import preset
     from distill_jax.train import build_parser, resolve_config
 
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"env": "cartpole", "seed": 3}))
-    assert resolve_config(build_parser().parse_args(["--config", str(path)])) == dataclasses.replace(DEFAULT, seed=3)
+    assert resolve_config(build_parser().parse_args(["--config", str(path)])) == dataclasses.replace(
+        preset("default", "cartpole"), seed=3)
     path.write_text(json.dumps({"env": ["cartpole"]}))
     with pytest.raises(ConfigError, match="env"):
         resolve_config(build_parser().parse_args(["--config", str(path)]))
