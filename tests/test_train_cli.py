@@ -410,6 +410,31 @@ logging.getLogger("absl").warning("after the block")
     assert "Event loop is closed" in loud.stderr
 
 
+def test_xla_cpp_log_lines_while_compiling_are_dropped_inside_the_block_and_shown_with_verbose(tmp_path):
+    """XLA's C++ ERROR lines during a compilation (as its "Very slow compile?" banner after two minutes)
+    are dropped inside :func:`noise.silenced`, shown with ``--verbose``, and back after the block. A dump
+    directory that cannot be created makes XLA log one such line per compilation, at once."""
+    (tmp_path / "a_file").write_text("")
+    probe = """
+import sys
+import jax
+from distill_jax.run import noise
+with noise.silenced(sys.argv[1] == "verbose"):
+    jax.jit(lambda x: x + 1.0)(1.0)
+    print("inside", file=sys.stderr)
+jax.jit(lambda x: x * 3.0)(1.0)
+"""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_dump_to={tmp_path / 'a_file' / 'dump'}"}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    quiet, loud = (subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, timeout=120,
+                                  env=env) for mode in ("default", "verbose"))
+    assert quiet.returncode == loud.returncode == 0, (quiet.stderr, loud.stderr)
+    dump_error = "Could not create directory"
+    before, after = quiet.stderr.split("inside\n")
+    assert dump_error not in before and dump_error in after, quiet.stderr  # restored after the block
+    assert dump_error in loud.stderr.split("inside\n")[0], loud.stderr
+
+
 @pytest.mark.parametrize("where, message", [
     ("{tmp}/a_file/run", "cannot create the run directory: {tmp}/a_file is a file"),
     ("{tmp}/read_only/run", "cannot create the run directory: {tmp}/read_only is not writable"),

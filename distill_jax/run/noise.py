@@ -17,6 +17,13 @@ brax 0.14), and how each is kept out of the default output:
   closed" tracebacks after a failed checkpoint read, which can arrive after the failure itself
   was reported: :func:`silenced` passes on only what the main thread writes (the command's own
   lines; its progress and heartbeats go to stdout).
+* XLA's C++ log lines while it compiles a program, written straight to file descriptor 2: the
+  ``Very slow compile? If you want to file a bug ...`` banner once a compilation passes two minutes
+  (the terrain quadruped's evaluation on 2 CPU cores), a box of asterisks around it. The console's
+  heartbeat already says ``still compiling 'run' (2:05)``. :class:`QuietCompiles` raises the C++
+  log threshold to FATAL from the start of each XLA compilation to its end (JAX's monitoring
+  events) and puts it back after; what XLA logs while programs *run* (e.g. a collective that
+  waits on another process) stays visible.
 
 ``--verbose`` turns all of this off. Nothing is changed at import time: the filters hold inside
 the ``with`` block only.
@@ -28,6 +35,7 @@ import contextlib
 import importlib
 import io
 import logging
+import os
 import sys
 import threading
 import warnings
@@ -39,6 +47,10 @@ WARP_LINE_PREFIXES = ("Failed to import warp:", "Failed to import mujoco_warp:")
 # Python warnings filtered by message (a regular expression matched at the start of the message).
 WARNING_MESSAGES = (r"Brax System, piplines and environments are not actively being",)
 QUIET_LOGGERS = ("absl",)
+# JAX's monitoring event for XLA's compilation of one program: a scalar when it starts, a duration
+# when it ends (jax._src.dispatch; the console reads the same events).
+XLA_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+CPP_FATAL = 3  # absl's severities: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL
 
 
 def import_mjx_quietly() -> None:
@@ -69,13 +81,79 @@ class MainThreadStderr:
         return getattr(self.stream, name)
 
 
+def _cpp_log_threshold_setter() -> Any:
+    """jaxlib's setter of the C++ (absl) log threshold, or ``None`` where this jaxlib has none."""
+    try:
+        from jax._src.lib import utils  # private: used only here, and only if present
+    except ImportError:
+        return None
+    return getattr(utils, "absl_set_min_log_level", None)
+
+
+def _threshold_from_environment() -> int:
+    """The C++ log threshold a process starts with: ``TF_CPP_MIN_LOG_LEVEL`` (0, all, if unset)."""
+    value = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
+    return int(value) if value.isdigit() else 0
+
+
+class QuietCompiles:
+    """While XLA compiles a program, its C++ log lines below FATAL are dropped.
+
+    Listens to JAX's start and end events of each XLA compilation; compilations may overlap (a
+    depth count), and the threshold returns to ``TF_CPP_MIN_LOG_LEVEL``'s value when the last one
+    ends and on :meth:`close`. A no-op where jaxlib has no threshold setter.
+    """
+
+    def __init__(self) -> None:
+        self._set = _cpp_log_threshold_setter()
+        self._normal = _threshold_from_environment()
+        self._depth = 0
+        self._lock = threading.Lock()
+        self._listening = False
+
+    def open(self) -> QuietCompiles:
+        if self._set is not None and not self._listening:
+            from jax import monitoring
+
+            monitoring.register_scalar_listener(self._on_start)
+            monitoring.register_event_duration_secs_listener(self._on_end)
+            self._listening = True
+        return self
+
+    def close(self) -> None:
+        if not self._listening:
+            return
+        from jax import monitoring
+
+        monitoring.unregister_scalar_listener(self._on_start)
+        monitoring.unregister_event_duration_listener(self._on_end)
+        self._listening = False
+        with self._lock:
+            self._depth = 0
+            self._set(self._normal)
+
+    def _on_start(self, event: str, value: float, **kwargs: Any) -> None:
+        if event == XLA_COMPILE_EVENT:
+            with self._lock:
+                self._depth += 1
+                self._set(max(CPP_FATAL, self._normal))
+
+    def _on_end(self, event: str, seconds: float, **kwargs: Any) -> None:
+        if event == XLA_COMPILE_EVENT:
+            with self._lock:
+                self._depth = max(self._depth - 1, 0)
+                if self._depth == 0:
+                    self._set(self._normal)
+
+
 @contextlib.contextmanager
 def silenced(verbose: bool = False) -> Iterator[None]:
     """Inside the block: no absl warnings, no Brax deprecation warning, nothing other threads write
-    to stderr. Cheap: call :func:`import_mjx_quietly` too, once JAX may be imported.
+    to stderr, no XLA C++ log lines while a program compiles. Cheap: call :func:`import_mjx_quietly`
+    too, once JAX may be imported.
 
-    With ``verbose`` the block changes nothing. Logger levels, warning filters and ``sys.stderr``
-    are restored on exit.
+    With ``verbose`` the block changes nothing. Logger levels, warning filters, ``sys.stderr`` and
+    the C++ log threshold are restored on exit.
     """
     if verbose:
         yield
@@ -89,13 +167,15 @@ def silenced(verbose: bool = False) -> Iterator[None]:
         for logger in loggers:
             logger.setLevel(logging.ERROR)
         sys.stderr = MainThreadStderr(stderr)
+        compiles = QuietCompiles().open()
         try:
             yield
         finally:
+            compiles.close()
             sys.stderr = stderr
             for logger, level in zip(loggers, levels):
                 logger.setLevel(level)
 
 
-__all__ = ["QUIET_LOGGERS", "WARNING_MESSAGES", "WARP_LINE_PREFIXES", "MainThreadStderr", "import_mjx_quietly",
-           "silenced"]
+__all__ = ["QUIET_LOGGERS", "WARNING_MESSAGES", "WARP_LINE_PREFIXES", "XLA_COMPILE_EVENT", "MainThreadStderr",
+           "QuietCompiles", "import_mjx_quietly", "silenced"]
