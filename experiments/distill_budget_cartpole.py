@@ -47,8 +47,8 @@ def summary(report: dict) -> dict:
     ratio = group["student_over_teacher_return"]
     falls = group["student"]["fall_rate"]
     return {"ratio_mean": ratio["mean"], "ratio_ci95": ratio["ci95"], "ratio_per_seed": ratio["per_seed"],
-            "student_fall_rate_mean": falls["mean"], "student_fall_rate_per_seed": falls["per_seed"], "teacher_return_mean": group["teacher"]["return_mean"]["mean"],
-            "kl_mean": group["imitation"]["kl"]["mean"]}
+            "student_fall_rate_mean": falls["mean"], "student_fall_rate_per_seed": falls["per_seed"],
+            "teacher_return_mean": group["teacher"]["return_mean"]["mean"], "kl_mean": group["imitation"]["kl"]["mean"]}
 
 
 def main() -> None:

@@ -42,14 +42,14 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+# JAX's monitoring event of XLA compiling one program: a scalar at its start, a duration at its end.
+from distill_jax.run.console import COMPILE_EVENT
+
 # Lines that the first import of mujoco.mjx prints when the optional warp package is absent.
 WARP_LINE_PREFIXES = ("Failed to import warp:", "Failed to import mujoco_warp:")
 # Python warnings filtered by message (a regular expression matched at the start of the message).
 WARNING_MESSAGES = (r"Brax System, piplines and environments are not actively being",)
 QUIET_LOGGERS = ("absl",)
-# JAX's monitoring event for XLA's compilation of one program: a scalar when it starts, a duration
-# when it ends (jax._src.dispatch; the console reads the same events).
-XLA_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 CPP_FATAL = 3  # absl's severities: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL
 
 
@@ -133,13 +133,13 @@ class QuietCompiles:
             self._set(self._normal)
 
     def _on_start(self, event: str, value: float, **kwargs: Any) -> None:
-        if event == XLA_COMPILE_EVENT:
+        if event == COMPILE_EVENT:
             with self._lock:
                 self._depth += 1
                 self._set(max(CPP_FATAL, self._normal))
 
     def _on_end(self, event: str, seconds: float, **kwargs: Any) -> None:
-        if event == XLA_COMPILE_EVENT:
+        if event == COMPILE_EVENT:
             with self._lock:
                 self._depth = max(self._depth - 1, 0)
                 if self._depth == 0:
@@ -177,5 +177,5 @@ def silenced(verbose: bool = False) -> Iterator[None]:
                 logger.setLevel(level)
 
 
-__all__ = ["QUIET_LOGGERS", "WARNING_MESSAGES", "WARP_LINE_PREFIXES", "XLA_COMPILE_EVENT", "MainThreadStderr",
-           "QuietCompiles", "import_mjx_quietly", "silenced"]
+__all__ = ["QUIET_LOGGERS", "WARNING_MESSAGES", "WARP_LINE_PREFIXES", "MainThreadStderr", "QuietCompiles",
+           "import_mjx_quietly", "silenced"]
