@@ -120,6 +120,53 @@ def test_curriculum_metrics(env, rollout):
                                  "terrain_level": tuple(f"level {i}" for i in range(task.config.terrain.num_levels))}
 
 
+def yaw_of(qpos: np.ndarray) -> np.ndarray:
+    """Trunk yaw ``[B]`` from the free joint's quaternions via MuJoCo's own rotation matrix."""
+    import mujoco
+
+    mats = np.zeros((len(qpos), 9))
+    for i, quat in enumerate(np.asarray(qpos, np.float64)[:, 3:7]):
+        mujoco.mju_quat2Mat(mats[i], quat)
+    return np.arctan2(mats[:, 3], mats[:, 0])
+
+
+def test_heading_commands_steer_toward_the_target_heading(env, rollout):
+    """The command's yaw rate is clip(0.5 * wrap(heading - yaw), [-1, 1]) after every step; xy is kept."""
+    heading = np.asarray(rollout[0].info["heading"])
+    assert np.all(np.abs(heading) <= np.pi) and len(np.unique(heading)) == B
+    for st in rollout:
+        np.testing.assert_array_equal(st.info["heading"], heading)
+        error = np.angle(np.exp(1j * (heading - yaw_of(st.physics.qpos))))
+        expected = np.clip(0.5 * error, -1.0, 1.0)
+        np.testing.assert_allclose(st.obs["command"][:, 2], expected, atol=1e-5)
+        np.testing.assert_array_equal(st.obs["command"], st.info["command"])
+        np.testing.assert_array_equal(st.obs["command"][:, :2], rollout[0].obs["command"][:, :2])
+    assert np.any(np.abs(rollout[0].obs["command"][:, 2]) > 0.2)  # not all spawned facing their heading
+
+
+def test_the_reward_tracks_the_yaw_rate_the_previous_observation_showed(env, rollout):
+    task = task_of(env)
+    sigma, weight, dt = task.config.tracking_sigma, task.config.rewards.tracking_ang_vel, task.dt
+    for before, after in zip(rollout[:-1], rollout[1:]):
+        err = before.obs["command"][:, 2] - after.obs["base_ang_vel"][:, 2]
+        np.testing.assert_allclose(after.metrics["reward_tracking_ang_vel"], weight * dt * np.exp(-err ** 2 / sigma),
+                                   rtol=1e-4, atol=1e-7)
+
+
+def test_steering_closed_form_and_the_switch():
+    task = TerrainQuadruped(terrain_config_from_overrides(SMALL))
+    qpos = np.zeros(19, np.float32)
+    qpos[3:7] = [np.cos(0.15), 0.0, 0.0, np.sin(0.15)]  # yaw 0.3 rad
+    command = jnp.array([0.5, -0.2, 0.7])
+    # heading -2.9: the short way round is +3.083 rad (wrapped), 0.5 x 3.083 clipped to 1.
+    np.testing.assert_allclose(task._steer(command, jnp.float32(-2.9), qpos), [0.5, -0.2, 1.0], atol=1e-6)
+    np.testing.assert_allclose(task._steer(command, jnp.float32(0.1), qpos), [0.5, -0.2, -0.1], atol=1e-6)
+    off = TerrainQuadruped(terrain_config_from_overrides({**SMALL, "heading_command": False}))
+    np.testing.assert_array_equal(off._steer(command, jnp.float32(-2.9), qpos), command)
+    assert "heading" in task.fingerprint()["reset_distribution"]["command"]
+    assert "heading" not in off.fingerprint()["reset_distribution"]["command"]
+
+
 def test_fingerprint_declares_the_map_scan_and_curriculum(env):
     fp = env.fingerprint()
     assert fp["name"] == "quadruped_terrain" and fp["terrain"]["kind"] == "tiles"
@@ -137,6 +184,9 @@ def test_fingerprint_declares_the_map_scan_and_curriculum(env):
     ({"terrain_num_levels": 0}, r"^TileTerrainConfig\.num_levels=0"),
     ({"spawn_half_extent": 0.4}, r"^TerrainQuadrupedConfig\.spawn_half_extent=0\.4"),
     ({"scan_colour": 1}, r"unknown quadruped_rough option\(s\) \['scan_colour'\]"),
+    ({"heading_gain": -0.5}, r"^TerrainQuadrupedConfig\.heading_gain=-0\.5: must be a finite number >= 0"),
+    ({"heading_gain": float("nan")}, r"^TerrainQuadrupedConfig\.heading_gain=nan: must be a finite number >= 0"),
+    ({"heading_command": "yes"}, r"^TerrainQuadrupedConfig\.heading_command='yes': must be true or false"),
 ])
 def test_bad_options_are_refused_in_one_line(overrides, message):
     with pytest.raises(ValueError, match=message) as e:

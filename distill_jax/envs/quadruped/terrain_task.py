@@ -24,6 +24,17 @@ stepping blocks, gaps), with three additions:
   (m, horizontal) and ``command_speed`` (``|cmd_xy|``, m/s), which is what
   :func:`distill_jax.envs.curriculum.update_levels` needs at an episode's end.
 
+* **heading commands** (``heading_command``, on by default; legged_gym's rough-terrain
+  setting): the command's third entry is not a yaw rate drawn once per episode but
+  ``clip(heading_gain * wrap(heading - yaw), command_yaw)``, recomputed after every step
+  from a target heading drawn at reset (uniform in [-pi, pi], world frame), so the robot
+  turns to that heading and then walks straight. The Rudin curriculum needs this: it
+  promotes an env that ends its episode half a tile from its spawn and demotes one that
+  covered under half of ``|cmd_xy| * duration``, and a robot that tracks a constant yaw
+  rate walks a circle (radius ``|cmd_xy| / |yaw_rate|``, 0.6 m at 0.6 m/s and 1 rad/s),
+  ending near its spawn however well it tracks. The observed ``command`` is the one the
+  step's reward tracks.
+
 A single env draws its tile at every reset (evaluation batches it that way: a
 uniform panel over tiles). Training phases batch it with
 :class:`~distill_jax.envs.quadruped.terrain_curriculum.TerrainCurriculumAutoReset`
@@ -36,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -54,7 +66,7 @@ from distill_jax.terrain_tiles import TileTerrainConfig, describe_tiles, generat
 TERRAIN_STUDENT_FIELDS = (*STUDENT_FIELDS, "height_scan")
 TERRAIN_TEACHER_FIELDS = (*TEACHER_FIELDS, "terrain_scan")
 # Task info carried from step to step (the parent task rebuilds its own info each step).
-TERRAIN_INFO = ("height_scan_state", "terrain_level", "terrain_type", "spawn_xy")
+TERRAIN_INFO = ("height_scan_state", "terrain_level", "terrain_type", "spawn_xy", "heading")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +79,27 @@ class TerrainQuadrupedConfig(QuadrupedConfig):
         ``[-s, s]^2`` (m); at most half the platform minus the robot's half footprint.
       height_scan: the deployable scan's grid and imperfections.
       curriculum: the level settings (``init_max_level`` bounds the levels drawn at reset).
+      heading_command: the command's yaw rate steers toward a heading drawn at reset (see the
+        module docstring); off, it is the parent's yaw rate drawn once per episode.
+      heading_gain: yaw-rate command (rad/s) per radian of heading error, before the clip to
+        ``command_yaw``.
     """
 
     terrain: TileTerrainConfig = TileTerrainConfig()
     spawn_half_extent: float = 0.25
     height_scan: HeightScanConfig = HeightScanConfig()
     curriculum: CurriculumConfig = CurriculumConfig(init_max_level=None)
+    heading_command: bool = True
+    heading_gain: float = 0.5
 
     def __post_init__(self):
         super().__post_init__()
+        if not isinstance(self.heading_command, bool):
+            raise ValueError(f"TerrainQuadrupedConfig.heading_command={self.heading_command!r}: must be true or false")
+        gain = self.heading_gain
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain < 0:
+            raise ValueError(f"TerrainQuadrupedConfig.heading_gain={gain!r}: must be a finite number >= 0 "
+                             "(rad/s per rad)")
         if not isinstance(self.terrain, TileTerrainConfig):
             raise ValueError(f"TerrainQuadrupedConfig.terrain: a TileTerrainConfig, got {type(self.terrain).__name__}")
         # The feet stand up to ~0.24 m from the base centre: keep them on the flat platform.
@@ -120,7 +144,9 @@ class TerrainQuadruped(RoughTerrainQuadruped):
     """The quadruped on the tile map with a deployable height scan (see the module docstring)."""
 
     name = "quadruped_terrain"
-    version = "2"  # 2: slopes, stairs and moats begin a seeded offset past the platform (feature_offset)
+    # 2: slopes, stairs and moats begin a seeded offset past the platform (feature_offset);
+    # 3: heading commands (heading_command), the reset's keys split three ways.
+    version = "3"
     student_fields = TERRAIN_STUDENT_FIELDS
     teacher_fields = TERRAIN_TEACHER_FIELDS
 
@@ -186,6 +212,10 @@ class TerrainQuadruped(RoughTerrainQuadruped):
             "spawn_xy": {"tile_centre_offset": [-cfg.spawn_half_extent, cfg.spawn_half_extent],
                          "level": [0, bound - 1], "type": "uniform"},
         }
+        if cfg.heading_command:
+            fp["reset_distribution"]["command"] = {
+                "vx": list(cfg.command_vx), "vy": list(cfg.command_vy), "heading": [-math.pi, math.pi],
+                "yaw_rate": f"clip({cfg.heading_gain} * wrap(heading - yaw), {list(cfg.command_yaw)}) every step"}
         fp["height_scan"] = cfg.height_scan.describe()
         # Training phases carry levels across episodes (TerrainCurriculumAutoReset); a single env and
         # evaluation draw a tile per episode.
@@ -193,26 +223,47 @@ class TerrainQuadruped(RoughTerrainQuadruped):
         return fp
 
     def reset_with_model(self, key: jax.Array, model: mjx.Model) -> EnvState:
-        k_task, k_scan = jax.random.split(key)
+        k_task, k_scan, k_heading = jax.random.split(key, 3)
         state = super().reset_with_model(k_task, model)
         xy = state.physics.qpos[:2]
         level, kind = tile_of(self.config.terrain, xy[0], xy[1], xp=jnp)
         exact = self._exact_scan(state.physics)
         scan_state, scan = scan_reset(self.config.height_scan, k_scan, exact)
+        heading = jax.random.uniform(k_heading, (), minval=-jnp.pi, maxval=jnp.pi)
+        command = self._steer(state.info["command"], heading, state.physics.qpos)
         info = {**state.info, "height_scan_state": scan_state, "terrain_level": level, "terrain_type": kind,
-                "spawn_xy": xy}
+                "spawn_xy": xy, "heading": heading, "command": command}
         metrics = {**state.metrics, **self._terrain_metrics(info, state.physics)}
-        return state.replace(obs={**state.obs, **self._scan_fields(scan, exact)}, info=info, metrics=metrics)
+        obs = {**state.obs, **self._scan_fields(scan, exact), "command": command}
+        return state.replace(obs=obs, info=info, metrics=metrics)
 
     def step_with_model(self, state: EnvState, action: jax.Array, model: mjx.Model) -> EnvState:
         rng, k_scan = jax.random.split(state.rng)
         carried = {k: state.info[k] for k in TERRAIN_INFO}
+        # The parent's reward tracks state.info["command"], the command this step's observation showed.
         nxt = super().step_with_model(state.replace(rng=rng), action, model)
         exact = self._exact_scan(nxt.physics)
         scan_state, scan = scan_step(self.config.height_scan, carried["height_scan_state"], k_scan, exact)
-        info = {**nxt.info, **carried, "height_scan_state": scan_state}
+        command = self._steer(nxt.info["command"], carried["heading"], nxt.physics.qpos)
+        info = {**nxt.info, **carried, "height_scan_state": scan_state, "command": command}
         metrics = {**nxt.metrics, **self._terrain_metrics(info, nxt.physics)}
-        return nxt.replace(obs={**nxt.obs, **self._scan_fields(scan, exact)}, info=info, metrics=metrics)
+        obs = {**nxt.obs, **self._scan_fields(scan, exact), "command": command}
+        return nxt.replace(obs=obs, info=info, metrics=metrics)
+
+    def _steer(self, command: jax.Array, heading: jax.Array, qpos: jax.Array) -> jax.Array:
+        """``command`` ``[3]`` with its yaw rate turning the trunk toward ``heading`` (rad, world frame).
+
+        ``clip(heading_gain * wrap(heading - yaw), command_yaw)`` with the trunk's yaw from its
+        quaternion ``qpos[3:7]``; ``command`` unchanged when ``heading_command`` is off.
+        """
+        cfg = self.config
+        if not cfg.heading_command:
+            return command
+        w, x, y, z = qpos[3], qpos[4], qpos[5], qpos[6]
+        yaw = jnp.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+        error = jnp.arctan2(jnp.sin(heading - yaw), jnp.cos(heading - yaw))  # wrapped to (-pi, pi]
+        rate = jnp.clip(cfg.heading_gain * error, cfg.command_yaw[0], cfg.command_yaw[1])
+        return command.at[2].set(rate).astype(jnp.float32)
 
     # Observation fields that depend on where the robot stands: what relocate rewrites.
     RELOCATED_FIELDS = ("terrain_heights", "base_height", "height_scan", "terrain_scan")
