@@ -7,7 +7,10 @@ and writes, per terrain type of the held-out panel: the teacher's, the blind and
 student's return (mean, 95 % t-interval over the type's episodes) and fall rate (Wilson interval),
 the paired perceptive − blind return difference (the same reset keys, so episode k started on the
 same tile in both runs), and the share of the teacher's training envs at each type's hardest level
-at its last update (``env/terrain_top_<type>`` / ``env/terrain_type_<type>`` in ``metrics.jsonl``).
+at its last update (``env/terrain_top_<type>`` / ``env/terrain_type_<type>`` in ``metrics.jsonl``),
+and the teacher's training curve in blocks of updates: return, mean level, falls, tracking error,
+distance walked from the spawn, and the share of envs at the hardest level (issue #44's teacher target:
+the hardest stairs level on at least half of the stairs envs).
 
 Usage: python experiments/terrain_report.py BLIND_RUN PERCEPTIVE_RUN [--md OUT.md] [--json OUT.json]
 """
@@ -36,11 +39,15 @@ def load_eval(run: pathlib.Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def top_level_shares(run: pathlib.Path, types: list[str]) -> dict[str, float | None]:
-    """Per type: the share of the teacher's training envs at its hardest level, at the last teacher update."""
+def _teacher_rows(run: pathlib.Path) -> list[dict[str, Any]]:
     path = run / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    teacher = [r for r in rows if r.get("phase") == "teacher"]
+    return [r for r in rows if r.get("phase") == "teacher"]
+
+
+def top_level_shares(run: pathlib.Path, types: list[str]) -> dict[str, float | None]:
+    """Per type: the share of the teacher's training envs at its hardest level, at the last teacher update."""
+    teacher = _teacher_rows(run)
     if not teacher:
         return {name: None for name in types}
     last = teacher[-1]
@@ -54,6 +61,39 @@ def top_level_shares(run: pathlib.Path, types: list[str]) -> dict[str, float | N
         top, on = value(f"env/terrain_top_{name}"), value(f"env/terrain_type_{name}")
         shares[name] = None if top is None or not on else top / on
     return shares
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    """Mean of a metric over rows (each row's value averaged over its seeds), NaNs and gaps skipped."""
+    values = [float(np.mean(r[key])) for r in rows if r.get(key) is not None]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def teacher_curve(run: pathlib.Path, types: list[str], blocks: int = 8) -> list[dict[str, Any]]:
+    """The teacher's training curve in ``blocks`` equal blocks of updates (fewer if it ran fewer updates).
+
+    Each row: the block's last ``update`` and ``env_steps``, and block means of ``episode_return``
+    (completed episodes), ``env/terrain_level``, ``env/fall`` (per step), ``env/tracking_error`` (m/s),
+    ``env/distance_from_spawn`` (m), and per type the share of that type's envs at the hardest level
+    (``top_<type>``; the ratio of the two per-step means, row by row).
+    """
+    rows = _teacher_rows(run)
+    if not rows:
+        return []
+    curve = []
+    for block in np.array_split(np.arange(len(rows)), min(blocks, len(rows))):
+        chosen = [rows[i] for i in block]
+        entry: dict[str, Any] = {"update": chosen[-1].get("update"), "env_steps": chosen[-1].get("env_steps")}
+        for key in ("episode_return", "env/terrain_level", "env/fall", "env/tracking_error", "env/distance_from_spawn"):
+            entry[key.split("/")[-1]] = _mean(chosen, key)
+        for name in types:
+            shares = [float(np.mean(r[f"env/terrain_top_{name}"])) / float(np.mean(r[f"env/terrain_type_{name}"]))
+                      for r in chosen if r.get(f"env/terrain_top_{name}") is not None
+                      and float(np.mean(r.get(f"env/terrain_type_{name}") or 0.0)) > 0]
+            entry[f"top_{name}"] = float(np.mean(shares)) if shares else None
+        curve.append(entry)
+    return curve
 
 
 def _types(report: dict[str, Any]) -> list[str]:
@@ -128,8 +168,30 @@ def _falls(entry: dict[str, Any]) -> str:
     return f"{entry['fall_rate']:.0%} [{low:.0%}, {high:.0%}]"
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def curve_markdown(curve: list[dict[str, Any]], types: list[str]) -> list[str]:
+    """The teacher's curve as markdown lines (empty when the run has no teacher rows)."""
+    if not curve:
+        return []
+    lines = ["", "The teacher in training (block means over its updates; `at top`: share of that type's envs on "
+                 "its hardest level):", "",
+             "| update | env steps | return | mean level | falls / step | tracking error (m/s) | distance (m) | "
+             + " | ".join(f"at top: {t}" for t in types) + " |",
+             "|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(types)]
+    for c in curve:
+        steps = "–" if c["env_steps"] is None else f"{c['env_steps'] / 1e6:.2f}M"
+        lines.append(f"| {c['update']} | {steps} | {_num(c['episode_return'], '.2f')} | "
+                     f"{_num(c['terrain_level'], '.2f')} | {_num(c['fall'], '.1e')} | "
+                     f"{_num(c['tracking_error'], '.3f')} | {_num(c['distance_from_spawn'], '.2f')} | "
+                     + " | ".join(_num(c[f"top_{t}"], ".0%") for t in types) + " |")
+    return lines
+
+
 def markdown(rows: list[dict[str, Any]], suite: list[dict[str, Any]], shares: dict[str, float | None],
-             blind: dict[str, Any], perceptive: dict[str, Any]) -> str:
+             blind: dict[str, Any], perceptive: dict[str, Any], curve: list[dict[str, Any]] = ()) -> str:
     scan = perceptive["config"]["distill"]["student"].get("scan_encoder", "none")
     lines = [
         f"Held-out panel: {len(blind['panel']['seeds'])} episodes, env overrides {blind['panel']['env_overrides']}; "
@@ -159,6 +221,7 @@ def markdown(rows: list[dict[str, Any]], suite: list[dict[str, Any]], shares: di
     t, b, p = (x["return_mean"] for x in (blind["teacher"], blind["student"], perceptive["student"]))
     lines += ["", f"Whole panel: teacher {t:.1f}, blind student {b:.1f} ({b / t:.3f} of the teacher), perceptive "
                   f"student {p:.1f} ({p / t:.3f})."]
+    lines += curve_markdown(list(curve), [r["type"] for r in rows])
     return "\n".join(lines) + "\n"
 
 
@@ -175,14 +238,17 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    shares = top_level_shares(args.blind, [r["type"] for r in rows])
+    types = [r["type"] for r in rows]
+    shares = top_level_shares(args.blind, types)
     suite = suite_rows(blind, perceptive)
-    text = markdown(rows, suite, shares, blind, perceptive)
+    curve = teacher_curve(args.blind, types)
+    text = markdown(rows, suite, shares, blind, perceptive, curve)
     print(text)
     if args.md:
         args.md.write_text(text)
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "suite_rows": suite, "top_level_share": shares}, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "suite_rows": suite, "top_level_share": shares,
+                                               "teacher_curve": curve}, indent=1))
     return 0
 
 

@@ -40,9 +40,12 @@ def write_run(path: pathlib.Path, student_returns, student_falls, scan_encoder: 
         "suite": suite or [],
     }
     (path / "eval.json").write_text(json.dumps(report))
-    rows = [{"phase": "teacher", "update": 1, "env/terrain_top_stairs_up": [0.0], "env/terrain_type_stairs_up": [0.5]},
-            {"phase": "teacher", "update": 2, "env/terrain_top_stairs_up": [0.25], "env/terrain_type_stairs_up": [0.5],
-             "env/terrain_top_gaps": [0.0], "env/terrain_type_gaps": [0.5]},
+    rows = [{"phase": "teacher", "update": 1, "env_steps": 100, "env/terrain_top_stairs_up": [0.0],
+             "env/terrain_type_stairs_up": [0.5], "episode_return": [float("nan")], "env/fall": [0.01],
+             "env/terrain_level": [2.0], "env/distance_from_spawn": [1.0]},
+            {"phase": "teacher", "update": 2, "env_steps": 200, "env/terrain_top_stairs_up": [0.25],
+             "env/terrain_type_stairs_up": [0.5], "env/terrain_top_gaps": [0.0], "env/terrain_type_gaps": [0.5],
+             "episode_return": [3.0], "env/fall": [0.03], "env/terrain_level": [4.0], "env/distance_from_spawn": [2.0]},
             {"phase": "distill", "update": 1}]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -65,6 +68,26 @@ def test_per_type_rows_match_hand_counts(report, tmp_path):
     assert result["top_level_share"] == {"stairs_up": pytest.approx(0.5), "gaps": pytest.approx(0.0)}
     table = (tmp_path / "t.md").read_text()
     assert "| gaps | 3 | 0% |" in table and "perceptive `cnn`" in table
+    # The teacher's curve: one block per update here (two teacher rows; the distill row is not the teacher's).
+    first, second = result["teacher_curve"]
+    assert (first["update"], first["env_steps"], second["update"]) == (1, 100, 2)
+    assert first["episode_return"] is None and second["episode_return"] == 3.0  # no episode ended: NaN skipped
+    assert (first["top_stairs_up"], second["top_stairs_up"], first["top_gaps"]) == (0.0, 0.5, None)
+    assert second["fall"] == pytest.approx(0.03) and first["terrain_level"] == 2.0
+    assert "| 2 | 0.00M | 3.00 | 4.00 | 3.0e-02 | – | 2.00 | 50% | 0% |" in table
+
+
+def test_the_curve_averages_blocks_of_updates(report, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"phase": "teacher", "update": u, "env_steps": 10 * u, "episode_return": [float(u)],
+             "env/terrain_top_gaps": [0.1 * (u % 2)], "env/terrain_type_gaps": [0.2]} for u in range(1, 7)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curve = report.teacher_curve(run, ["gaps"], blocks=3)
+    assert [c["update"] for c in curve] == [2, 4, 6] and [c["env_steps"] for c in curve] == [20, 40, 60]
+    assert [c["episode_return"] for c in curve] == [1.5, 3.5, 5.5]
+    assert [c["top_gaps"] for c in curve] == [pytest.approx(0.25)] * 3  # (0.5 + 0) / 2 per block
+    assert report.teacher_curve(tmp_path, ["gaps"]) == []  # no metrics.jsonl: no curve
 
 
 def test_runs_that_do_not_share_a_panel_or_a_teacher_are_refused(report, tmp_path, capsys):
