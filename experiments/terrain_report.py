@@ -12,7 +12,12 @@ and the teacher's training curve in blocks of updates: return, mean level, falls
 distance walked from the spawn, and the share of envs at the hardest level (issue #44's teacher target:
 the hardest stairs level on at least half of the stairs envs).
 
-Usage: python experiments/terrain_report.py BLIND_RUN PERCEPTIVE_RUN [--md OUT.md] [--json OUT.json]
+Usage: python experiments/terrain_report.py BLIND_RUN PERCEPTIVE_RUN [--teacher TEACHER_RUN] [--md OUT.md]
+[--json OUT.json]
+
+``--teacher``: where the teacher was trained in a run of its own (``--phase teacher``) and both students
+were distilled from it with ``--phase distill --from TEACHER_RUN --out ...``, the curve and the shares
+are read from that run's ``metrics.jsonl`` instead of the blind run's.
 """
 
 from __future__ import annotations
@@ -229,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("blind", type=pathlib.Path)
     parser.add_argument("perceptive", type=pathlib.Path)
+    parser.add_argument("--teacher", type=pathlib.Path, default=None,
+                        help="the teacher's own run directory, if not the blind run (its metrics.jsonl)")
     parser.add_argument("--md", type=pathlib.Path, default=None)
     parser.add_argument("--json", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
@@ -239,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     types = [r["type"] for r in rows]
-    shares = top_level_shares(args.blind, types)
+    teacher_run = args.teacher or args.blind
+    shares = top_level_shares(teacher_run, types)
     suite = suite_rows(blind, perceptive)
-    curve = teacher_curve(args.blind, types)
+    curve = teacher_curve(teacher_run, types)
     text = markdown(rows, suite, shares, blind, perceptive, curve)
     print(text)
     if args.md:
