@@ -112,6 +112,7 @@ case $stage in
     # stopped. Arguments go to the blind run's command (the tests pass a small preset).
     blind=$runs/terrain_blind
     perceptive=$runs/terrain_perceptive
+    blind_fields='["joint_pos","joint_vel","base_ang_vel","projected_gravity","command","last_action","history"]'
     log=$out/terrain.log
     started=$SECONDS
     left() { echo $(( ${STAGE_SECONDS:-540} - (SECONDS - started) )); }
@@ -121,15 +122,17 @@ case $stage in
         (($#)) && echo "resuming $blind with its recorded config; not applied: $*" | tee -a "$log"
         logged "$log" "$(left)" python3 -m distill_jax.train --resume "$blind" --quiet
       else
+        # Blind: proprioception and its history only. The preset's student reads every deployable
+        # field, height_scan among them (flattened), which is not blind.
         logged "$log" "$(left)" python3 -m distill_jax.train --preset gpu --env quadruped_terrain --out "$blind" \
-          --quiet "$@"
+          --quiet --set "distill.student.fields=$blind_fields" "$@"
       fi
     fi
     if ((status == 0)) && [[ ! -f $perceptive/eval.json ]]; then
       if [[ ! -f $runs/terrain_perceptive.distilled ]]; then
         rm -rf "$perceptive"  # a distillation cut off before its end starts again: it is the short part
         logged "$log" "$(left)" python3 -m distill_jax.train --phase distill --from "$blind" --out "$perceptive" \
-          --quiet --set distill.student.scan_encoder=cnn
+          --quiet --set distill.student.scan_encoder=cnn --set distill.student.fields=null
         ((status == 0)) && touch "$runs/terrain_perceptive.distilled"
       fi
       ((status == 0)) && logged "$log" "$(left)" python3 -m distill_jax.train --phase eval --from "$perceptive" --quiet

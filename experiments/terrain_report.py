@@ -106,6 +106,18 @@ def _types(report: dict[str, Any]) -> list[str]:
     return list(report["panel"]["env_fingerprint"].get("terrain", {}).get("types") or [])
 
 
+def check_students(blind: dict[str, Any], perceptive: dict[str, Any], scan: str = "height_scan") -> None:
+    """Refuses a "blind" student that reads the scan (the default student reads every deployable field,
+    ``scan`` flattened among them) and a "perceptive" one without a scan encoder (one line each)."""
+    b, p = blind["config"]["distill"]["student"], perceptive["config"]["distill"]["student"]
+    if b.get("fields") is None or scan in b["fields"] or b.get("scan_encoder", "none") != "none":
+        raise ReportError(f"the blind run's student reads {scan} (distill.student.fields={b.get('fields')}, "
+                          f"scan_encoder={b.get('scan_encoder', 'none')}): distil it with distill.student.fields "
+                          f"set to the proprioceptive fields")
+    if p.get("scan_encoder", "none") == "none":
+        raise ReportError("the perceptive run's student has no scan encoder (distill.student.scan_encoder=none)")
+
+
 def per_type(blind: dict[str, Any], perceptive: dict[str, Any]) -> list[dict[str, Any]]:
     """The per-type rows of the comparison (member 0 of each run)."""
     types = _types(blind)
@@ -120,6 +132,7 @@ def per_type(blind: dict[str, Any], perceptive: dict[str, Any]) -> list[dict[str
     if blind["config"]["ppo"] != perceptive["config"]["ppo"] or blind["config"]["seed"] != perceptive["config"]["seed"]:
         raise ReportError("the two runs' teachers differ: distil the perceptive student from the blind run's teacher "
                           "(--phase distill --from BLIND --out PERCEPTIVE)")
+    check_students(blind, perceptive)
     index = b_eps["teacher"]["terrain_type"]
     names = types or [str(i) for i in range(max(index) + 1)]
     policies = {"teacher": b_eps["teacher"], "blind": b_eps["student"], "perceptive": p_eps["student"]}

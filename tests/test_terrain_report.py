@@ -24,8 +24,11 @@ def report(monkeypatch):
     return terrain_report
 
 
+BLIND_FIELDS = ["joint_pos", "joint_vel", "base_ang_vel", "projected_gravity", "command", "last_action", "history"]
+
+
 def write_run(path: pathlib.Path, student_returns, student_falls, scan_encoder: str, starts=(0, 1, 0, 1, 0, 1),
-              teacher_steps: int = 1000, suite: list | None = None) -> pathlib.Path:
+              teacher_steps: int = 1000, suite: list | None = None, fields: list | None = None) -> pathlib.Path:
     path.mkdir()
     teacher = {"return": [20.0, 10.0, 22.0, 12.0, 24.0, 8.0], "fall": [0, 0, 0, 1, 0, 0], "terrain_type": list(starts)}
     student = {"return": list(student_returns), "fall": list(student_falls), "terrain_type": list(starts)}
@@ -36,7 +39,8 @@ def write_run(path: pathlib.Path, student_returns, student_falls, scan_encoder: 
         "panel": {"seeds": list(range(6)), "env_overrides": {"terrain_seed": 1},
                   "env_fingerprint": {"terrain": {"types": ["stairs_up", "gaps"]}}},
         "config": {"seed": 0, "ppo": {"total_env_steps": teacher_steps},
-                   "distill": {"student": {"scan_encoder": scan_encoder}}},
+                   "distill": {"student": {"scan_encoder": scan_encoder,
+                                           "fields": fields if fields or scan_encoder != "none" else BLIND_FIELDS}}},
         "suite": suite or [],
     }
     (path / "eval.json").write_text(json.dumps(report))
@@ -119,6 +123,21 @@ def test_runs_that_do_not_share_a_panel_or_a_teacher_are_refused(report, tmp_pat
     assert "eval.json: missing" in capsys.readouterr().err
 
 
+def test_a_blind_student_that_reads_the_scan_or_a_perceptive_one_without_an_encoder_is_refused(
+        report, tmp_path, capsys):
+    perceptive = write_run(tmp_path / "perceptive", [1.0] * 6, [0] * 6, "cnn")
+    for name, fields in (("all", None), ("flat", [*BLIND_FIELDS, "height_scan"])):
+        flat = write_run(tmp_path / name, [1.0] * 6, [0] * 6, "none", fields=fields)
+        flat_config = json.loads((flat / "eval.json").read_text())
+        flat_config["config"]["distill"]["student"]["fields"] = fields
+        (flat / "eval.json").write_text(json.dumps(flat_config))
+        assert report.main([str(flat), str(perceptive)]) == 2
+        assert "blind run's student reads height_scan" in capsys.readouterr().err
+    blind = write_run(tmp_path / "blind", [1.0] * 6, [0] * 6, "none")
+    assert report.main([str(blind), str(blind)]) == 2
+    assert "perceptive run's student has no scan encoder" in capsys.readouterr().err
+
+
 def summary(mean: float, std: float, falls: float, n: int = 101) -> dict:
     return {"return_mean": mean, "return_std": std, "fall_rate": falls, "fall_rate_ci95": [0.0, 1.0], "episodes": n}
 
@@ -196,14 +215,15 @@ def test_the_terrain_stage_resumes_a_cut_teacher_then_distils_evaluates_and_repo
 
     done, lines = stage(STUB_CUT="1")  # call 1: the teacher is cut off; nothing else runs
     assert done.returncode == 124, done.stdout[-2000:] + done.stderr[-2000:]
-    assert lines == [f"--preset gpu --env quadruped_terrain --out {runs}/terrain_blind --quiet --preset smoke"]
+    assert lines == [f"--preset gpu --env quadruped_terrain --out {runs}/terrain_blind --quiet "
+                     f"--set distill.student.fields={json.dumps(BLIND_FIELDS, separators=(',', ':'))} --preset smoke"]
     assert (out / "terrain_blind.tgz").is_file() and not (out / "terrain_blind_vs_perceptive.md").exists()
 
     done, lines = stage()  # call 2: resume, distil the perceptive student from its teacher, evaluate, report
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert lines == [f"--resume {runs}/terrain_blind --quiet",
                      f"--phase distill --from {runs}/terrain_blind --out {runs}/terrain_perceptive --quiet "
-                     "--set distill.student.scan_encoder=cnn",
+                     "--set distill.student.scan_encoder=cnn --set distill.student.fields=null",
                      f"--phase eval --from {runs}/terrain_perceptive --quiet"]
     assert "resuming" in done.stdout and "not applied: --preset smoke" in done.stdout
     assert "| gaps | 3 | 0% |" in (out / "terrain_blind_vs_perceptive.md").read_text()
