@@ -3,7 +3,7 @@
 :class:`TerrainQuadruped` is :class:`~distill_jax.envs.quadruped.task.RoughTerrainQuadruped`
 (same robot, rewards, terminations, contacts, teacher fields) on the tile map of
 :mod:`distill_jax.terrain_tiles` (levels x types: rough, slopes and stairs up/down,
-stepping blocks, gaps), with three additions:
+stepping blocks, gaps), with four additions:
 
 * **spawn on a tile**: each episode starts on the flat platform at the centre of
   a tile, ``(level, type)`` drawn at reset (type uniform; level uniform in
