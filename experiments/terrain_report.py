@@ -50,22 +50,18 @@ def _teacher_rows(run: pathlib.Path) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("phase") == "teacher"]
 
 
+def _top_share(row: dict[str, Any], name: str) -> float | None:
+    """One update's share of type ``name``'s envs at its hardest level (``None`` if not logged or no such env)."""
+    top, on = row.get(f"env/terrain_top_{name}"), row.get(f"env/terrain_type_{name}")
+    if top is None or on is None or not float(np.mean(on)):  # [K] over seeds
+        return None
+    return float(np.mean(top)) / float(np.mean(on))
+
+
 def top_level_shares(run: pathlib.Path, types: list[str]) -> dict[str, float | None]:
     """Per type: the share of the teacher's training envs at its hardest level, at the last teacher update."""
     teacher = _teacher_rows(run)
-    if not teacher:
-        return {name: None for name in types}
-    last = teacher[-1]
-
-    def value(key: str) -> float | None:
-        v = last.get(key)
-        return None if v is None else float(np.mean(v))  # [K] over seeds
-
-    shares = {}
-    for name in types:
-        top, on = value(f"env/terrain_top_{name}"), value(f"env/terrain_type_{name}")
-        shares[name] = None if top is None or not on else top / on
-    return shares
+    return {name: _top_share(teacher[-1], name) if teacher else None for name in types}
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -93,9 +89,7 @@ def teacher_curve(run: pathlib.Path, types: list[str], blocks: int = 8) -> list[
         for key in ("episode_return", "env/terrain_level", "env/fall", "env/tracking_error", "env/distance_from_spawn"):
             entry[key.split("/")[-1]] = _mean(chosen, key)
         for name in types:
-            shares = [float(np.mean(r[f"env/terrain_top_{name}"])) / float(np.mean(r[f"env/terrain_type_{name}"]))
-                      for r in chosen if r.get(f"env/terrain_top_{name}") is not None
-                      and float(np.mean(r.get(f"env/terrain_type_{name}") or 0.0)) > 0]
+            shares = [share for share in (_top_share(r, name) for r in chosen) if share is not None]
             entry[f"top_{name}"] = float(np.mean(shares)) if shares else None
         curve.append(entry)
     return curve
@@ -269,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         args.md.write_text(text)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "suite_rows": suite, "top_level_share": shares,
-                                               "teacher_curve": curve}, indent=1))
+                                         "teacher_curve": curve}, indent=1))
     return 0
 
 
