@@ -248,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         blind, perceptive = load_eval(args.blind), load_eval(args.perceptive)
+        if args.teacher is not None and not (args.teacher / "metrics.jsonl").is_file():
+            raise ReportError(f"--teacher {args.teacher}: no metrics.jsonl there (give the teacher's run directory)")
         rows = per_type(blind, perceptive)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -94,7 +94,7 @@ def test_the_curve_averages_blocks_of_updates(report, tmp_path):
     assert report.teacher_curve(tmp_path, ["gaps"]) == []  # no metrics.jsonl: no curve
 
 
-def test_a_teacher_trained_in_its_own_run_gives_the_curve(report, tmp_path):
+def test_a_teacher_trained_in_its_own_run_gives_the_curve(report, tmp_path, capsys):
     blind = write_run(tmp_path / "blind", [1.0] * 6, [0] * 6, "none")
     perceptive = write_run(tmp_path / "perceptive", [1.0] * 6, [0] * 6, "cnn")
     (blind / "metrics.jsonl").write_text(json.dumps({"phase": "distill", "update": 1}) + "\n")  # a forked run
@@ -109,6 +109,8 @@ def test_a_teacher_trained_in_its_own_run_gives_the_curve(report, tmp_path):
     assert report.main([str(blind), str(perceptive), "--teacher", str(teacher), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["teacher_curve"][0]["update"] == 7 and result["top_level_share"]["gaps"] == pytest.approx(0.6)
+    assert report.main([str(blind), str(perceptive), "--teacher", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no metrics.jsonl there" in capsys.readouterr().err
 
 
 def test_runs_that_do_not_share_a_panel_or_a_teacher_are_refused(report, tmp_path, capsys):
